@@ -1,0 +1,3 @@
+"""Command line for workflows."""
+
+__version__ = "0.1.0"

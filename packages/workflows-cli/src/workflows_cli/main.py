@@ -1,0 +1,152 @@
+"""`workflows`: migrate, status, list, cancel, and the embedded development database."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from workflows.config import Settings
+from workflows.errors import ExecutionNotFoundError, WorkflowsError
+
+from workflows_cli import render
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
+
+
+def clean_errors(fn: F) -> F:
+    """One line on stderr and a non-zero exit instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ExecutionNotFoundError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except WorkflowsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2 if "migrate" in str(exc) else 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store() -> Any:
+    from workflows_postgres.sync import SyncStore
+
+    return SyncStore(Settings.from_env())
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="workflows-cli")
+def cli() -> None:
+    """Durable jobs and workflows on PostgreSQL."""
+
+
+@cli.command()
+@clean_errors
+def migrate() -> None:
+    """Create or upgrade the schema (idempotent; safe when run concurrently)."""
+    from workflows_postgres.connect import resolve_dsn
+    from workflows_postgres.migrate import apply_migrations, latest_version
+
+    setup_logging("WARNING")
+    settings = Settings.from_env()
+    applied = apply_migrations(resolve_dsn(settings), settings.schema)
+    if applied:
+        click.echo(f"applied migrations {', '.join(str(v) for v in applied)} "
+                   f"to schema {settings.schema!r}")
+    else:
+        click.echo(f"schema {settings.schema!r} is up to date (version {latest_version()})")
+
+
+@cli.command()
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@clean_errors
+def status(execution_id: str, as_json: bool) -> None:
+    """Show one execution."""
+    store = _store()
+    found = store.get_status(execution_id)
+    if as_json:
+        click.echo(render.to_json(found))
+        return
+    click.echo(render.details(found))
+    if found["kind"] == "workflow":
+        steps = store.steps_of(execution_id)
+        if steps:
+            click.echo("steps:")
+            click.echo(render.table(steps, ("seq", "kind", "name", "status", "result")))
+
+
+@cli.command(name="list")
+@click.option("--queue", "-q", help="Only this queue.")
+@click.option("--status", "-s", type=click.Choice(STATUSES), help="Only this status.")
+@click.option("--limit", "-n", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+@clean_errors
+def list_(queue: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List executions, newest first."""
+    rows = _store().list_executions(queue, status, limit)
+    if as_json:
+        click.echo(render.to_json(rows))
+    elif rows:
+        click.echo(render.table(rows))
+    else:
+        click.echo("no executions match")
+
+
+@cli.command()
+@click.argument("execution_id")
+@clean_errors
+def cancel(execution_id: str) -> None:
+    """Cancel an execution (and, for a workflow, what it started)."""
+    outcome = _store().cancel(execution_id)
+    if outcome == "cancelled":
+        click.echo(f"cancelled {execution_id}")
+    elif outcome == "cancelling":
+        click.echo(f"cancelling {execution_id}: its worker has been told to stop it")
+    else:
+        click.echo(f"{execution_id} already {outcome}: nothing to cancel")
+
+
+@cli.group(name="dev-db")
+def dev_db() -> None:
+    """The embedded PostgreSQL used when WORKFLOWS_DATABASE_URL is unset."""
+
+
+@dev_db.command(name="stop")
+@clean_errors
+def dev_db_stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    from workflows_postgres import embedded
+
+    if embedded.stop(Settings.from_env().data_dir):
+        click.echo("stopped the embedded PostgreSQL")
+    else:
+        click.echo("the embedded PostgreSQL was not running")
+
+
+@dev_db.command(name="url")
+@clean_errors
+def dev_db_url() -> None:
+    """Start the embedded PostgreSQL if needed and print its URL."""
+    from workflows_postgres import embedded
+
+    click.echo(embedded.ensure_running(Settings.from_env().data_dir))
+
+
+def main() -> None:
+    cli(prog_name="workflows")

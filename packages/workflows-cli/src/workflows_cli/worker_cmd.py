@@ -1,0 +1,72 @@
+"""`currant worker`: run a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+from workflows.config import Settings
+from workflows.errors import WorkflowsError
+
+from workflows_cli.main import cli as workflows_cli
+from workflows_cli.main import clean_errors, setup_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="currant")
+def cli() -> None:
+    """currant: durable jobs and workflows on PostgreSQL."""
+
+
+@cli.command()
+@click.option("-q", "--queue", "queues", multiple=True, required=True, help="A queue to serve (repeatable).")
+@click.option("-A", "--app", "apps", multiple=True, help="A module to import up front (repeatable).")
+@click.option("-c", "--concurrency", type=click.IntRange(1, 10000), default=None,
+              help="Executions at once [default: WORKFLOWS_WORKER_MAX_CONCURRENT].")
+@click.option("--burst", is_flag=True, help="Exit once the queues hold nothing runnable.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics and /healthz [default: WORKFLOWS_WORKER_METRICS_PORT].")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@clean_errors
+def worker(
+    queues: tuple[str, ...],
+    apps: tuple[str, ...],
+    concurrency: int | None,
+    burst: bool,
+    metrics_port: int | None,
+    log_level: str,
+) -> None:
+    """Run a worker serving QUEUEs until SIGTERM/SIGINT."""
+    from workflows_worker.imports import add_cwd_to_path, import_app_modules
+    from workflows_worker.worker import Worker
+
+    setup_logging(log_level)
+    add_cwd_to_path()
+    try:
+        import_app_modules(list(apps))
+    except Exception as exc:
+        raise WorkflowsError(f"cannot import --app module: {type(exc).__name__}: {exc}") from None
+    w = Worker(list(queues), settings=Settings.from_env(), concurrency=concurrency, burst=burst,
+               metrics_port=metrics_port)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        await w.run()
+
+    asyncio.run(main())
+
+
+for _name, _command in workflows_cli.commands.items():
+    cli.add_command(_command, _name)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="currant")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,79 @@
+"""Exceptions raised by the public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkflowsError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigurationError(WorkflowsError):
+    """A ``WORKFLOWS_*`` setting or a decorator argument is invalid."""
+
+
+class SerializationError(WorkflowsError, TypeError):
+    """A value cannot be stored as JSON (or is larger than ``WORKFLOWS_MAX_PAYLOAD_BYTES``)."""
+
+
+class SchemaNotReadyError(WorkflowsError):
+    """The database has not been migrated to the schema this code needs."""
+
+
+class DatabaseUnavailableError(WorkflowsError):
+    """The database cannot be reached with the configured URL."""
+
+
+class ExecutionNotFoundError(WorkflowsError, LookupError):
+    """No execution has that id."""
+
+
+class SignalError(WorkflowsError):
+    """A signal cannot be delivered (unknown or finished workflow)."""
+
+
+class NonDeterminismError(WorkflowsError):
+    """Replayed workflow code asked for a different step than its history recorded."""
+
+
+class VersionError(WorkflowsError):
+    """A recorded ``get_version`` value is outside the range the code supports."""
+
+
+class WorkflowTimeoutError(WorkflowsError, TimeoutError):
+    """A workflow ran past its deadline."""
+
+
+class SignalTimeoutError(WorkflowsError, TimeoutError):
+    """``wait_for_signal`` gave up after its timeout."""
+
+
+class ExecutionCancelledError(WorkflowsError):
+    """The execution was cancelled."""
+
+
+class ExecutionFailedError(WorkflowsError):
+    """``get_result`` on an execution that failed: carries its recorded error."""
+
+    def __init__(self, execution_id: str, error: dict[str, Any] | None) -> None:
+        self.execution_id = execution_id
+        self.error = error or {}
+        self.type: str = self.error.get("type", "Error")
+        self.message: str = self.error.get("message", "")
+        super().__init__(f"execution {execution_id} failed: {self.type}: {self.message}")
+
+
+class ActivityError(WorkflowsError):
+    """An activity (or child workflow) failed for good; raised inside the calling workflow."""
+
+    def __init__(self, name: str, error: dict[str, Any] | None) -> None:
+        self.name = name
+        self.error = error or {}
+        self.type: str = self.error.get("type", "Error")
+        self.message: str = self.error.get("message", "")
+        super().__init__(f"{name} failed: {self.type}: {self.message}")
+
+
+class ChildWorkflowError(ActivityError):
+    """A child workflow failed for good; raised inside the parent workflow."""

@@ -1,0 +1,80 @@
+"""The narrow interface core needs from a store, and how it finds the installed one.
+
+Core never imports a database driver: the PostgreSQL store registers itself when the
+``workflows_postgres`` package is importable, which is what the producer install provides.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from workflows.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    kind: str
+    name: str
+    queue: str
+    args: str  # JSON text of {"args": [...], "kwargs": {...}}
+    priority: int
+    max_retries: int
+    timeout: float | None
+    run_at: datetime | None = None
+    delay: float | None = None
+    idempotency_key: str | None = None
+    version: int | None = None
+    workflow_timeout: float | None = None
+
+
+class AsyncStore(Protocol):
+    async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
+
+    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]: ...
+
+    async def send_signal(self, workflow_id: str, name: str, payload: str) -> None: ...
+
+    async def get_status(self, execution_id: str) -> dict[str, Any]: ...
+
+    async def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]: ...
+
+    async def cancel(self, execution_id: str) -> str: ...
+
+
+class SyncStore(Protocol):
+    def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
+
+    def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]: ...
+
+    def send_signal(self, workflow_id: str, name: str, payload: str) -> None: ...
+
+    def get_status(self, execution_id: str) -> dict[str, Any]: ...
+
+    def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]: ...
+
+    def cancel(self, execution_id: str) -> str: ...
+
+
+def _client_module() -> Any:
+    try:
+        return importlib.import_module("workflows_postgres.client")
+    except ImportError as exc:
+        if exc.name and not exc.name.startswith("workflows_postgres"):
+            raise
+        raise ConfigurationError(
+            "no store installed: pip install workflows-postgres (or currant)"
+        ) from None
+
+
+def async_store() -> AsyncStore:
+    """The process's async store for the running event loop (configured from ``WORKFLOWS_*``)."""
+    store: AsyncStore = _client_module().async_store()
+    return store
+
+
+def sync_store() -> SyncStore:
+    store: SyncStore = _client_module().sync_store()
+    return store

@@ -1,0 +1,213 @@
+"""Store operations written once, driven by an async (asyncpg) or a sync (psycopg) runner.
+
+Each operation is a generator: it yields the statements it needs and receives their rows,
+so the logic of enqueueing, signalling and cancelling exists in one place for both drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from workflows import codec
+from workflows.errors import ExecutionNotFoundError, SignalError, WorkflowsError
+from workflows.store import EnqueueRequest
+
+from workflows_postgres import queries as Q
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    sql: str  # a template from workflows_postgres.queries
+    args: tuple[Any, ...] = ()
+
+
+Op = Generator[Call, Sequence[Row], T]
+
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def enqueue(request: EnqueueRequest) -> Op[str]:
+    r = request
+    args = (
+        r.kind,
+        r.name,
+        r.queue,
+        r.priority,
+        r.args,
+        r.max_retries,
+        _float(r.timeout),
+        r.run_at,
+        _float(r.delay),
+        r.idempotency_key,
+        r.version,
+        _float(r.workflow_timeout),
+    )
+    # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
+    # the follow-up read finds the winner; a rolled-back winner lets the insert through.
+    for _ in range(3):
+        rows = yield Call(Q.ENQUEUE, args)
+        if rows:
+            return str(rows[0]["id"])
+        rows = yield Call(Q.FIND_BY_IDEMPOTENCY_KEY, (r.idempotency_key,))
+        if rows:
+            return str(rows[0]["id"])
+    raise WorkflowsError(f"could not enqueue with idempotency key {r.idempotency_key!r}")
+
+
+def enqueue_many(requests: Sequence[EnqueueRequest]) -> Op[list[str]]:
+    if not requests:
+        return []
+    rows = yield Call(
+        Q.ENQUEUE_MANY,
+        (
+            [r.kind for r in requests],
+            [r.name for r in requests],
+            [r.queue for r in requests],
+            [r.priority for r in requests],
+            [r.args for r in requests],
+            [r.max_retries for r in requests],
+            [_float(r.timeout) for r in requests],
+            [r.run_at for r in requests],
+            [_float(r.delay) for r in requests],
+            [r.version for r in requests],
+            [_float(r.workflow_timeout) for r in requests],
+        ),
+    )
+    return [str(row["id"]) for row in rows]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def status_dict(row: Row) -> dict[str, Any]:
+    """An execution as the CLI's ``--json`` and ``workflows.get_status`` show it."""
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "queue": row["queue"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "timeout": row["timeout_seconds"],
+        "version": row["version"],
+        "parent_id": row["parent_id"],
+        "idempotency_key": row["idempotency_key"],
+        "args": codec.decode(row["args"]),
+        "result": codec.decode(row["result"]),
+        "error": codec.decode(row["error"]),
+        "cancel_requested": row["cancel_requested"],
+        "created_at": _iso(row["created_at"]),
+        "run_at": _iso(row["run_at"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+    }
+
+
+def _check_id(execution_id: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(execution_id)))
+    except ValueError:
+        raise ExecutionNotFoundError(
+            f"no execution {execution_id!r} (ids are UUIDs)"
+        ) from None
+
+
+def get_status(execution_id: str) -> Op[dict[str, Any]]:
+    rows = yield Call(Q.STATUS, (_check_id(execution_id),))
+    if not rows:
+        raise ExecutionNotFoundError(f"no execution {execution_id}")
+    return status_dict(rows[0])
+
+
+def list_executions(queue: str | None, status: str | None, limit: int) -> Op[list[dict[str, Any]]]:
+    rows = yield Call(Q.LIST, (queue, status, limit))
+    return [status_dict(row) for row in rows]
+
+
+def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
+    rows = yield Call(Q.STEPS_OF, (_check_id(workflow_id),))
+    return [
+        {
+            "seq": row["seq"],
+            "kind": row["kind"],
+            "name": row["name"],
+            "status": row["status"],
+            "execution_id": row["execution_id"],
+            "result": codec.decode(row["result"]),
+            "error": codec.decode(row["error"]),
+        }
+        for row in rows
+    ]
+
+
+def wake_workflow(workflow_id: str) -> Op[None]:
+    yield Call(Q.WAKE_WORKFLOW, (workflow_id,))
+
+
+def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
+    workflow_id = _check_id(workflow_id)
+    rows = yield Call(Q.LOCK_EXECUTION, (workflow_id,))
+    if not rows:
+        raise SignalError(f"no workflow {workflow_id} to signal")
+    target = rows[0]
+    if target["kind"] != "workflow":
+        raise SignalError(f"execution {workflow_id} is a {target['kind']}, not a workflow")
+    if target["status"] in FINAL_STATUSES:
+        raise SignalError(f"workflow {workflow_id} is already {target['status']}")
+    yield Call(Q.INSERT_SIGNAL, (workflow_id, name, payload))
+    delivered = yield Call(Q.DELIVER_SIGNAL, (workflow_id, name))
+    if delivered:
+        yield from wake_workflow(workflow_id)
+
+
+def finish_tree(execution_id: str, status: str, error: dict[str, Any]) -> Op[None]:
+    """End an execution and everything under it; resolve its parent's step if it has one.
+
+    The caller holds the execution's row lock.
+    """
+    rows = yield Call(Q.LOCK_EXECUTION, (execution_id,))
+    if not rows:
+        return
+    target = rows[0]
+    yield Call(Q.CANCEL_TREE, (execution_id, status, codec.encode(error)))
+    if target["parent_id"] is not None and not (
+        target["status"] == "running" and target["kind"] != "workflow"
+    ):
+        step_status = "cancelled" if status == "cancelled" else "failed"
+        resolved = yield Call(
+            Q.RESOLVE_PARENT_STEP,
+            (target["parent_id"], target["parent_seq"], step_status, None, codec.encode(error)),
+        )
+        if resolved:
+            yield from wake_workflow(target["parent_id"])
+
+
+def cancel(execution_id: str) -> Op[str]:
+    """``cancelled`` (done now), ``cancelling`` (a worker is told), or the final status it had."""
+    execution_id = _check_id(execution_id)
+    rows = yield Call(Q.LOCK_EXECUTION, (execution_id,))
+    if not rows:
+        raise ExecutionNotFoundError(f"no execution {execution_id}")
+    current = rows[0]["status"]
+    if current in FINAL_STATUSES:
+        return str(current)
+    error = {"type": "ExecutionCancelledError", "message": "cancelled on request"}
+    yield from finish_tree(execution_id, "cancelled", error)
+    if current == "running" and rows[0]["kind"] != "workflow":
+        return "cancelling"
+    return "cancelled"

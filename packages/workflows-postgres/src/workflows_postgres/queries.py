@@ -1,0 +1,465 @@
+"""Every SQL statement of the store, by name.
+
+``{s}`` stands for the quoted schema, ``{work}``/``{cancel}`` for the notification channels.
+Parameters are ``$n`` (asyncpg); :func:`to_psycopg` rewrites them for psycopg. jsonb, uuid and
+timestamps travel as text in both directions so both drivers see the same values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from workflows.config import validate_schema_name
+
+
+def quote_ident(name: str) -> str:
+    # Only validated identifiers reach here; quoting keeps reserved words safe too.
+    return '"' + validate_schema_name(name) + '"'
+
+
+EXECUTION_COLUMNS = """
+    e.id::text AS id, e.kind, e.name, e.queue, e.status, e.priority, e.attempts, e.max_retries,
+    e.timeout_seconds, e.args::text AS args, e.result::text AS result, e.error::text AS error,
+    e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
+    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
+"""
+
+ENQUEUE = """
+WITH ins AS (
+    INSERT INTO {s}.executions AS e
+        (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+         idempotency_key, version, deadline)
+    VALUES (gen_random_uuid(), $1, $2, $3, $4, $5::jsonb, $6, $7,
+            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
+            $10, $11, now() + make_interval(secs => $12::float8))
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING e.id, e.run_at
+)
+SELECT ins.id::text AS id,
+       (SELECT count(*) FROM (SELECT pg_notify('{work}', $3) WHERE ins.run_at <= now()) n)
+           AS notified
+FROM ins
+"""
+
+FIND_BY_IDEMPOTENCY_KEY = """
+SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
+"""
+
+ENQUEUE_MANY = """
+WITH ins AS (
+    INSERT INTO {s}.executions
+        (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+         version, deadline)
+    SELECT gen_random_uuid(), r.kind, r.name, r.queue, r.priority, r.args::jsonb, r.max_retries,
+           r.timeout_seconds,
+           COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay, 0))),
+           r.version, now() + make_interval(secs => r.workflow_timeout)
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+                $7::float8[], $8::timestamptz[], $9::float8[], $10::int[], $11::float8[])
+         WITH ORDINALITY
+         AS r(kind, name, queue, priority, args, max_retries, timeout_seconds, run_at, delay,
+              version, workflow_timeout, ord)
+    ORDER BY r.ord
+    RETURNING id, queue, run_at
+), notified AS (
+    SELECT pg_notify('{work}', q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) q
+)
+SELECT id::text AS id, (SELECT count(*) FROM notified) AS notified FROM ins
+"""
+
+STATUS = "SELECT " + EXECUTION_COLUMNS + " FROM {s}.executions e WHERE e.id = $1::uuid"
+
+STEPS_OF = """
+SELECT seq, kind, name, status, execution_id::text AS execution_id, result::text AS result,
+       error::text AS error, fire_at
+FROM {s}.workflow_steps WHERE workflow_id = $1::uuid ORDER BY seq
+"""
+
+LIST = (
+    "SELECT "
+    + EXECUTION_COLUMNS
+    + """
+FROM {s}.executions e
+WHERE ($1::text IS NULL OR e.queue = $1) AND ($2::text IS NULL OR e.status = $2)
+ORDER BY e.created_at DESC, e.id
+LIMIT $3
+"""
+)
+
+FINISHED = """
+SELECT status FROM {s}.executions WHERE id = $1::uuid
+"""
+
+LOCK_EXECUTION = """
+SELECT id::text AS id, kind, status, queue, parent_id::text AS parent_id, parent_seq
+FROM {s}.executions WHERE id = $1::uuid FOR UPDATE
+"""
+
+INSERT_SIGNAL = """
+INSERT INTO {s}.workflow_signals (workflow_id, name, payload) VALUES ($1::uuid, $2, $3::jsonb)
+"""
+
+# Hand the oldest unconsumed signal of the step's name to the first open wait for it.
+DELIVER_SIGNAL = """
+WITH step AS (
+    SELECT seq FROM {s}.workflow_steps
+    WHERE workflow_id = $1::uuid AND kind = 'signal' AND name = $2 AND status = 'scheduled'
+    ORDER BY seq LIMIT 1
+), sig AS (
+    UPDATE {s}.workflow_signals SET consumed_seq = (SELECT seq FROM step)
+    WHERE id = (SELECT id FROM {s}.workflow_signals
+                WHERE workflow_id = $1::uuid AND name = $2 AND consumed_seq IS NULL
+                ORDER BY id LIMIT 1)
+      AND EXISTS (SELECT 1 FROM step)
+    RETURNING payload, consumed_seq
+)
+UPDATE {s}.workflow_steps st
+SET status = 'completed', result = sig.payload, resolved_at = now()
+FROM sig
+WHERE st.workflow_id = $1::uuid AND st.seq = sig.consumed_seq
+RETURNING st.seq
+"""
+
+# A step of the workflow got resolved: count it, and make a waiting workflow runnable.
+WAKE_WORKFLOW = """
+WITH w AS (
+    UPDATE {s}.executions
+    SET wakeups = wakeups + 1,
+        status = CASE WHEN status = 'waiting' THEN 'pending' ELSE status END,
+        run_at = CASE WHEN status = 'waiting' THEN now() ELSE run_at END
+    WHERE id = $1::uuid
+    RETURNING status, queue
+)
+SELECT count(*) AS notified FROM w, LATERAL (SELECT pg_notify('{work}', w.queue)) n
+WHERE w.status = 'pending'
+"""
+
+# Mark an execution and every descendant cancelled; running ones are told to stop.
+CANCEL_TREE = """
+WITH RECURSIVE tree AS (
+    SELECT id FROM {s}.executions WHERE id = $1::uuid
+    UNION ALL
+    SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+), upd AS (
+    UPDATE {s}.executions e
+    SET cancel_requested = true,
+        status = CASE WHEN e.status = 'running' AND e.kind <> 'workflow' THEN 'running'
+                      WHEN e.id = $1::uuid THEN $2
+                      ELSE 'cancelled' END,
+        error = CASE WHEN e.id = $1::uuid THEN $3::jsonb
+                     ELSE '{{"type": "ExecutionCancelledError", "message": "parent ended"}}'::jsonb
+                END,
+        finished_at = CASE WHEN e.status = 'running' AND e.kind <> 'workflow' THEN NULL
+                           ELSE now() END,
+        worker_id = CASE WHEN e.status = 'running' AND e.kind <> 'workflow' THEN e.worker_id
+                         ELSE NULL END
+    FROM tree
+    WHERE e.id = tree.id AND e.status IN ('pending', 'running', 'waiting')
+    RETURNING e.id, e.status
+), steps AS (
+    UPDATE {s}.workflow_steps st SET status = 'cancelled', resolved_at = now()
+    WHERE st.workflow_id IN (SELECT id FROM tree) AND st.status = 'scheduled'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upd) AS cancelled,
+       (SELECT count(*) FROM steps) AS steps,
+       (SELECT count(*) FROM upd, LATERAL (SELECT pg_notify('{cancel}', upd.id::text)) n
+        WHERE upd.status = 'running') AS told
+"""
+
+RESOLVE_PARENT_STEP = """
+UPDATE {s}.workflow_steps
+SET status = $3, result = $4::jsonb, error = $5::jsonb, resolved_at = now()
+WHERE workflow_id = $1::uuid AND seq = $2 AND status = 'scheduled'
+RETURNING seq
+"""
+
+# ---- worker --------------------------------------------------------------------------------
+
+CLAIM = """
+WITH cand AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest($1::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.priority, x.run_at
+        FROM {s}.executions x
+        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                (SELECT v.max FROM unnest($4::text[], $5::int[]) AS v(name, max)
+                 WHERE v.name = x.name), 2147483647))
+        ORDER BY x.priority DESC, x.run_at, x.id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT $2
+)
+UPDATE {s}.executions e
+SET status = 'running', worker_id = $3::uuid, lease = e.lease + 1,
+    attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+    started_at = COALESCE(e.started_at, now())
+FROM cand
+WHERE e.id = cand.id
+RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
+          e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
+          e.parent_id::text AS parent_id, e.deadline,
+          extract(epoch FROM now() - cand.run_at)::float8 AS pickup_latency
+"""
+
+# Outcomes of many jobs/activities in one statement, each applied only if its claim still
+# holds (same lease, still running): a worker that lost its claim records nothing.
+RECORD_OUTCOMES = """
+WITH v AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::float8[])
+        AS v(id, lease, status, result, error, retry_delay)
+), upd AS (
+    UPDATE {s}.executions e
+    SET status = v.status,
+        result = v.result::jsonb,
+        error = COALESCE(v.error::jsonb, e.error),
+        finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE now() END,
+        run_at = CASE WHEN v.status = 'pending'
+                      THEN now() + make_interval(secs => COALESCE(v.retry_delay, 0))
+                      ELSE e.run_at END,
+        worker_id = NULL,
+        cancel_requested = CASE WHEN v.status = 'pending' THEN false ELSE e.cancel_requested END
+    FROM v
+    WHERE e.id = v.id AND e.lease = v.lease AND e.status = 'running'
+    RETURNING e.id, e.kind, e.queue, e.status, e.parent_id, e.parent_seq, e.result, e.error,
+              e.run_at
+), steps AS (
+    UPDATE {s}.workflow_steps st
+    SET status = upd.status, result = upd.result, error = upd.error, resolved_at = now()
+    FROM upd
+    WHERE upd.parent_id IS NOT NULL AND upd.status IN ('completed', 'failed', 'cancelled')
+      AND st.workflow_id = upd.parent_id AND st.seq = upd.parent_seq AND st.status = 'scheduled'
+    RETURNING st.workflow_id
+), wake AS (
+    UPDATE {s}.executions w
+    SET wakeups = w.wakeups + r.n,
+        status = CASE WHEN w.status = 'waiting' THEN 'pending' ELSE w.status END,
+        run_at = CASE WHEN w.status = 'waiting' THEN now() ELSE w.run_at END
+    FROM (SELECT workflow_id, count(*) AS n FROM steps GROUP BY workflow_id) r
+    WHERE w.id = r.workflow_id
+    RETURNING w.queue, w.status
+), notified AS (
+    SELECT pg_notify('{work}', q.queue)
+    FROM (SELECT queue FROM wake WHERE status = 'pending'
+          UNION
+          SELECT queue FROM upd WHERE status = 'pending' AND run_at <= now()) q
+)
+SELECT upd.id::text AS id, (SELECT count(*) FROM notified) AS notified FROM upd
+"""
+
+LOAD_RESOLUTIONS = """
+SELECT seq, kind, name, status, result::text AS result, error::text AS error, delivered_in
+FROM {s}.workflow_steps
+WHERE workflow_id = $1::uuid AND ($2::int[] IS NULL OR seq = ANY($2::int[]))
+ORDER BY seq
+"""
+
+FENCE_WORKFLOW = """
+SELECT wakeups, cancel_requested, queue, parent_id::text AS parent_id, parent_seq
+FROM {s}.executions
+WHERE id = $1::uuid AND lease = $2 AND status = 'running'
+FOR UPDATE
+"""
+
+MARK_DELIVERED = """
+UPDATE {s}.workflow_steps SET delivered_in = $3
+WHERE workflow_id = $1::uuid AND seq = ANY($2::int[])
+"""
+
+INSERT_STEPS = """
+INSERT INTO {s}.workflow_steps
+    (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
+SELECT $1::uuid, r.seq, r.kind, r.name, r.status, r.execution_id,
+       CASE WHEN r.seconds IS NULL THEN NULL ELSE now() + make_interval(secs => r.seconds) END,
+       r.result::jsonb, r.delivered_in
+FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::float8[],
+            $8::text[], $9::int[])
+     AS r(seq, kind, name, status, execution_id, seconds, result, delivered_in)
+"""
+
+INSERT_CHILDREN = """
+INSERT INTO {s}.executions
+    (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version, deadline,
+     parent_id, parent_seq, status, worker_id, lease, attempts, started_at)
+SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::jsonb, r.max_retries,
+       r.timeout_seconds, r.version,
+       CASE WHEN r.workflow_timeout IS NULL THEN NULL
+            ELSE now() + make_interval(secs => r.workflow_timeout) END,
+       $1::uuid, r.seq,
+       CASE WHEN r.eager THEN 'running' ELSE 'pending' END,
+       CASE WHEN r.eager THEN $2::uuid END,
+       CASE WHEN r.eager THEN 1 ELSE 0 END,
+       CASE WHEN r.eager THEN 1 ELSE 0 END,
+       CASE WHEN r.eager THEN now() END
+FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::int[],
+            $10::float8[], $11::int[], $12::float8[], $13::int[], $14::bool[])
+     AS r(id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
+          workflow_timeout, seq, eager)
+"""
+
+NOTIFY_QUEUES = """
+SELECT count(*) AS notified FROM unnest($1::text[]) AS q(queue),
+       LATERAL (SELECT pg_notify('{work}', q.queue)) n
+"""
+
+FINISH_WORKFLOW = """
+UPDATE {s}.executions
+SET status = $2, result = $3::jsonb, error = $4::jsonb, finished_at = now(), worker_id = NULL
+WHERE id = $1::uuid
+"""
+
+SUSPEND_WORKFLOW = """
+UPDATE {s}.executions
+SET status = CASE WHEN wakeups = $3 AND NOT $4::bool THEN 'waiting' ELSE 'pending' END,
+    run_at = now(), worker_id = NULL, sticky_worker_id = $2::uuid
+WHERE id = $1::uuid
+RETURNING status
+"""
+
+RELEASE = """
+UPDATE {s}.executions
+SET status = 'pending', worker_id = NULL, run_at = now() + make_interval(secs => $3::float8),
+    attempts = CASE WHEN kind = 'workflow' THEN attempts ELSE greatest(attempts - 1, 0) END
+WHERE id = $1::uuid AND lease = $2 AND status = 'running'
+RETURNING id
+"""
+
+# Timers and signal timeouts that came due. The workflow row is locked first, as in every
+# other path that touches a workflow and its steps, so the two cannot deadlock.
+FIRE_DUE_STEPS = """
+WITH due AS (
+    SELECT st.workflow_id, st.seq, st.kind
+    FROM {s}.workflow_steps st JOIN {s}.executions w ON w.id = st.workflow_id
+    WHERE st.status = 'scheduled' AND st.fire_at <= now()
+    ORDER BY st.fire_at
+    LIMIT 500
+    FOR UPDATE OF w SKIP LOCKED
+), res AS (
+    UPDATE {s}.workflow_steps st
+    SET status = CASE WHEN due.kind = 'timer' THEN 'completed' ELSE 'failed' END,
+        error = CASE WHEN due.kind = 'signal' THEN jsonb_build_object(
+                    'type', 'SignalTimeoutError',
+                    'message', 'no signal ' || st.name || ' before the timeout') END,
+        resolved_at = now()
+    FROM due
+    WHERE st.workflow_id = due.workflow_id AND st.seq = due.seq AND st.status = 'scheduled'
+    RETURNING st.workflow_id
+), wake AS (
+    UPDATE {s}.executions w
+    SET wakeups = w.wakeups + r.n,
+        status = CASE WHEN w.status = 'waiting' THEN 'pending' ELSE w.status END,
+        run_at = CASE WHEN w.status = 'waiting' THEN now() ELSE w.run_at END
+    FROM (SELECT workflow_id, count(*) AS n FROM res GROUP BY workflow_id) r
+    WHERE w.id = r.workflow_id
+    RETURNING w.queue, w.status
+)
+SELECT (SELECT count(*) FROM wake) AS fired,
+       (SELECT count(*) FROM (SELECT DISTINCT queue FROM wake WHERE status = 'pending') q,
+               LATERAL (SELECT pg_notify('{work}', q.queue)) n) AS notified
+"""
+
+OVERDUE_WORKFLOWS = """
+SELECT id::text AS id FROM {s}.executions
+WHERE deadline <= now() AND status IN ('pending', 'running', 'waiting') AND kind = 'workflow'
+ORDER BY deadline
+LIMIT 100
+FOR UPDATE SKIP LOCKED
+"""
+
+REGISTER_WORKER = """
+INSERT INTO {s}.worker_heartbeats (worker_id, hostname, pid, queues, code_version)
+VALUES ($1::uuid, $2, $3, $4::text[], $5)
+ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = now()
+"""
+
+HEARTBEAT = """
+UPDATE {s}.worker_heartbeats SET last_heartbeat = now() WHERE worker_id = $1::uuid
+RETURNING worker_id
+"""
+
+DEREGISTER_WORKER = "DELETE FROM {s}.worker_heartbeats WHERE worker_id = $1::uuid"
+
+# Exactly one worker recovers a dead peer: the one whose DELETE removes its row.
+CLAIM_DEAD_WORKERS = """
+DELETE FROM {s}.worker_heartbeats
+WHERE last_heartbeat < now() - make_interval(secs => $1::float8) AND worker_id <> $2::uuid
+RETURNING worker_id::text AS worker_id, hostname, pid
+"""
+
+# Running executions whose worker is gone (recovered above, or never registered).
+ORPHANED_RUNNING = """
+SELECT e.id::text AS id, e.kind, e.queue, e.lease, e.attempts, e.max_retries
+FROM {s}.executions e
+WHERE e.status = 'running'
+  AND (e.worker_id = ANY($1::uuid[])
+       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h WHERE h.worker_id = e.worker_id))
+ORDER BY e.id
+FOR UPDATE SKIP LOCKED
+"""
+
+REQUEUE_WORKFLOWS = """
+WITH r AS (
+    UPDATE {s}.executions SET status = 'pending', worker_id = NULL, run_at = now()
+    WHERE id = ANY($1::uuid[]) AND status = 'running'
+    RETURNING queue
+)
+SELECT count(*) AS notified FROM (SELECT DISTINCT queue FROM r) q,
+       LATERAL (SELECT pg_notify('{work}', q.queue)) n
+"""
+
+WORKERS_ALIVE = """
+SELECT count(*) AS n FROM {s}.worker_heartbeats
+WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
+"""
+
+QUEUE_DEPTHS = """
+SELECT queue, status, count(*) AS n FROM {s}.executions
+WHERE status IN ('pending', 'waiting') AND queue = ANY($1::text[])
+GROUP BY queue, status
+"""
+
+RUNNABLE_COUNT = """
+SELECT count(*) AS n FROM {s}.executions
+WHERE status = 'pending' AND queue = ANY($1::text[]) AND run_at <= now()
+"""
+
+SCHEMA_VERSION = """
+SELECT (SELECT max(version) FROM {s}.schema_migrations) AS version
+"""
+
+SCHEMA_EXISTS = """
+SELECT to_regclass($1) IS NOT NULL AS present
+"""
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The statements rendered for one schema."""
+
+    schema: str
+    work_channel: str
+    cancel_channel: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Queries:
+        validate_schema_name(schema)
+        return cls(schema, f"{schema}_work", f"{schema}_cancel")
+
+    def sql(self, template: str) -> str:
+        return template.format(
+            s=quote_ident(self.schema), work=self.work_channel, cancel=self.cancel_channel
+        )
+
+
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+def to_psycopg(sql: str) -> str:
+    """``$n`` placeholders as psycopg's ``%(pn)s`` (a literal ``%`` doubled)."""
+    return _DOLLAR.sub(lambda m: f"%(p{m[1]})s", sql.replace("%", "%%"))

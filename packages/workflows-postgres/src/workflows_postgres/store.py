@@ -1,0 +1,585 @@
+"""The asyncpg store: the client's async path and everything a worker asks of the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from workflows import codec
+from workflows.config import Settings
+from workflows.errors import DatabaseUnavailableError, SchemaNotReadyError
+from workflows.history import (
+    RecordVersion,
+    ScheduleActivity,
+    StartChild,
+    StartTimer,
+    StepCommand,
+    StepRecord,
+    WaitSignal,
+)
+from workflows.store import EnqueueRequest
+
+from workflows_postgres import ops
+from workflows_postgres import queries as Q
+from workflows_postgres.connect import first_line, redact, resolve_dsn, unavailable
+from workflows_postgres.migrate import latest_version, schema_error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One execution a worker now owns, until it records an outcome under ``lease``."""
+
+    id: str
+    kind: str
+    name: str
+    queue: str
+    args: str
+    attempts: int
+    max_retries: int
+    timeout: float | None
+    lease: int
+    version: int | None
+    wakeups: int
+    parent_id: str | None
+    deadline: datetime | None
+    pickup_latency: float | None
+    claimed_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    lease: int
+    status: str  # completed | failed | cancelled | pending (retry)
+    result: str | None = None
+    error: str | None = None
+    retry_delay: float | None = None
+
+
+@dataclass(frozen=True)
+class Recovered:
+    id: str
+    kind: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    """What applying an activation did: ``None`` status when the claim had been lost."""
+
+    status: str | None
+    eager: list[Claimed] = field(default_factory=list)
+
+
+def _claimed(row: asyncpg.Record) -> Claimed:
+    return Claimed(
+        id=row["id"],
+        kind=row["kind"],
+        name=row["name"],
+        queue=row["queue"],
+        args=row["args"],
+        attempts=row["attempts"],
+        max_retries=row["max_retries"],
+        timeout=row["timeout_seconds"],
+        lease=row["lease"],
+        version=row["version"],
+        wakeups=row["wakeups"],
+        parent_id=row["parent_id"],
+        deadline=row["deadline"],
+        pickup_latency=row["pickup_latency"],
+    )
+
+
+def step_record(row: Any) -> StepRecord:
+    return StepRecord(
+        seq=row["seq"],
+        kind=row["kind"],
+        name=row["name"],
+        status=row["status"],
+        result=codec.decode(row["result"]),
+        error=codec.decode(row["error"]),
+        delivered_in=row["delivered_in"],
+    )
+
+
+class PostgresStore:
+    """One asyncpg pool bound to one event loop and one schema."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, dsn: str) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.dsn = dsn
+        self.q = Q.Queries.for_schema(settings.schema)
+        self._sql: dict[str, str] = {}
+
+    # ---- construction --------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings | None = None,
+        *,
+        dsn: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> PostgresStore:
+        settings = settings or Settings.from_env()
+        dsn = dsn or await asyncio.to_thread(resolve_dsn, settings)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=10, command_timeout=None
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise unavailable(dsn, exc) from None
+        except asyncio.TimeoutError:
+            raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: timed out") from None
+        store = cls(pool, settings, dsn)
+        try:
+            await store.check_schema()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def check_schema(self) -> None:
+        schema = self.settings.schema
+        async with self.pool.acquire() as conn:
+            present = await conn.fetchval(
+                self.sql(Q.SCHEMA_EXISTS), f"{Q.quote_ident(schema)}.schema_migrations"
+            )
+            version = await conn.fetchval(self.sql(Q.SCHEMA_VERSION)) if present else None
+        if version != latest_version():
+            raise schema_error(schema, version)
+
+    def sql(self, template: str) -> str:
+        text = self._sql.get(template)
+        if text is None:
+            text = self._sql[template] = self.q.sql(template)
+        return text
+
+    # ---- running operations --------------------------------------------------------------
+
+    async def _drive(self, conn: Any, op: ops.Op[T]) -> T:
+        try:
+            call = next(op)
+            while True:
+                rows = await conn.fetch(self.sql(call.sql), *call.args)
+                call = op.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except asyncpg.UndefinedTableError:
+            raise schema_error(self.settings.schema, None) from None
+
+    async def run(self, make_op: Any, *args: Any, transaction: bool = True) -> Any:
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn:
+                    if not transaction:
+                        return await self._drive(conn, make_op(*args))
+                    async with conn.transaction():
+                        return await self._drive(conn, make_op(*args))
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+            except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+                raise DatabaseUnavailableError(
+                    f"lost the database connection: {first_line(exc)}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    # ---- the client API (workflows.store.AsyncStore) ---------------------------------------
+
+    async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
+        if conn is not None:
+            # The caller's transaction: the row and its notification exist only if it commits.
+            return await self._drive(conn, ops.enqueue(request))
+        result: str = await self.run(ops.enqueue, request, transaction=False)
+        return result
+
+    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
+        result: list[str] = await self.run(ops.enqueue_many, requests, transaction=False)
+        return result
+
+    async def send_signal(self, workflow_id: str, name: str, payload: str) -> None:
+        await self.run(ops.send_signal, workflow_id, name, payload)
+
+    async def get_status(self, execution_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.run(ops.get_status, execution_id, transaction=False)
+        return result
+
+    async def list_executions(
+        self, queue: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.run(
+            ops.list_executions, queue, status, limit, transaction=False
+        )
+        return result
+
+    async def steps_of(self, workflow_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.run(ops.steps_of, workflow_id, transaction=False)
+        return result
+
+    async def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            status = await self.get_status(execution_id)
+            if status["status"] in ops.FINAL_STATUSES:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"execution {execution_id} still {status['status']} after {timeout} s"
+                )
+            # Completions are not broadcast (that would cost every execution a NOTIFY), so
+            # waiting polls, backing off to 0.25 s.
+            pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
+            await asyncio.sleep(pause)
+            delay = min(delay * 1.5, 0.25)
+
+    async def cancel(self, execution_id: str) -> str:
+        result: str = await self.run(ops.cancel, execution_id)
+        return result
+
+    # ---- the worker's side ---------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        known_versions: dict[str, int] | None = None,
+    ) -> list[Claimed]:
+        names = list(known_versions or {})
+        versions = [known_versions[n] for n in names] if known_versions else []
+        rows = await self.pool.fetch(
+            self.sql(Q.CLAIM), list(queues), limit, worker_id, names, versions
+        )
+        return [_claimed(row) for row in rows]
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record many outcomes in one statement; the ids whose claim still held."""
+        if not outcomes:
+            return set()
+        args = (
+            [o.id for o in outcomes],
+            [o.lease for o in outcomes],
+            [o.status for o in outcomes],
+            [o.result for o in outcomes],
+            [o.error for o in outcomes],
+            [o.retry_delay for o in outcomes],
+        )
+        for attempt in range(5):
+            try:
+                rows = await self.pool.fetch(self.sql(Q.RECORD_OUTCOMES), *args)
+                return {row["id"] for row in rows}
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def release(self, claimed: Claimed, delay: float = 0.0) -> bool:
+        """Give an execution back to pending without counting the attempt."""
+        row = await self.pool.fetchrow(self.sql(Q.RELEASE), claimed.id, claimed.lease, delay)
+        return row is not None
+
+    async def load_history(self, workflow_id: str, seqs: Sequence[int] | None = None) -> list[StepRecord]:
+        rows = await self.pool.fetch(
+            self.sql(Q.LOAD_RESOLUTIONS), workflow_id, None if seqs is None else list(seqs)
+        )
+        return [step_record(row) for row in rows]
+
+    async def apply_activation(
+        self,
+        claimed: Claimed,
+        worker_id: str,
+        *,
+        number: int,
+        delivered: Sequence[int],
+        commands: Sequence[StepCommand],
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+        eager_queues: frozenset[str],
+        eager_slots: int,
+    ) -> ActivationResult:
+        """Write one activation in one transaction, fenced on the workflow's claim."""
+        for attempt in range(5):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await self._apply(
+                        conn, claimed, worker_id, number, delivered, commands, status, result,
+                        error, eager_queues, eager_slots,
+                    )
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _apply(
+        self,
+        conn: Any,
+        claimed: Claimed,
+        worker_id: str,
+        number: int,
+        delivered: Sequence[int],
+        commands: Sequence[StepCommand],
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+        eager_queues: frozenset[str],
+        eager_slots: int,
+    ) -> ActivationResult:
+        wf = claimed.id
+        fence = await conn.fetchrow(self.sql(Q.FENCE_WORKFLOW), wf, claimed.lease)
+        if fence is None:
+            return ActivationResult(None)
+        if fence["cancel_requested"]:
+            return ActivationResult("cancelled")
+        if delivered:
+            await conn.execute(self.sql(Q.MARK_DELIVERED), wf, list(delivered), number)
+        eager: list[Claimed] = []
+        if commands:
+            eager = await self._write_steps(
+                conn, claimed, worker_id, number, commands, fence["queue"], eager_queues, eager_slots
+            )
+        woke = False
+        for command in commands:
+            if isinstance(command, WaitSignal):
+                got = await conn.fetch(self.sql(Q.DELIVER_SIGNAL), wf, command.name)
+                woke = woke or bool(got)
+        if status == "blocked":
+            row = await conn.fetchrow(
+                self.sql(Q.SUSPEND_WORKFLOW), wf, worker_id, claimed.wakeups, woke
+            )
+            final = row["status"]
+            if final == "pending":
+                await conn.fetch(self.sql(Q.NOTIFY_QUEUES), [fence["queue"]])
+            return ActivationResult(final, eager)
+        final_status = "completed" if status == "completed" else "failed"
+        await conn.execute(self.sql(Q.FINISH_WORKFLOW), wf, final_status, result,
+                           None if error is None else codec.encode(error))
+        # Steps still open (an activity nobody awaited, a child) end with their workflow.
+        await self._drive(conn, _close_children(wf))
+        if fence["parent_id"] is not None:
+            resolved = await conn.fetch(
+                self.sql(Q.RESOLVE_PARENT_STEP),
+                fence["parent_id"],
+                fence["parent_seq"],
+                final_status,
+                result,
+                None if error is None else codec.encode(error),
+            )
+            if resolved:
+                await conn.fetch(self.sql(Q.WAKE_WORKFLOW), fence["parent_id"])
+        return ActivationResult(final_status, eager)
+
+    async def _write_steps(
+        self,
+        conn: Any,
+        claimed: Claimed,
+        worker_id: str,
+        number: int,
+        commands: Sequence[StepCommand],
+        workflow_queue: str,
+        eager_queues: frozenset[str],
+        eager_slots: int,
+    ) -> list[Claimed]:
+        settings = self.settings
+        steps: list[tuple[Any, ...]] = []
+        children: list[tuple[Any, ...]] = []
+        notify: set[str] = set()
+        for c in commands:
+            if isinstance(c, ScheduleActivity | StartChild):
+                child_id = str(uuid.uuid4())
+                o = c.options
+                queue = o.queue or workflow_queue
+                is_wf = isinstance(c, StartChild)
+                timeout = o.timeout
+                if timeout is None:
+                    timeout = settings.default_workflow_timeout if is_wf else settings.default_timeout
+                retries = o.retries if o.retries is not None else settings.default_retries
+                eager = not is_wf and queue in eager_queues and eager_slots > 0
+                if eager:
+                    eager_slots -= 1
+                else:
+                    notify.add(queue)
+                children.append((
+                    child_id,
+                    "workflow" if is_wf else "activity",
+                    c.name,
+                    queue,
+                    o.priority or 0,
+                    codec.encode_call(c.args, c.kwargs, max_bytes=settings.max_payload_bytes),
+                    0 if is_wf else retries,
+                    None if is_wf else float(timeout),
+                    o.version if is_wf else None,
+                    float(timeout) if is_wf else None,
+                    c.seq,
+                    eager,
+                ))
+                steps.append((c.seq, c.kind, c.name, "scheduled", child_id, None, None, None))
+            elif isinstance(c, StartTimer):
+                steps.append((c.seq, "timer", c.name, "scheduled", None, float(c.seconds), None, None))
+            elif isinstance(c, WaitSignal):
+                secs = None if c.timeout is None else float(c.timeout)
+                steps.append((c.seq, "signal", c.name, "scheduled", None, secs, None, None))
+            elif isinstance(c, RecordVersion):
+                steps.append(
+                    (c.seq, "version", c.name, "completed", None, None, codec.encode(c.version), number)
+                )
+        if steps:
+            await conn.execute(
+                self.sql(Q.INSERT_STEPS), claimed.id, *[list(col) for col in zip(*steps, strict=True)]
+            )
+        eager_claims: list[Claimed] = []
+        if children:
+            await conn.execute(
+                self.sql(Q.INSERT_CHILDREN),
+                claimed.id,
+                worker_id,
+                *[list(col) for col in zip(*children, strict=True)],
+            )
+            for ch in children:
+                if ch[11]:
+                    eager_claims.append(Claimed(
+                        id=ch[0], kind="activity", name=ch[2], queue=ch[3], args=ch[5],
+                        attempts=1, max_retries=ch[6], timeout=ch[7], lease=1, version=None,
+                        wakeups=0, parent_id=claimed.id, deadline=None, pickup_latency=0.0,
+                    ))
+        if notify:
+            await conn.fetch(self.sql(Q.NOTIFY_QUEUES), sorted(notify))
+        return eager_claims
+
+    async def finish_workflow_tree(self, workflow_id: str, status: str, error: dict[str, Any]) -> None:
+        await self.run(ops.finish_tree, workflow_id, status, error)
+
+    # ---- timers, deadlines, liveness -------------------------------------------------------
+
+    async def fire_due_steps(self) -> int:
+        row = await self.pool.fetchrow(self.sql(Q.FIRE_DUE_STEPS))
+        return int(row["fired"]) if row else 0
+
+    async def expire_workflows(self) -> int:
+        """Fail workflows past their deadline (and cancel what they started)."""
+        async def op() -> int:
+            count = 0
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(self.sql(Q.OVERDUE_WORKFLOWS))
+                for row in rows:
+                    error = codec.error_payload(
+                        _timeout_error(), with_traceback=False
+                    )
+                    await self._drive(conn, ops.finish_tree(row["id"], "failed", error))
+                    count += 1
+            return count
+
+        for attempt in range(5):
+            try:
+                return await op()
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+        return 0
+
+    async def register_worker(
+        self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], code_version: str
+    ) -> None:
+        await self.pool.execute(
+            self.sql(Q.REGISTER_WORKER), worker_id, hostname, pid, list(queues), code_version
+        )
+
+    async def heartbeat(self, worker_id: str) -> bool:
+        """False when this worker's row is gone: a peer declared it dead."""
+        row = await self.pool.fetchrow(self.sql(Q.HEARTBEAT), worker_id)
+        return row is not None
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        await self.pool.execute(self.sql(Q.DEREGISTER_WORKER), worker_id)
+
+    async def recover(
+        self, worker_id: str, timeout: float
+    ) -> tuple[list[dict[str, Any]], list[Recovered], list[str]]:
+        """Take over the work of dead peers: (dead workers, executions recovered, their
+        workflows' queues)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            dead = await conn.fetch(self.sql(Q.CLAIM_DEAD_WORKERS), timeout, worker_id)
+            dead_ids = [row["worker_id"] for row in dead]
+            orphans = await conn.fetch(self.sql(Q.ORPHANED_RUNNING), dead_ids)
+            outcomes: list[Outcome] = []
+            workflows: list[str] = []
+            recovered: list[Recovered] = []
+            workflow_queues: list[str] = []
+            lost = codec.encode({"type": "WorkerLost", "message": "worker lost"})
+            for row in orphans:
+                recovered.append(Recovered(row["id"], row["kind"], row["queue"]))
+                if row["kind"] == "workflow":
+                    workflows.append(row["id"])
+                    workflow_queues.append(row["queue"])
+                    continue
+                retry = row["attempts"] <= row["max_retries"]
+                outcomes.append(Outcome(
+                    id=row["id"], lease=row["lease"], status="pending" if retry else "failed",
+                    error=lost, retry_delay=0.0,
+                ))
+            if outcomes:
+                args = (
+                    [o.id for o in outcomes], [o.lease for o in outcomes],
+                    [o.status for o in outcomes], [o.result for o in outcomes],
+                    [o.error for o in outcomes], [o.retry_delay for o in outcomes],
+                )
+                await conn.fetch(self.sql(Q.RECORD_OUTCOMES), *args)
+            if workflows:
+                await conn.fetch(self.sql(Q.REQUEUE_WORKFLOWS), workflows)
+        return [dict(row) for row in dead], [r for r in recovered if r.kind != "workflow"], workflow_queues
+
+    async def workers_alive(self, timeout: float) -> int:
+        return int(await self.pool.fetchval(self.sql(Q.WORKERS_ALIVE), timeout))
+
+    async def queue_depths(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
+        rows = await self.pool.fetch(self.sql(Q.QUEUE_DEPTHS), list(queues))
+        return {(row["queue"], row["status"]): row["n"] for row in rows}
+
+    async def runnable_count(self, queues: Sequence[str]) -> int:
+        return int(await self.pool.fetchval(self.sql(Q.RUNNABLE_COUNT), list(queues)))
+
+
+def _timeout_error() -> BaseException:
+    from workflows.errors import WorkflowTimeoutError
+
+    return WorkflowTimeoutError("workflow ran past its timeout")
+
+
+def _close_children(workflow_id: str) -> ops.Op[None]:
+    """Cancel what a finished workflow started and never waited for (not the workflow itself)."""
+    rows = yield ops.Call(
+        "SELECT id::text AS id FROM {s}.executions "
+        "WHERE parent_id = $1::uuid AND status IN ('pending', 'running', 'waiting')",
+        (workflow_id,),
+    )
+    error = {"type": "ExecutionCancelledError", "message": "parent workflow ended"}
+    for row in rows:
+        yield from ops.finish_tree(row["id"], "cancelled", error)
+    yield ops.Call(
+        "UPDATE {s}.workflow_steps SET status = 'cancelled', resolved_at = now() "
+        "WHERE workflow_id = $1::uuid AND status = 'scheduled'",
+        (workflow_id,),
+    )

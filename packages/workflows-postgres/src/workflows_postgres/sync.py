@@ -1,0 +1,140 @@
+"""The psycopg store: for sync callers and for enqueueing inside a caller's own transaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+from workflows.config import Settings
+from workflows.store import EnqueueRequest
+
+from workflows_postgres import ops
+from workflows_postgres import queries as Q
+from workflows_postgres.connect import connect_sync, first_line, resolve_dsn
+from workflows_postgres.migrate import latest_version, schema_error
+
+T = TypeVar("T")
+
+
+class SyncStore:
+    """One psycopg connection per thread, opened on first use."""
+
+    def __init__(self, settings: Settings | None = None, *, dsn: str | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._dsn = dsn
+        self.q = Q.Queries.for_schema(self.settings.schema)
+        self._local = threading.local()
+        self._sql: dict[str, str] = {}
+
+    @property
+    def dsn(self) -> str:
+        if self._dsn is None:
+            self._dsn = resolve_dsn(self.settings)
+        return self._dsn
+
+    def sql(self, template: str) -> str:
+        text = self._sql.get(template)
+        if text is None:
+            text = self._sql[template] = Q.to_psycopg(self.q.sql(template))
+        return text
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = connect_sync(self.dsn, autocommit=True)
+            self._check_schema(conn)
+            self._local.conn = conn
+        return conn
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
+        schema = self.settings.schema
+        with conn.cursor() as cur:
+            cur.execute(
+                self.sql(Q.SCHEMA_EXISTS), {"p1": f"{Q.quote_ident(schema)}.schema_migrations"}
+            )
+            row = cur.fetchone()
+            version = None
+            if row and row[0]:
+                cur.execute(self.sql(Q.SCHEMA_VERSION))
+                got = cur.fetchone()
+                version = got[0] if got else None
+        if version != latest_version():
+            raise schema_error(schema, version)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _drive(self, conn: psycopg.Connection[Any], op: ops.Op[T]) -> T:
+        try:
+            call = next(op)
+            with conn.cursor(row_factory=dict_row) as cur:
+                while True:
+                    params = {f"p{i}": value for i, value in enumerate(call.args, start=1)}
+                    cur.execute(self.sql(call.sql), params)
+                    rows = cur.fetchall() if cur.description is not None else []
+                    call = op.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except psycopg.errors.UndefinedTable:
+            raise schema_error(self.settings.schema, None) from None
+
+    def run(self, op: ops.Op[T], *, transaction: bool = True) -> T:
+        conn = self._connection()
+        try:
+            if not transaction:
+                return self._drive(conn, op)
+            with conn.transaction():
+                return self._drive(conn, op)
+        except psycopg.OperationalError as exc:
+            self.close()
+            from workflows.errors import DatabaseUnavailableError
+
+            raise DatabaseUnavailableError(f"database error: {first_line(exc)}") from None
+
+    # ---- workflows.store.SyncStore ---------------------------------------------------------
+
+    def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
+        if conn is not None:
+            # The caller's transaction: the row and its notification exist only if it commits.
+            return self._drive(conn, ops.enqueue(request))
+        return self.run(ops.enqueue(request), transaction=False)
+
+    def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
+        return self.run(ops.enqueue_many(requests), transaction=False)
+
+    def send_signal(self, workflow_id: str, name: str, payload: str) -> None:
+        self.run(ops.send_signal(workflow_id, name, payload))
+
+    def get_status(self, execution_id: str) -> dict[str, Any]:
+        return self.run(ops.get_status(execution_id), transaction=False)
+
+    def list_executions(
+        self, queue: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        return self.run(ops.list_executions(queue, status, limit), transaction=False)
+
+    def steps_of(self, workflow_id: str) -> list[dict[str, Any]]:
+        return self.run(ops.steps_of(workflow_id), transaction=False)
+
+    def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            status = self.get_status(execution_id)
+            if status["status"] in ops.FINAL_STATUSES:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"execution {execution_id} still {status['status']} after {timeout} s"
+                )
+            time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 1.5, 0.25)
+
+    def cancel(self, execution_id: str) -> str:
+        return self.run(ops.cancel(execution_id))

@@ -1,0 +1,327 @@
+"""Prometheus metrics of a worker and the HTTP server that exposes them.
+
+Every ``WorkerMetrics`` owns its own ``CollectorRegistry``: several workers in one process (the
+tests start many) would otherwise collide on the global registry with "Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    make_wsgi_app,
+)
+
+__all__ = [
+    "DEPTH_STATUSES",
+    "EXECUTION_STATUSES",
+    "METRIC_NAMES",
+    "MetricsServer",
+    "WorkerMetrics",
+]
+
+# Names as PromQL sees them (counters keep their `_total`), which is what alerts and dashboards use.
+METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        "workflows_executions_total",
+        "workflows_execution_duration_seconds",
+        "workflows_pickup_latency_seconds",
+        "workflows_executions_in_progress",
+        "workflows_queue_depth",
+        "workflows_workers_alive",
+        "workflows_worker_recoveries_total",
+    }
+)
+
+EXECUTION_STATUSES: frozenset[str] = frozenset(
+    {"completed", "failed", "retried", "cancelled", "recovered"}
+)
+# `recovered` is absent on purpose: the run it counts was started by a dead worker, so this
+# worker's in-progress gauge never counted it.
+_RUN_ENDING_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
+DEPTH_STATUSES: frozenset[str] = frozenset({"pending", "waiting"})
+
+# A claim normally follows a NOTIFY within milliseconds, so the low end needs resolution; the
+# top bucket is where a backlog or a long poll interval shows.
+_PICKUP_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+# Runs go from a millisecond job to a workflow activation bounded by the one-hour default timeout.
+_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+
+
+class WorkerMetrics:
+    """The metric families of one worker, on a registry of its own.
+
+    ``queues`` creates the per-queue series at 0 up front, so a dashboard shows an idle queue
+    as 0 rather than as no data.
+    """
+
+    def __init__(self, queues: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._executions = Counter(
+            "workflows_executions_total",
+            "Executions handled by this worker, by outcome.",
+            ("queue", "kind", "status"),
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "workflows_execution_duration_seconds",
+            "Wall-clock time of one run of an execution on this worker.",
+            ("queue", "kind"),
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._pickup = Histogram(
+            "workflows_pickup_latency_seconds",
+            "Time from an execution becoming runnable to its start on this worker.",
+            ("queue",),
+            buckets=_PICKUP_BUCKETS,
+            registry=self.registry,
+        )
+        self._in_progress = Gauge(
+            "workflows_executions_in_progress",
+            "Executions running on this worker now.",
+            ("queue",),
+            registry=self.registry,
+        )
+        self._queue_depth = Gauge(
+            "workflows_queue_depth",
+            "Executions waiting in a queue, as last read from the database.",
+            ("queue", "status"),
+            registry=self.registry,
+        )
+        self._workers_alive = Gauge(
+            "workflows_workers_alive",
+            "Workers with a fresh heartbeat, as last read from the database.",
+            registry=self.registry,
+        )
+        self._recoveries = Counter(
+            "workflows_worker_recoveries_total",
+            "Dead workers whose executions this worker recovered.",
+            registry=self.registry,
+        )
+        self._depth_lock = threading.Lock()
+        self._depth_keys: set[tuple[str, str]] = set()
+        for queue in queues:
+            self._in_progress.labels(queue=queue)
+
+    def execution_started(self, queue: str, kind: str, pickup_latency: float | None) -> None:
+        self._in_progress.labels(queue=queue).inc()
+        if pickup_latency is not None:
+            # The latency subtracts a database timestamp from a worker clock: a little skew
+            # between the hosts can make it negative, which would corrupt the histogram's sum.
+            self._pickup.labels(queue=queue).observe(max(pickup_latency, 0.0))
+
+    def execution_finished(
+        self, queue: str, kind: str, status: str, duration: float | None
+    ) -> None:
+        _check_status(status)
+        self._executions.labels(queue=queue, kind=kind, status=status).inc()
+        if duration is not None:
+            self._duration.labels(queue=queue, kind=kind).observe(max(duration, 0.0))
+        if status in _RUN_ENDING_STATUSES:
+            self._in_progress.labels(queue=queue).dec()
+
+    def execution_suspended(self, queue: str, kind: str, duration: float | None) -> None:
+        """A workflow activation that ended with the workflow waiting: a run, not an outcome."""
+        if duration is not None:
+            self._duration.labels(queue=queue, kind=kind).observe(max(duration, 0.0))
+        self._in_progress.labels(queue=queue).dec()
+
+    def execution_recovered(self, queue: str, kind: str, n: int = 1) -> None:
+        if n < 0:
+            raise ValueError(f"n must be 0 or more, got {n}")
+        self._executions.labels(queue=queue, kind=kind, status="recovered").inc(n)
+
+    def set_queue_depth(self, depths: Mapping[tuple[str, str], int]) -> None:
+        """Replace every depth with ``depths``, keyed by ``(queue, status)``.
+
+        A pair that vanished since the last call is set to 0 rather than removed: a removed
+        series goes stale and graphs and ``deriv()`` would miss the drain to 0.
+        """
+        for _queue, status in depths:
+            if status not in DEPTH_STATUSES:
+                raise ValueError(
+                    f"queue depth status must be one of {sorted(DEPTH_STATUSES)}, got {status!r}"
+                )
+        with self._depth_lock:
+            for queue, status in self._depth_keys - depths.keys():
+                self._queue_depth.labels(queue=queue, status=status).set(0)
+            for (queue, status), depth in depths.items():
+                self._queue_depth.labels(queue=queue, status=status).set(depth)
+            self._depth_keys.update(depths.keys())
+
+    def set_workers_alive(self, n: int) -> None:
+        self._workers_alive.set(n)
+
+    def worker_recovered(self) -> None:
+        self._recoveries.inc()
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+def _check_status(status: str) -> None:
+    # An unchecked status would silently create a series no alert or dashboard looks at.
+    if status not in EXECUTION_STATUSES:
+        raise ValueError(
+            f"execution status must be one of {sorted(EXECUTION_STATUSES)}, got {status!r}"
+        )
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # Prometheus and the liveness probe call every few seconds: one stderr line each is noise.
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # Request threads must not keep a stopping worker process alive.
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family
+        super().__init__(address, _QuietHandler)
+
+
+class MetricsServer:
+    """Serves ``/metrics`` (the registry) and ``/healthz`` over HTTP from a daemon thread.
+
+    The server never runs on the worker's event loop, so a busy or blocked loop still answers
+    scrapes. ``health`` is therefore called on a server thread: it must only read state
+    (a flag, a timestamp), never touch the loop. ``stop()`` blocks briefly; from a coroutine
+    call it through ``asyncio.to_thread``.
+    """
+
+    _POLL_INTERVAL = 0.1
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: Callable[[], bool],
+        host: str = "0.0.0.0",
+        port: int = 0,
+    ) -> None:
+        self._metrics_app: WSGIApplication = make_wsgi_app(registry)
+        self._health = health
+        self._host = host
+        self._requested_port = port
+        self._server: _ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (the one picked when asked for 0), else the requested one."""
+        if self._server is None:
+            return self._requested_port
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and serve; raises ``OSError`` at once if the port is taken."""
+        if self._server is not None:
+            raise RuntimeError("MetricsServer already started")
+        family, _, _, _, address = socket.getaddrinfo(
+            self._host, self._requested_port, type=socket.SOCK_STREAM
+        )[0]
+        server = _ThreadingWSGIServer((str(address[0]), int(address[1])), family)
+        server.set_app(self._app)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": self._POLL_INTERVAL},
+            name=f"workflows-metrics-{server.server_address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        self._server = server
+        self._thread = thread
+
+    def stop(self) -> None:
+        """Stop serving and release the port; a no-op if not started."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = None
+        self._thread = None
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics_app(environ, start_response)
+        if path == "/healthz":
+            try:
+                healthy = bool(self._health())
+            except Exception:
+                # A probe that raises means the worker cannot vouch for itself: unhealthy,
+                # and the server thread must survive it.
+                healthy = False
+            status, body = (
+                ("200 OK", b"ok") if healthy else ("503 Service Unavailable", b"unhealthy")
+            )
+            start_response(
+                status,
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
+            return [body]
+        body = b"not found; try /metrics or /healthz"
+        start_response(
+            "404 Not Found",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]

@@ -1,0 +1,504 @@
+"""The worker: claim, run, record; keep suspended workflows in memory; watch peers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import workflows
+from workflows import codec
+from workflows.config import Settings
+from workflows.errors import SerializationError
+from workflows.replay import WorkflowInstance
+from workflows_postgres.store import Claimed, Outcome, PostgresStore
+
+from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
+from workflows_worker.metrics import MetricsServer, WorkerMetrics
+
+log = logging.getLogger("workflows.worker")
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, workflows.DatabaseUnavailableError)
+
+
+@dataclass
+class _Sticky:
+    instance: WorkflowInstance
+    lease: int
+
+
+class Worker:
+    """Runs executions from ``queues`` until stopped (or, in burst mode, until they are empty)."""
+
+    def __init__(
+        self,
+        queues: Sequence[str],
+        *,
+        settings: Settings | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        metrics_port: int | None = None,
+        dsn: str | None = None,
+    ) -> None:
+        if not queues:
+            raise workflows.ConfigurationError("a worker needs at least one queue (-q QUEUE)")
+        from workflows.api import validate_queue
+
+        self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
+        self.queue_set = frozenset(self.queues)
+        self.settings = settings or Settings.from_env()
+        self.concurrency = concurrency or self.settings.worker_max_concurrent
+        self.burst = burst
+        self.metrics_port = metrics_port if metrics_port is not None else self.settings.worker_metrics_port
+        self.dsn = dsn
+        self.id = str(uuid.uuid4())
+        self.metrics = WorkerMetrics(self.queues)
+        self.store: PostgresStore | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._cancel_requested: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._outcomes_ready = asyncio.Event()
+        self._sticky: OrderedDict[str, _Sticky] = OrderedDict()
+        self._versions: dict[str, int] = {}
+        self._listener: asyncpg.Connection | None = None
+        self._healthy = False
+        self._server: MetricsServer | None = None
+        self.executed = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight work gets the shutdown grace period to finish."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: no new claims, waiting for %d in flight",
+                     self.id[:8], len(self._inflight))
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.store = await PostgresStore.connect(
+            self.settings, dsn=self.dsn, min_size=2, max_size=self.concurrency + 4
+        )
+        store = self.store
+        self._versions = known_workflow_versions()
+        await store.register_worker(
+            self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
+        )
+        if self.metrics_port is not None:
+            self._server = MetricsServer(self.metrics.registry, self.healthy, port=self.metrics_port)
+            self._server.start()
+            log.info("metrics on :%d/metrics", self._server.port)
+        log.info("worker %s serving %s (concurrency %d)", self.id[:8], ",".join(self.queues),
+                 self.concurrency)
+        background = [
+            asyncio.create_task(self._listen_loop(), name="workflows-listen"),
+            asyncio.create_task(self._flush_loop(), name="workflows-flush"),
+            asyncio.create_task(self._maintenance_loop(), name="workflows-maintenance"),
+        ]
+        self._healthy = True
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            self._healthy = False
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._flush_now()
+            for entry in self._sticky.values():
+                entry.instance.close()
+            self._sticky.clear()
+            with contextlib.suppress(*_DB_ERRORS):
+                await store.deregister_worker(self.id)
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    await self._listener.close()
+            await store.close()
+            if self._server is not None:
+                await asyncio.to_thread(self._server.stop)
+            log.info("worker %s stopped after %d executions", self.id[:8], self.executed)
+
+    def healthy(self) -> bool:
+        return self._healthy and self._listener is not None and not self._listener.is_closed()
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        done, pending = await asyncio.wait(
+            list(self._inflight.values()), timeout=self.settings.worker_shutdown_grace
+        )
+        if not pending:
+            return
+        log.warning("shutdown grace over: releasing %d executions back to pending", len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+
+    # ---- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        backoff = 0.1
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            claimed: list[Claimed] = []
+            if free > 0:
+                try:
+                    claimed = await store.claim(self.id, self.queues, free, self._versions)
+                    backoff = 0.1
+                except _DB_ERRORS as exc:
+                    log.warning("claim failed (%s); retrying in %.1f s", codec_line(exc), backoff)
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                for c in claimed:
+                    self._start(c)
+                if len(claimed) == free:
+                    continue
+            if self.burst and not claimed and not self._inflight:
+                try:
+                    if await store.runnable_count(self.queues) == 0:
+                        return
+                except _DB_ERRORS:
+                    pass
+                continue
+            await self._pause(self.settings.worker_poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _start(self, c: Claimed) -> None:
+        task = asyncio.create_task(self._execute(c), name=f"workflows-{c.kind}-{c.id}")
+        self._inflight[c.id] = task
+
+    # ---- executing -----------------------------------------------------------------------
+
+    async def _execute(self, c: Claimed) -> None:
+        started = time.monotonic()
+        self.metrics.execution_started(c.queue, c.kind, c.pickup_latency)
+        status = "failed"
+        try:
+            if c.kind == "workflow":
+                status = await self._run_workflow(c)
+            else:
+                status = await self._run_function(c)
+        except asyncio.CancelledError:
+            status = await self._on_cancelled(c)
+        except Exception:
+            log.exception("internal error running %s %s", c.kind, c.id)
+            status = "failed"
+            with contextlib.suppress(Exception):
+                assert self.store is not None
+                await self.store.release(c, delay=1.0)
+        finally:
+            self._inflight.pop(c.id, None)
+            self._cancel_requested.discard(c.id)
+            self.executed += 1
+            elapsed = time.monotonic() - started
+            if status in _RUN_STATUSES:
+                self.metrics.execution_finished(c.queue, c.kind, status, elapsed)
+            else:
+                # Suspended workflows, released or stale claims: the run ended, no outcome.
+                self.metrics.execution_suspended(c.queue, c.kind, elapsed)
+            self._wake.set()
+
+    async def _on_cancelled(self, c: Claimed) -> str:
+        assert self.store is not None
+        if c.id in self._cancel_requested:
+            error = {"type": "ExecutionCancelledError", "message": "cancelled on request"}
+            await self._record(Outcome(c.id, c.lease, "cancelled", error=codec.encode(error)))
+            log.info("cancelled %s %s id=%s", c.kind, c.name, c.id)
+            return "cancelled"
+        # Shutdown past its grace: give the execution back without counting the attempt.
+        with contextlib.suppress(*_DB_ERRORS):
+            await self.store.release(c)
+        log.info("released %s %s id=%s back to pending", c.kind, c.name, c.id)
+        return "released"
+
+    async def _run_function(self, c: Claimed) -> str:
+        log.info("started %s %s id=%s attempt=%d", c.kind, c.name, c.id, c.attempts)
+        started = time.monotonic()
+        try:
+            fn = resolve(c.name, c.kind)
+        except FunctionNotFound as exc:
+            # Retrying cannot make a missing function appear: fail for good, now.
+            return await self._finish(c, "failed", None, _error(exc, "FunctionNotFound"), started)
+        try:
+            args, kwargs = codec.decode_call(c.args)
+            if fn.is_async:
+                coro = fn.fn(*args, **kwargs)
+            else:
+                coro = asyncio.to_thread(fn.fn, *args, **kwargs)
+            value = await asyncio.wait_for(coro, c.timeout) if c.timeout else await coro
+        except asyncio.TimeoutError:
+            exc = TimeoutError(f"timed out after {c.timeout} s")
+            return await self._fail(c, _error(exc, "TimeoutError"), started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return await self._fail(c, codec.error_payload(exc), started)
+        try:
+            text = codec.encode(value, what="result", max_bytes=self.settings.max_payload_bytes)
+        except SerializationError as exc:
+            return await self._finish(c, "failed", None, codec.error_payload(exc, with_traceback=False), started)
+        return await self._finish(c, "completed", text, None, started)
+
+    async def _fail(self, c: Claimed, error: dict[str, Any], started: float) -> str:
+        if c.attempts <= c.max_retries:
+            delay = _backoff(self.settings, c.attempts)
+            ok = await self._record(Outcome(c.id, c.lease, "pending", error=codec.encode(error),
+                                            retry_delay=delay))
+            log.info("failed %s %s id=%s attempt=%d (%s: %s); retry in %.2f s%s", c.kind, c.name,
+                     c.id, c.attempts, error.get("type"), error.get("message"), delay,
+                     "" if ok else " [stale claim: discarded]")
+            return "retried"
+        return await self._finish(c, "failed", None, error, started)
+
+    async def _finish(
+        self, c: Claimed, status: str, result: str | None, error: dict[str, Any] | None,
+        started: float,
+    ) -> str:
+        ok = await self._record(Outcome(c.id, c.lease, status, result=result,
+                                        error=None if error is None else codec.encode(error)))
+        if not ok:
+            log.warning("discarded the result of %s %s id=%s: its claim was taken over",
+                        c.kind, c.name, c.id)
+            return "stale"
+        if status == "failed" and error is not None:
+            log.info("failed %s %s id=%s after %d attempts in %.3f s: %s: %s", c.kind, c.name,
+                     c.id, c.attempts, time.monotonic() - started, error.get("type"),
+                     error.get("message"))
+        else:
+            log.info("%s %s %s id=%s in %.3f s", status, c.kind, c.name, c.id,
+                     time.monotonic() - started)
+        return status
+
+    # ---- workflows -----------------------------------------------------------------------
+
+    async def _run_workflow(self, c: Claimed) -> str:
+        store = self.store
+        assert store is not None
+        try:
+            fn = resolve(c.name, "workflow")
+        except FunctionNotFound as exc:
+            error = _error(exc, "FunctionNotFound")
+            await store.apply_activation(
+                c, self.id, number=0, delivered=(), commands=(), status="failed", result=None,
+                error=error, eager_queues=frozenset(), eager_slots=0,
+            )
+            log.warning("failed workflow %s id=%s: %s", c.name, c.id, exc)
+            return "failed"
+        if fn.version is not None and c.version is not None and c.version > fn.version:
+            # Written by newer code: leave it for a worker that has that code.
+            self._versions[c.name] = fn.version
+            await store.release(c, delay=0.0)
+            log.info("left workflow %s id=%s (version %d) for a worker newer than version %d",
+                     c.name, c.id, c.version, fn.version)
+            return "released"
+        entry = self._sticky.pop(c.id, None)
+        log.debug("workflow %s lease %d sticky %s", c.id, c.lease, entry and entry.lease)
+        if entry is not None and entry.lease == c.lease - 1 and not entry.instance.done:
+            instance = entry.instance
+            pending = instance.pending_seqs
+            records = await store.load_history(c.id, pending) if pending else []
+            activation = instance.activate([r for r in records if r.resolved])
+        else:
+            if entry is not None:
+                entry.instance.close()
+            history = await store.load_history(c.id)
+            args, kwargs = codec.decode_call(c.args)
+            instance, activation = WorkflowInstance.replay(fn.fn, args, kwargs, history, name=c.name)
+            if history:
+                log.info("replayed workflow %s id=%s from %d steps", c.name, c.id, len(history))
+        status, result, error = activation.status, None, activation.error
+        if status == "completed":
+            try:
+                result = codec.encode(activation.result, what="workflow result",
+                                      max_bytes=self.settings.max_payload_bytes)
+            except SerializationError as exc:
+                status, error = "failed", codec.error_payload(exc, with_traceback=False)
+        applied = await store.apply_activation(
+            c, self.id, number=activation.number, delivered=activation.delivered,
+            commands=activation.commands, status=status, result=result, error=error,
+            eager_queues=self.queue_set,
+            eager_slots=max(0, self.concurrency - len(self._inflight) + 1),
+        )
+        if applied.status is None:
+            instance.close()
+            log.warning("discarded an activation of workflow %s id=%s: its claim was taken over",
+                        c.name, c.id)
+            return "stale"
+        if applied.status in ("waiting", "pending") and self.settings.worker_sticky_cache > 0:
+            self._sticky[c.id] = _Sticky(instance, c.lease)
+            while len(self._sticky) > self.settings.worker_sticky_cache:
+                _, evicted = self._sticky.popitem(last=False)
+                evicted.instance.close()
+        else:
+            instance.close()
+        for eager in applied.eager:
+            self._start(eager)
+        if applied.status in ("completed", "failed", "cancelled"):
+            if error is not None and applied.status == "failed":
+                log.info("failed workflow %s id=%s: %s: %s", c.name, c.id, error.get("type"),
+                         error.get("message"))
+            else:
+                log.info("%s workflow %s id=%s", applied.status, c.name, c.id)
+        return applied.status
+
+    # ---- recording outcomes in batches ---------------------------------------------------
+
+    async def _record(self, outcome: Outcome) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, future))
+        self._outcomes_ready.set()
+        # Shielded: a shutdown cancel must not lose an outcome already decided.
+        return await asyncio.shield(future)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready.clear()
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
+        store = self.store
+        assert store is not None
+        backoff = 0.05
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                held = await store.record_outcomes([o for o, _ in batch])
+            except _DB_ERRORS as exc:
+                log.warning("recording %d outcomes failed (%s); retrying", len(batch), codec_line(exc))
+                self._outcomes = batch + self._outcomes
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for outcome, future in batch:
+                if not future.done():
+                    future.set_result(outcome.id in held)
+
+    # ---- notifications -------------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        backoff = 0.1
+        while True:
+            try:
+                conn = await asyncpg.connect(store.dsn)
+                await conn.add_listener(store.q.work_channel, self._on_work)
+                await conn.add_listener(store.q.cancel_channel, self._on_cancel)
+                self._listener = conn
+                backoff = 0.1
+                # Whatever was announced while we were not listening: look now.
+                self._wake.set()
+                while not conn.is_closed():
+                    await asyncio.sleep(self.settings.worker_poll_interval)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await conn.execute("SELECT 1", timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listener connection lost (%s); reconnecting in %.1f s",
+                            codec_line(exc), backoff)
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    await self._listener.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _on_work(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        if payload in self.queue_set:
+            self._wake.set()
+
+    def _on_cancel(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        task = self._inflight.get(payload)
+        if task is not None:
+            self._cancel_requested.add(payload)
+            task.cancel()
+
+    # ---- timers, deadlines, heartbeats, recovery -----------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        last_beat = 0.0
+        while True:
+            try:
+                fired = await store.fire_due_steps()
+                expired = await store.expire_workflows()
+                if expired:
+                    log.info("failed %d workflows past their timeout", expired)
+                if fired:
+                    self._wake.set()
+                now = time.monotonic()
+                if now - last_beat >= self.settings.worker_heartbeat_interval:
+                    last_beat = now
+                    await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except _DB_ERRORS as exc:
+                log.warning("maintenance failed (%s)", codec_line(exc))
+            await asyncio.sleep(min(self.settings.worker_poll_interval,
+                                    self.settings.worker_heartbeat_interval))
+
+    async def _beat(self) -> None:
+        store = self.store
+        assert store is not None
+        if not await store.heartbeat(self.id):
+            log.warning("worker %s was declared dead by a peer; registering again", self.id[:8])
+            await store.register_worker(self.id, socket.gethostname(), os.getpid(), self.queues,
+                                        workflows.__version__)
+        dead, outcomes, requeued = await store.recover(self.id, self.settings.worker_heartbeat_timeout)
+        for worker in dead:
+            self.metrics.worker_recovered()
+            log.warning("recovered dead worker %s (%s pid %s)", worker["worker_id"][:8],
+                        worker["hostname"], worker["pid"])
+        if outcomes or requeued:
+            log.warning("recovered %d executions (%d workflows) from lost workers",
+                        len(outcomes) + len(requeued), len(requeued))
+            for row in outcomes:
+                self.metrics.execution_recovered(row.queue, row.kind)
+            for queue in requeued:
+                self.metrics.execution_recovered(queue, "workflow")
+            self._wake.set()
+        self.metrics.set_workers_alive(
+            await store.workers_alive(self.settings.worker_heartbeat_timeout)
+        )
+        self.metrics.set_queue_depth(await store.queue_depths(self.queues))
+
+
+def _backoff(settings: Settings, attempt: int) -> float:
+    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
+    # Jitter spreads the retries of many executions that failed together.
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _error(exc: BaseException, type_name: str) -> dict[str, Any]:
+    return {"type": type_name, "message": str(exc)}
+
+
+_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "retried"})
+
+
+def codec_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

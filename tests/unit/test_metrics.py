@@ -1,0 +1,338 @@
+"""WorkerMetrics and MetricsServer, scraped over real HTTP and parsed like Prometheus does."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from workflows_worker.metrics import METRIC_NAMES, MetricsServer, WorkerMetrics
+
+
+def _get(server: MetricsServer, path: str) -> tuple[int, bytes]:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read())
+
+
+def _samples(text: str) -> dict[str, list[Sample]]:
+    """Samples by family name as PromQL spells it (the parser drops a counter's `_total`)."""
+    families: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        families[name] = list(family.samples)
+    return families
+
+
+def _value(samples: list[Sample], name: str, **labels: str) -> float:
+    matches = [s.value for s in samples if s.name == name and s.labels == labels]
+    assert len(matches) == 1, f"{name}{labels}: {len(matches)} samples in {samples}"
+    return matches[0]
+
+
+@pytest.fixture
+def metrics() -> WorkerMetrics:
+    return WorkerMetrics()
+
+
+@pytest.fixture
+def serve(metrics: WorkerMetrics) -> Iterator[Callable[[Callable[[], bool]], MetricsServer]]:
+    started: list[MetricsServer] = []
+
+    def start(health: Callable[[], bool]) -> MetricsServer:
+        server = MetricsServer(metrics.registry, health, host="127.0.0.1", port=0)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _scrape(server: MetricsServer) -> dict[str, list[Sample]]:
+    status, body = _get(server, "/metrics")
+    assert status == 200
+    return _samples(body.decode())
+
+
+def test_scrape_exposes_every_family_and_the_process_collectors(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    metrics.execution_started("default", "job", 0.01)
+    metrics.execution_finished("default", "job", "completed", 0.2)
+    metrics.execution_recovered("default", "job")
+    metrics.set_queue_depth({("default", "pending"): 1})
+    metrics.set_workers_alive(1)
+    metrics.worker_recovered()
+
+    families = _scrape(serve(lambda: True))
+
+    assert families.keys() >= METRIC_NAMES
+    assert "python_info" in families
+    # The process collector reads /proc, which only Linux has; CI and containers are Linux.
+    assert "process_cpu_seconds_total" in families
+
+
+def test_execution_outcomes_are_counted_by_queue_kind_and_status(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    for status in ("completed", "completed", "failed", "retried", "cancelled"):
+        metrics.execution_started("default", "job", 0.003)
+        metrics.execution_finished("default", "job", status, 1.5)
+    metrics.execution_started("emails", "workflow", None)
+    metrics.execution_finished("emails", "workflow", "completed", None)
+
+    samples = _scrape(serve(lambda: True))["workflows_executions_total"]
+
+    total = "workflows_executions_total"
+    assert _value(samples, total, queue="default", kind="job", status="completed") == 2
+    assert _value(samples, total, queue="default", kind="job", status="failed") == 1
+    assert _value(samples, total, queue="default", kind="job", status="retried") == 1
+    assert _value(samples, total, queue="default", kind="job", status="cancelled") == 1
+    assert _value(samples, total, queue="emails", kind="workflow", status="completed") == 1
+
+
+def test_histograms_observe_durations_and_pickup_latency_in_their_buckets(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    metrics.execution_started("default", "job", 0.0004)
+    metrics.execution_finished("default", "job", "completed", 2.0)
+    metrics.execution_started("default", "job", 0.7)
+    metrics.execution_finished("default", "job", "failed", 0.02)
+    # No pickup latency known (a resumed workflow) and no duration: nothing observed.
+    metrics.execution_started("default", "job", None)
+    metrics.execution_finished("default", "job", "cancelled", None)
+
+    families = _scrape(serve(lambda: True))
+
+    pickup = families["workflows_pickup_latency_seconds"]
+    name = "workflows_pickup_latency_seconds"
+    assert _value(pickup, name + "_count", queue="default") == 2
+    assert _value(pickup, name + "_sum", queue="default") == pytest.approx(0.7004)
+    assert _value(pickup, name + "_bucket", queue="default", le="0.0005") == 1
+    assert _value(pickup, name + "_bucket", queue="default", le="0.5") == 1
+    assert _value(pickup, name + "_bucket", queue="default", le="1.0") == 2
+    assert _value(pickup, name + "_bucket", queue="default", le="60.0") == 2
+    assert _value(pickup, name + "_bucket", queue="default", le="+Inf") == 2
+    bounds = {s.labels["le"] for s in pickup if s.name == name + "_bucket"}
+    assert {"0.0005", "0.001", "0.005", "0.01", "0.1", "1.0", "10.0", "60.0"} <= bounds
+
+    duration = families["workflows_execution_duration_seconds"]
+    name = "workflows_execution_duration_seconds"
+    assert _value(duration, name + "_count", queue="default", kind="job") == 2
+    assert _value(duration, name + "_sum", queue="default", kind="job") == pytest.approx(2.02)
+    assert _value(duration, name + "_bucket", queue="default", kind="job", le="0.025") == 1
+
+
+def test_negative_pickup_latency_from_clock_skew_is_observed_as_zero(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    metrics.execution_started("default", "job", -0.25)
+
+    pickup = _scrape(serve(lambda: True))["workflows_pickup_latency_seconds"]
+
+    name = "workflows_pickup_latency_seconds"
+    assert _value(pickup, name + "_sum", queue="default") == 0
+    assert _value(pickup, name + "_bucket", queue="default", le="0.0005") == 1
+
+
+def test_in_progress_falls_only_for_statuses_that_end_a_run(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    for _ in range(5):
+        metrics.execution_started("default", "job", 0.01)
+    metrics.execution_started("other", "activity", 0.01)
+    for status in ("completed", "failed", "retried", "cancelled"):
+        metrics.execution_finished("default", "job", status, 0.1)
+    # Recovery counts another worker's runs: this worker's in-progress gauge must not move.
+    metrics.execution_recovered("default", "job", n=3)
+    metrics.execution_finished("default", "job", "recovered", None)
+
+    families = _scrape(serve(lambda: True))
+
+    in_progress = families["workflows_executions_in_progress"]
+    assert _value(in_progress, "workflows_executions_in_progress", queue="default") == 1
+    assert _value(in_progress, "workflows_executions_in_progress", queue="other") == 1
+    total = families["workflows_executions_total"]
+    assert (
+        _value(total, "workflows_executions_total", queue="default", kind="job", status="recovered")
+        == 4
+    )
+
+
+def test_queues_given_up_front_show_zero_in_progress_before_any_run(
+    serve: Callable[[Callable[[], bool]], MetricsServer],
+) -> None:
+    metrics = WorkerMetrics(queues=["default", "emails"])
+    server = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        in_progress = _scrape(server)["workflows_executions_in_progress"]
+    finally:
+        server.stop()
+
+    assert _value(in_progress, "workflows_executions_in_progress", queue="default") == 0
+    assert _value(in_progress, "workflows_executions_in_progress", queue="emails") == 0
+
+
+def test_set_queue_depth_replaces_values_and_zeroes_vanished_pairs(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    server = serve(lambda: True)
+    metrics.set_queue_depth(
+        {("default", "pending"): 7, ("default", "waiting"): 2, ("emails", "pending"): 4}
+    )
+    first = _scrape(server)["workflows_queue_depth"]
+    assert _value(first, "workflows_queue_depth", queue="default", status="pending") == 7
+    assert _value(first, "workflows_queue_depth", queue="default", status="waiting") == 2
+    assert _value(first, "workflows_queue_depth", queue="emails", status="pending") == 4
+
+    metrics.set_queue_depth({("default", "pending"): 3})
+    second = _scrape(server)["workflows_queue_depth"]
+
+    assert _value(second, "workflows_queue_depth", queue="default", status="pending") == 3
+    assert _value(second, "workflows_queue_depth", queue="default", status="waiting") == 0
+    assert _value(second, "workflows_queue_depth", queue="emails", status="pending") == 0
+    assert len(second) == 3
+
+
+def test_workers_alive_and_recoveries(
+    metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
+) -> None:
+    metrics.set_workers_alive(3)
+    metrics.set_workers_alive(2)
+    metrics.worker_recovered()
+    metrics.worker_recovered()
+
+    families = _scrape(serve(lambda: True))
+
+    assert _value(families["workflows_workers_alive"], "workflows_workers_alive") == 2
+    recoveries = families["workflows_worker_recoveries_total"]
+    assert _value(recoveries, "workflows_worker_recoveries_total") == 2
+
+
+def test_unknown_statuses_are_rejected_without_creating_series(metrics: WorkerMetrics) -> None:
+    with pytest.raises(ValueError, match="execution status"):
+        metrics.execution_finished("default", "job", "succeeded", 1.0)
+    with pytest.raises(ValueError, match="queue depth status"):
+        metrics.set_queue_depth({("default", "pending"): 1, ("default", "running"): 2})
+
+    text = metrics.render().decode()
+
+    assert "succeeded" not in text
+    # The bad mapping is refused whole, not applied up to the bad pair.
+    assert 'workflows_queue_depth{queue="default"' not in text
+
+
+def test_metric_names_lists_exactly_the_workflows_families_rendered(
+    metrics: WorkerMetrics,
+) -> None:
+    metrics.execution_started("default", "job", 0.01)
+
+    families = _samples(metrics.render().decode())
+
+    # The text format states each `_created` timestamp as a gauge family of its own.
+    workflows_families = {
+        name for name in families if name.startswith("workflows_") and not name.endswith("_created")
+    }
+    assert workflows_families == METRIC_NAMES
+
+
+def test_two_workers_in_one_process_keep_separate_registries() -> None:
+    first, second = WorkerMetrics(), WorkerMetrics()
+    first.set_workers_alive(5)
+    second.set_workers_alive(1)
+
+    alive_first = _samples(first.render().decode())["workflows_workers_alive"]
+    alive_second = _samples(second.render().decode())["workflows_workers_alive"]
+
+    assert _value(alive_first, "workflows_workers_alive") == 5
+    assert _value(alive_second, "workflows_workers_alive") == 1
+
+
+def test_healthz_answers_200_when_healthy_and_503_otherwise(
+    serve: Callable[[Callable[[], bool]], MetricsServer],
+) -> None:
+    healthy = [True]
+    server = serve(lambda: healthy[0])
+
+    assert _get(server, "/healthz") == (200, b"ok")
+    healthy[0] = False
+    status, _ = _get(server, "/healthz")
+    assert status == 503
+
+
+def test_healthz_answers_503_when_the_health_check_raises(
+    serve: Callable[[Callable[[], bool]], MetricsServer],
+) -> None:
+    def broken() -> bool:
+        raise RuntimeError("heartbeat state unreadable")
+
+    server = serve(broken)
+
+    assert _get(server, "/healthz")[0] == 503
+    # The server thread survived the exception.
+    assert _get(server, "/metrics")[0] == 200
+
+
+def test_unknown_paths_are_404(serve: Callable[[Callable[[], bool]], MetricsServer]) -> None:
+    server = serve(lambda: True)
+
+    assert _get(server, "/")[0] == 404
+    assert _get(server, "/metricsx")[0] == 404
+
+
+def test_port_zero_picks_a_free_port_and_stop_releases_it(metrics: WorkerMetrics) -> None:
+    server = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=0)
+    assert server.port == 0
+    server.start()
+    port = server.port
+    assert port != 0
+    with pytest.raises(RuntimeError, match="already started"):
+        server.start()
+    server.stop()
+    server.stop()
+
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    # The same port can be bound again right away (a restarted worker keeps its port).
+    again = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=port)
+    again.start()
+    try:
+        assert _get(again, "/healthz") == (200, b"ok")
+    finally:
+        again.stop()
+
+
+def test_a_port_in_use_fails_at_start(metrics: WorkerMetrics) -> None:
+    first = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=0)
+    first.start()
+    try:
+        second = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=first.port)
+        with pytest.raises(OSError):
+            second.start()
+    finally:
+        first.stop()
+
+
+def test_scrapes_are_answered_while_the_event_loop_is_blocked(metrics: WorkerMetrics) -> None:
+    async def scenario() -> tuple[int, bytes]:
+        server = MetricsServer(metrics.registry, lambda: True, host="127.0.0.1", port=0)
+        server.start()
+        try:
+            # A blocking call on the loop thread, on purpose: were the server served by the
+            # event loop, this would deadlock instead of being answered by the server's thread.
+            return _get(server, "/healthz")
+        finally:
+            server.stop()
+
+    assert asyncio.run(scenario()) == (200, b"ok")
