@@ -17,7 +17,8 @@ PACKAGES = [
     for p in sorted(ROOT.glob("packages/*/pyproject.toml"))
 ]
 SOURCES = [p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("packages/*/src"))]
-TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis"]
+# pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/.
+TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml"]
 # Linters pinned: a new release must not fail CI on code nobody touched.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
