@@ -282,7 +282,7 @@ async def test_cancel_pending_and_running(store: PostgresStore, start_worker: St
     assert await workflows.cancel(running) == "cancelling"
     status = await wait_status(store, running, {"cancelled"})
     assert status["error"]["type"] == "ExecutionCancelledError"
-    assert await workflows.cancel(running) == "cancelled"
+    assert await workflows.cancel(running) == "already cancelled"
 
 
 async def test_burst_worker_exits_when_queue_empty(database_url: str, store: PostgresStore) -> None:

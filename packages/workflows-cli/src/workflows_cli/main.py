@@ -119,7 +119,7 @@ def cancel(execution_id: str) -> None:
     elif outcome == "cancelling":
         click.echo(f"cancelling {execution_id}: its worker has been told to stop it")
     else:
-        click.echo(f"{execution_id} already {outcome}: nothing to cancel")
+        click.echo(f"{execution_id} {outcome}: nothing to cancel")
 
 
 @cli.group(name="dev-db")

@@ -487,5 +487,9 @@ def get_result_sync(execution_id: str, timeout: float | None = None) -> Any:
 
 
 async def cancel(execution_id: str) -> str:
-    """Cancel an execution; returns what happened (``cancelled``, ``cancelling``, or its final status)."""
+    """Cancel an execution (and what a workflow started).
+
+    Returns ``cancelled`` (done), ``cancelling`` (its worker is told to stop it) or
+    ``already <status>`` when it had finished.
+    """
     return await async_store().cancel(str(execution_id))

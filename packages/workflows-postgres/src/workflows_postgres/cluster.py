@@ -126,6 +126,11 @@ def data_version(data_dir: Path) -> int | None:
         return int((data_dir / "PG_VERSION").read_text().strip())
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
+    except PermissionError:
+        raise ConfigurationError(
+            f"cannot read {data_dir}: it belongs to another user; set WORKFLOWS_DATA_DIR to a "
+            "folder of yours"
+        ) from None
 
 
 def socket_dsn(socket_dir: Path, port: int, dbname: str, user: str = SERVER_USER) -> str:
@@ -254,7 +259,7 @@ class LocalCluster:
         return f"LocalCluster({str(self.data_dir)!r}, port={self.port}, host={self.host!r})"
 
     def initialized(self) -> bool:
-        return (self.data_dir / "PG_VERSION").is_file()
+        return data_version(self.data_dir) is not None
 
     def init(self) -> None:
         """``initdb`` the data folder (creating it); a no-op when it is already initialised."""

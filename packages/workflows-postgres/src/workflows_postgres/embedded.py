@@ -96,14 +96,14 @@ def _locked(data_dir: Path) -> Iterator[None]:
     lock_path = data_dir.with_name(data_dir.name + ".lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except PermissionError:
+    except PermissionError as denied:
         try:
             # flock works on a descriptor opened for reading: enough when another user made it.
             fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
+        except OSError:
             raise ConfigurationError(
-                f"cannot open the lock file {lock_path}: {exc.strerror}: set WORKFLOWS_DATA_DIR "
-                "to a folder you own"
+                f"cannot open the lock file {lock_path}: {denied.strerror}: set "
+                "WORKFLOWS_DATA_DIR to a folder you own"
             ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

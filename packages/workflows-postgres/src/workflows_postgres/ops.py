@@ -198,14 +198,15 @@ def finish_tree(execution_id: str, status: str, error: dict[str, Any]) -> Op[Non
 
 
 def cancel(execution_id: str) -> Op[str]:
-    """``cancelled`` (done now), ``cancelling`` (a worker is told), or the final status it had."""
+    """``cancelled`` (done now), ``cancelling`` (a worker is told to stop it), or
+    ``already <status>`` when it had finished."""
     execution_id = _check_id(execution_id)
     rows = yield Call(Q.LOCK_EXECUTION, (execution_id,))
     if not rows:
         raise ExecutionNotFoundError(f"no execution {execution_id}")
     current = rows[0]["status"]
     if current in FINAL_STATUSES:
-        return str(current)
+        return f"already {current}"
     error = {"type": "ExecutionCancelledError", "message": "cancelled on request"}
     yield from finish_tree(execution_id, "cancelled", error)
     if current == "running" and rows[0]["kind"] != "workflow":

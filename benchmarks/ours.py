@@ -1,0 +1,172 @@
+"""This project (currant): the benchmark's jobs and workflow, its client side and its worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from workflows import activity, job, workflow
+
+from benchmarks.common import (
+    NAP_SECONDS,
+    QUEUE,
+    System,
+    install_stop_handlers,
+    mark_first,
+    mark_latency,
+    ready_then_wait_for_go,
+)
+
+SCHEMA = "workflows"
+
+
+@job(queue=QUEUE)
+async def noop(x: float) -> None:
+    mark_first()
+
+
+@job(queue=QUEUE)
+async def ping(enqueued_at: float) -> None:
+    mark_latency(enqueued_at)
+
+
+@job(queue=QUEUE)
+async def nap(x: float) -> None:
+    mark_first()
+    await asyncio.sleep(NAP_SECONDS)
+
+
+@activity(queue=QUEUE)
+async def step(i: int) -> int:
+    return i
+
+
+@workflow(queue=QUEUE)
+async def flow(n: int) -> int:
+    mark_first()
+    for i in range(n):
+        await step.run(i)
+    return n
+
+
+TASKS: dict[str, Any] = {"noop": noop, "ping": ping, "nap": nap}
+_FINAL = "('completed', 'failed', 'cancelled')"
+
+
+class Ours(System):
+    name = "ours"
+    has_workflows = True
+
+    def __init__(self, dsn: str, options: dict[str, Any]) -> None:
+        super().__init__(dsn, options)
+        self.store: Any = None
+
+    async def setup(self) -> None:
+        from workflows_postgres.migrate import apply_migrations
+
+        await asyncio.to_thread(apply_migrations, self.dsn, SCHEMA)
+
+    async def open(self) -> None:
+        await super().open()
+        # The public API reads its database from the environment, like an application's.
+        os.environ["WORKFLOWS_DATABASE_URL"] = self.dsn
+        os.environ["WORKFLOWS_SCHEMA"] = SCHEMA
+
+    async def close(self) -> None:
+        from workflows_postgres.client import reset_async
+
+        await reset_async()
+        if self.store is not None:
+            await self.store.close()
+        await super().close()
+
+    async def enqueue(self, task: str, arg: float) -> None:
+        await TASKS[task].queue(arg)
+
+    async def enqueue_many(self, task: str, args: list[float]) -> None:
+        await TASKS[task].queue_many([((a,), {}) for a in args])
+
+    async def start_workflow(self, steps: int) -> str:
+        workflow_id: str = await flow.queue(steps)
+        return workflow_id
+
+    async def preload_workflows(self, steps: int, n: int) -> None:
+        await flow.queue_many([((steps,), {}) for _ in range(n)])
+
+    async def remaining(self) -> int:
+        n: int = await self.conn.fetchval(
+            f"SELECT count(*) FROM {SCHEMA}.executions WHERE kind <> 'activity' "
+            f"AND status NOT IN {_FINAL}"
+        )
+        return n
+
+    async def failures(self) -> int:
+        n: int = await self.conn.fetchval(
+            f"SELECT count(*) FROM {SCHEMA}.executions WHERE status IN ('failed', 'cancelled')"
+        )
+        return n
+
+    async def workflow_done(self, workflow_id: str) -> bool:
+        status = await self.conn.fetchval(
+            f"SELECT status FROM {SCHEMA}.executions WHERE id = $1::uuid", workflow_id
+        )
+        if status in ("failed", "cancelled"):
+            raise RuntimeError(f"workflow {workflow_id} {status}")
+        return bool(status == "completed")
+
+    def memory_argv(self, concurrency: int) -> tuple[list[str], bool]:
+        # What users run: the `currant` command, not the embedded worker.
+        currant = Path(sys.executable).with_name("currant")
+        argv = [str(currant), "worker", "-q", QUEUE, "-c", str(concurrency), "--burst",
+                "--log-level", "WARNING"]
+        return argv, False
+
+    def worker_env(self) -> dict[str, str]:
+        return {"WORKFLOWS_DATABASE_URL": self.dsn, "WORKFLOWS_SCHEMA": SCHEMA}
+
+    async def claim_load(self, n: int) -> None:
+        from workflows.config import Settings
+        from workflows_postgres.store import PostgresStore
+
+        await self.conn.execute(
+            f"""
+            INSERT INTO {SCHEMA}.executions
+                (id, kind, name, queue, args, max_retries, timeout_seconds, run_at)
+            SELECT gen_random_uuid(), 'job', 'benchmarks.ours:noop', $1,
+                   '{{"args": [0], "kwargs": {{}}}}'::jsonb, 3, 300,
+                   now() - make_interval(secs => ($2 - g) / 1000.0)
+            FROM generate_series(1, $2) AS g
+            """,
+            QUEUE,
+            n,
+        )
+        await self.conn.execute(f"VACUUM ANALYZE {SCHEMA}.executions")
+        settings = Settings(database_url=self.dsn, schema=SCHEMA)
+        self.store = await PostgresStore.connect(settings, dsn=self.dsn, min_size=1, max_size=2)
+        self.worker_id = str(uuid.uuid4())
+
+    async def claim_once(self) -> int:
+        claimed = await self.store.claim(self.worker_id, [QUEUE], 10, {})
+        return len(claimed)
+
+
+SYSTEM = Ours
+
+
+def run_worker(dsn: str, concurrency: int, index: int, options: dict[str, Any]) -> None:
+    """One embedded worker, as `currant worker -q bench -c N` runs it."""
+    os.environ["WORKFLOWS_DATABASE_URL"] = dsn
+    os.environ["WORKFLOWS_SCHEMA"] = SCHEMA
+    from workflows_worker.worker import Worker
+
+    async def main() -> None:
+        worker = Worker([QUEUE], concurrency=concurrency, dsn=dsn)
+        install_stop_handlers(worker.stop)
+        ready_then_wait_for_go()
+        await worker.run()
+
+    asyncio.run(main())

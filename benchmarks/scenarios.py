@@ -1,0 +1,379 @@
+"""The measurements, written once against ``common.System``.
+
+Each scenario function runs ``ctx.runs`` runs and returns one dict of figures per run (a
+figure the system cannot produce is absent: the report shows n/a). Every measurement gets a
+fresh database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import (
+    Marks,
+    NotSupported,
+    System,
+    Workers,
+    drop_database,
+    fresh_database,
+    percentile,
+    wait_until_zero,
+)
+
+CONCURRENCY = 10
+
+FULL: dict[str, Any] = {
+    "enqueue_one": 2000,  # jobs queued one at a time
+    "enqueue_bulk_batches": 20,
+    "enqueue_bulk_batch": 1000,  # jobs per bulk call
+    "drain_jobs": 10_000,
+    "drain_cap": 15.0,  # seconds: a slower system is measured on what it finished by then
+    "pickup_jobs": 200,
+    "pickup_cap": 20.0,
+    "wf10": 200,
+    "wf100": 20,
+    "wf_cap": 20.0,
+    "wf_single": 10,  # single 10-step workflows timed end to end, one after the other
+    "wf_single_cap": 15.0,
+    "claim_sizes": [1_000, 1_000_000],
+    "claim_calls": 30,
+    "memory_concurrency": [10, 100],
+    "memory_jobs_per_slot": 50,
+    "memory_cap": 15.0,
+}
+
+QUICK: dict[str, Any] = {
+    "enqueue_one": 300,
+    "enqueue_bulk_batches": 5,
+    "enqueue_bulk_batch": 1000,
+    "drain_jobs": 2_000,
+    "drain_cap": 4.0,
+    "pickup_jobs": 40,
+    "pickup_cap": 4.0,
+    "wf10": 40,
+    "wf100": 4,
+    "wf_cap": 4.0,
+    "wf_single": 3,
+    "wf_single_cap": 4.0,
+    "claim_sizes": [1_000, 100_000],
+    "claim_calls": 20,
+    "memory_concurrency": [10, 100],
+    "memory_jobs_per_slot": 20,
+    "memory_cap": 4.0,
+}
+
+
+@dataclass
+class Context:
+    system: str
+    scenario: str
+    system_cls: type[System]
+    options: dict[str, Any]
+    admin_dsn: str
+    runs: int
+    sizes: dict[str, Any]
+    marks: Marks
+    notes: dict[str, Any] = field(default_factory=dict)
+    _counter: int = 0
+
+    async def fresh(self) -> tuple[System, str]:
+        """A new database with the system's schema, and the system connected to it."""
+        self._counter += 1
+        name = f"bench_{self.system}_{self.scenario}_{self._counter}".replace("-", "_")
+        dsn = await fresh_database(self.admin_dsn, name)
+        system = self.system_cls(dsn, self.options)
+        await system.setup()
+        await system.open()
+        return system, name
+
+    async def done_with(self, system: System, name: str) -> None:
+        await system.close()
+        await drop_database(self.admin_dsn, name)
+
+    def workers(self, system: System) -> Workers:
+        return Workers(self.marks, system.worker_env())
+
+    def note(self, key: str, value: Any) -> None:
+        self.notes.setdefault(key, []).append(value)
+
+
+async def _first_mark(ctx: Context, workers: Workers, timeout: float = 120) -> float:
+    """When the first job or workflow of this measurement started (the worker's clock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers.check_alive()
+        try:
+            values, _ = await ctx.marks.next("first", 0.2)
+            return float(values[1])
+        except asyncio.TimeoutError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no job started within {timeout} s{workers.tails()}") from None
+
+
+async def _check_failures(system: System) -> None:
+    failures = getattr(system, "failures", None)
+    if failures is not None and await failures():
+        raise RuntimeError(f"{await failures()} executions failed during the measurement")
+
+
+async def _throughput(ctx: Context, system: System, procs: int, cap: float,
+                      total: int) -> tuple[float, int, bool]:
+    """Start ``procs`` workers on a loaded queue; (items finished per second, finished, capped).
+
+    From the first job's first line to the moment the benchmark sees nothing left (polled
+    every 50 ms), or to ``cap`` seconds when the system is slower than that.
+    """
+    ctx.marks.drain("first")
+    async with ctx.workers(system) as workers:
+        workers.start([system.worker_argv(CONCURRENCY, i) for i in range(procs)])
+        await workers.wait_ready()
+        workers.go()
+        t0 = await _first_mark(ctx, workers)
+        t1, left = await wait_until_zero(system.remaining, timeout=cap - (time.time() - t0),
+                                         workers=workers)
+        await workers.stop()
+    done = total - left
+    return done / (t1 - t0), done, left > 0
+
+
+# ---- scenarios ----------------------------------------------------------------------------
+
+
+async def enqueue(ctx: Context) -> list[dict[str, float]]:
+    n = ctx.sizes["enqueue_one"]
+    batches, batch = ctx.sizes["enqueue_bulk_batches"], ctx.sizes["enqueue_bulk_batch"]
+    results = []
+    for _ in range(ctx.runs):
+        system, db = await ctx.fresh()
+        try:
+            figures: dict[str, float] = {}
+            for i in range(20):  # connections, prepared statements
+                await system.enqueue("noop", float(i))
+            start = time.perf_counter()
+            for i in range(n):
+                await system.enqueue("noop", float(i))
+            figures["enqueue_one_per_s"] = n / (time.perf_counter() - start)
+            try:
+                await system.enqueue_many("noop", [0.0] * 10)
+                args = [float(i) for i in range(batch)]
+                start = time.perf_counter()
+                for _ in range(batches):
+                    await system.enqueue_many("noop", args)
+                figures["enqueue_bulk_per_s"] = batches * batch / (time.perf_counter() - start)
+            except NotSupported as exc:
+                ctx.notes["enqueue_bulk_per_s"] = f"n/a: {exc}"
+            results.append(figures)
+        finally:
+            await ctx.done_with(system, db)
+    return results
+
+
+async def drain(ctx: Context) -> list[dict[str, float]]:
+    total, cap = ctx.sizes["drain_jobs"], ctx.sizes["drain_cap"]
+    results = []
+    for _ in range(ctx.runs):
+        figures = {}
+        for procs in (1, 2):
+            system, db = await ctx.fresh()
+            try:
+                await system.preload("noop", total)
+                rate, done, capped = await _throughput(ctx, system, procs, cap, total)
+                await _check_failures(system)
+            finally:
+                await ctx.done_with(system, db)
+            figures[f"drain_{procs}proc_per_s"] = rate
+            ctx.note(f"drain_{procs}proc_finished", f"{done}/{total}" + (" (capped)" if capped else ""))
+        results.append(figures)
+    return results
+
+
+async def pickup(ctx: Context) -> list[dict[str, float]]:
+    n, cap = ctx.sizes["pickup_jobs"], ctx.sizes["pickup_cap"]
+    results = []
+    for _ in range(ctx.runs):
+        system, db = await ctx.fresh()
+        try:
+            async with ctx.workers(system) as workers:
+                workers.start([system.worker_argv(CONCURRENCY, 0)])
+                await workers.wait_ready()
+                workers.go()
+                ctx.marks.drain("latency")
+                # Warm up: the worker is running and has picked up jobs before we measure.
+                for _ in range(3):
+                    await system.enqueue("ping", time.time())
+                    await _latency(ctx, workers, 120)
+                await asyncio.sleep(0.2)
+                samples: list[float] = []
+                deadline = time.monotonic() + cap
+                while len(samples) < n and time.monotonic() < deadline:
+                    await system.enqueue("ping", time.time())
+                    samples.append(await _latency(ctx, workers, 60))
+                    # The worker goes back to idle (records the outcome) before the next one.
+                    await asyncio.sleep(0.01)
+                await workers.stop()
+            await _check_failures(system)
+        finally:
+            await ctx.done_with(system, db)
+        ctx.note("pickup_samples", len(samples))
+        results.append({
+            "pickup_p50_ms": percentile(samples, 50) * 1000,
+            "pickup_p95_ms": percentile(samples, 95) * 1000,
+            "pickup_p99_ms": percentile(samples, 99) * 1000,
+        })
+    return results
+
+
+async def _latency(ctx: Context, workers: Workers, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        workers.check_alive()
+        try:
+            values, _ = await ctx.marks.next("latency", 0.5)
+            return float(values[0])
+        except asyncio.TimeoutError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a job was not picked up within {timeout} s"
+                                   f"{workers.tails()}") from None
+
+
+async def workflows(ctx: Context) -> list[dict[str, float]]:
+    if not ctx.system_cls.has_workflows:
+        raise NotSupported("no workflows")
+    cap = ctx.sizes["wf_cap"]
+    results = []
+    for _ in range(ctx.runs):
+        figures: dict[str, float] = {}
+        for steps, count in ((10, ctx.sizes["wf10"]), (100, ctx.sizes["wf100"])):
+            system, db = await ctx.fresh()
+            try:
+                await system.preload_workflows(steps, count)
+                rate, done, capped = await _throughput(ctx, system, 1, cap, count)
+                await _check_failures(system)
+            finally:
+                await ctx.done_with(system, db)
+            figures[f"wf{steps}_per_s"] = rate
+            figures[f"wf{steps}_steps_per_s"] = rate * steps
+            ctx.note(f"wf{steps}_finished", f"{done}/{count}" + (" (capped)" if capped else ""))
+        figures["per_step_ratio"] = figures["wf10_steps_per_s"] / figures["wf100_steps_per_s"]
+        figures["wf_single10_ms"] = await _single_workflows(ctx)
+        results.append(figures)
+    return results
+
+
+async def _single_workflows(ctx: Context) -> float:
+    """One 10-step workflow at a time on an idle worker: enqueue to completion seen."""
+    system, db = await ctx.fresh()
+    times: list[float] = []
+    try:
+        async with ctx.workers(system) as workers:
+            workers.start([system.worker_argv(CONCURRENCY, 0)])
+            await workers.wait_ready()
+            workers.go()
+            await _one_workflow(system, workers, 120)  # warm-up, and the worker is up
+            deadline = time.monotonic() + ctx.sizes["wf_single_cap"]
+            while len(times) < ctx.sizes["wf_single"] and (not times or time.monotonic() < deadline):
+                await asyncio.sleep(0.05)
+                times.append(await _one_workflow(system, workers, 60))
+            await workers.stop()
+    finally:
+        await ctx.done_with(system, db)
+    ctx.note("wf_single_samples", len(times))
+    return percentile(times, 50) * 1000
+
+
+async def _one_workflow(system: System, workers: Workers, timeout: float) -> float:
+    start = time.perf_counter()
+    workflow_id = await system.start_workflow(10)
+    # Polled every millisecond on its own connection: what a caller waiting for it could see.
+    while not await system.workflow_done(workflow_id):
+        if time.perf_counter() - start > timeout:
+            raise RuntimeError(f"a 10-step workflow did not finish in {timeout} s{workers.tails()}")
+        workers.check_alive()
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - start
+
+
+async def claim(ctx: Context) -> list[dict[str, float]]:
+    calls = ctx.sizes["claim_calls"]
+    per_size: dict[int, list[float]] = {}
+    for size in ctx.sizes["claim_sizes"]:
+        system, db = await ctx.fresh()
+        try:
+            # Enough rows that `size` stay pending through every claim of every run.
+            extra = (calls + 3) * ctx.runs * 10
+            started = time.perf_counter()
+            await system.claim_load(size + extra)
+            ctx.note(f"claim_load_{size}_s", round(time.perf_counter() - started, 1))
+            medians = []
+            for _ in range(ctx.runs):
+                for _ in range(3):
+                    await system.claim_once()
+                latencies = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    got = await system.claim_once()
+                    latencies.append(time.perf_counter() - start)
+                    if got == 0:
+                        raise RuntimeError("a claim found nothing with rows pending")
+                medians.append(percentile(latencies, 50) * 1000)
+            per_size[size] = medians
+            ctx.notes["claim_batch"] = got
+        finally:
+            await ctx.done_with(system, db)
+    small, large = ctx.sizes["claim_sizes"]
+    return [
+        {
+            f"claim_{_label(small)}_ms": per_size[small][i],
+            f"claim_{_label(large)}_ms": per_size[large][i],
+            "claim_ratio": per_size[large][i] / per_size[small][i],
+        }
+        for i in range(ctx.runs)
+    ]
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n >= 1_000_000 else f"{n // 1000}k"
+
+
+async def memory(ctx: Context) -> list[dict[str, float]]:
+    results = []
+    for _ in range(ctx.runs):
+        figures = {}
+        for concurrency in ctx.sizes["memory_concurrency"]:
+            system, db = await ctx.fresh()
+            try:
+                await system.preload("nap", concurrency * ctx.sizes["memory_jobs_per_slot"])
+                argv, barrier = system.memory_argv(concurrency)
+                async with ctx.workers(system) as workers:
+                    workers.start([argv], barrier=barrier)
+                    if barrier:
+                        await workers.wait_ready()
+                        workers.go()
+                    await wait_until_zero(system.remaining, ctx.sizes["memory_cap"],
+                                          workers=workers)
+                    # A --burst worker exits by itself once the queue is empty.
+                    if barrier or not await workers.wait_exit(5):
+                        await workers.stop()
+                    rss = workers.procs[0].maxrss_kb
+                await _check_failures(system)
+            finally:
+                await ctx.done_with(system, db)
+            if rss is None:
+                raise RuntimeError("could not read the worker's peak RSS")
+            figures[f"rss_c{concurrency}_mb"] = rss / 1024
+        results.append(figures)
+    return results
+
+
+SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
+    "enqueue": enqueue,
+    "drain": drain,
+    "pickup": pickup,
+    "workflows": workflows,
+    "claim": claim,
+    "memory": memory,
+}
