@@ -199,7 +199,7 @@ class Workers:
             self.check_alive()
             try:
                 values, _ = await self.marks.next("ready", 0.2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"workers not ready within {timeout} s{self.tails()}")
                 continue

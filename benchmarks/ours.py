@@ -9,8 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from workflows import activity, job, workflow
-
 from benchmarks.common import (
     NAP_SECONDS,
     QUEUE,
@@ -20,6 +18,7 @@ from benchmarks.common import (
     mark_latency,
     ready_then_wait_for_go,
 )
+from workflows import activity, job, workflow
 
 SCHEMA = "workflows"
 

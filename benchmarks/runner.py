@@ -50,7 +50,7 @@ def main() -> None:
         )
     except NotSupported as exc:
         result = {"error": str(exc), "n/a": True}
-    except BaseException as exc:  # noqa: BLE001 - whatever broke, the report says what
+    except BaseException as exc:
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}".strip()[:4000]}
     Path(out).write_text(json.dumps(result, indent=1))

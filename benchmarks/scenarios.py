@@ -109,7 +109,7 @@ async def _first_mark(ctx: Context, workers: Workers, timeout: float = 120) -> f
         try:
             values, _ = await ctx.marks.next("first", 0.2)
             return float(values[1])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no job started within {timeout} s{workers.tails()}") from None
 
@@ -234,7 +234,7 @@ async def _latency(ctx: Context, workers: Workers, timeout: float) -> float:
         try:
             values, _ = await ctx.marks.next("latency", 0.5)
             return float(values[0])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"a job was not picked up within {timeout} s"
                                    f"{workers.tails()}") from None

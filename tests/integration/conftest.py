@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+
+from tests.integration import jobs_app
 from workflows.config import Settings
 from workflows_postgres import client
 from workflows_postgres.store import PostgresStore
 from workflows_worker.worker import Worker
-
-from tests.integration import jobs_app
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +66,9 @@ async def start_worker(database_url: str) -> AsyncIterator[StartWorker]:
     await client.reset_async()
 
 
-async def wait_status(store: PostgresStore, execution_id: str, statuses: set[str],
-                      timeout: float = 20) -> dict[str, Any]:
+async def wait_status(
+    store: PostgresStore, execution_id: str, statuses: set[str], timeout: float = 20
+) -> dict[str, Any]:
     """Poll until the execution reaches one of ``statuses``."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

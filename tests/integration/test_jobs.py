@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import psycopg
 import pytest
+
 import workflows
+from tests.integration import jobs_app
+from tests.integration.conftest import StartWorker, wait_status
 from workflows import ConfigurationError, SchemaNotReadyError, SerializationError
 from workflows.api import Function
 from workflows_postgres import queries as Q
 from workflows_postgres.store import PostgresStore
-
-from tests.integration import jobs_app
-from tests.integration.conftest import StartWorker, wait_status
 
 
 async def count_rows(store: PostgresStore) -> int:
@@ -116,8 +116,12 @@ async def test_options_queue_routes_to_other_queue(
     assert await workflows.get_result(job_id, timeout=20) == "routed"
 
 
-async def test_delay_and_run_at_defer_start(store: PostgresStore, start_worker: StartWorker) -> None:
-    later = await jobs_app.record.options(run_at=datetime.now(UTC) + timedelta(hours=1)).queue("later")
+async def test_delay_and_run_at_defer_start(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    later = await jobs_app.record.options(run_at=datetime.now(UTC) + timedelta(hours=1)).queue(
+        "later"
+    )
     soon = await jobs_app.record.options(delay=0.5).queue("soon")
     now = await jobs_app.record.queue("now")
     await start_worker("work")
@@ -168,7 +172,9 @@ async def test_sync_enqueue_without_event_loop(store: PostgresStore) -> None:
     assert (await store.get_status(job_id))["args"] == {"args": ["from a thread"], "kwargs": {}}
 
 
-async def test_enqueue_in_callers_psycopg_transaction(database_url: str, store: PostgresStore) -> None:
+async def test_enqueue_in_callers_psycopg_transaction(
+    database_url: str, store: PostgresStore
+) -> None:
     listener = await asyncpg.connect(database_url)
     heard: list[str] = []
     await listener.add_listener(store.q.work_channel, lambda *a: heard.append(a[3]))
@@ -189,7 +195,9 @@ async def test_enqueue_in_callers_psycopg_transaction(database_url: str, store: 
         await listener.close()
 
 
-async def test_enqueue_in_callers_asyncpg_transaction(database_url: str, store: PostgresStore) -> None:
+async def test_enqueue_in_callers_asyncpg_transaction(
+    database_url: str, store: PostgresStore
+) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
@@ -218,7 +226,9 @@ async def test_unserializable_argument_refused_and_nothing_enqueued(store: Postg
     assert await count_rows(store) == 0
 
 
-async def test_payload_over_limit_refused(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_payload_over_limit_refused(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WORKFLOWS_MAX_PAYLOAD_BYTES", "1000")
     with pytest.raises(SerializationError, match="WORKFLOWS_MAX_PAYLOAD_BYTES"):
         await jobs_app.record.queue("x" * 2000)
@@ -242,7 +252,7 @@ async def test_unknown_function_fails_once_without_crashing_worker(
         missing = await conn.fetchval(
             "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries) "
             "VALUES (gen_random_uuid(), 'job', 'no_such_module:nope', 'work', "
-            "'{\"args\": [], \"kwargs\": {}}', 5) RETURNING id::text"
+            '\'{"args": [], "kwargs": {}}\', 5) RETURNING id::text'
         )
         undecorated = await conn.fetchval(
             "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries) "
@@ -317,8 +327,12 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
         await conn.execute("ANALYZE workflows.executions")
         # EXPLAIN without ANALYZE plans the claim without running it.
         plan = await conn.fetch(
-            "EXPLAIN " + store.sql(Q.CLAIM), ["work"], 10,
-            "00000000-0000-0000-0000-000000000001", [], [],
+            "EXPLAIN " + store.sql(Q.CLAIM),
+            ["work"],
+            10,
+            "00000000-0000-0000-0000-000000000001",
+            [],
+            [],
         )
     text = "\n".join(row[0] for row in plan)
     assert "executions_claim" in text, text

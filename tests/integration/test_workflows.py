@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 import workflows
+from tests.integration import workflows_app as app
+from tests.integration.conftest import StartWorker, wait_status
 from workflows import SignalError
 from workflows.api import REGISTRY, WorkflowFunction
 from workflows_postgres.store import PostgresStore
-
-from tests.integration import workflows_app as app
-from tests.integration.conftest import StartWorker, wait_status
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,9 @@ async def test_workflow_waits_while_activity_runs(
 
 
 @pytest.mark.parametrize("approved", [True, False])
-async def test_approval_signal(store: PostgresStore, start_worker: StartWorker, approved: bool) -> None:
+async def test_approval_signal(
+    store: PostgresStore, start_worker: StartWorker, approved: bool
+) -> None:
     await start_worker("orders")
     wf = await app.approval.queue("o1")
     await wait_status(store, wf, {"waiting"})
@@ -121,7 +123,9 @@ async def test_activity_retries_seen_from_workflow(
     ok = await app.retries_seen.queue("k1", 2)
     assert await workflows.get_result(ok, timeout=30) == "k1 ok"
     gave_up = await app.retries_seen.queue("k2", 5)
-    assert await workflows.get_result(gave_up, timeout=30) == "gave up: ConnectionError: transient 3"
+    assert (
+        await workflows.get_result(gave_up, timeout=30) == "gave up: ConnectionError: transient 3"
+    )
     assert app.flaky_attempts == {"k1": 3, "k2": 3}
 
 

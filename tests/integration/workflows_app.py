@@ -33,7 +33,9 @@ async def send_receipt(email: str) -> None:
 
 
 @workflow(queue="orders", version=1, timeout=3600)
-async def process_order(order_id: str, amount: float, email: str, card_token: str) -> dict[str, Any]:
+async def process_order(
+    order_id: str, amount: float, email: str, card_token: str
+) -> dict[str, Any]:
     charge = await charge_card.run(amount, card_token)
     await send_receipt.run(email)
     return {"order_id": order_id, "transaction_id": charge["transaction_id"]}

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from workflows.config import Settings
 from workflows.errors import ExecutionNotFoundError, WorkflowsError
-
 from workflows_cli import render
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,8 +66,9 @@ def migrate() -> None:
     settings = Settings.from_env()
     applied = apply_migrations(resolve_dsn(settings), settings.schema)
     if applied:
-        click.echo(f"applied migrations {', '.join(str(v) for v in applied)} "
-                   f"to schema {settings.schema!r}")
+        click.echo(
+            f"applied migrations {', '.join(str(v) for v in applied)} to schema {settings.schema!r}"
+        )
     else:
         click.echo(f"schema {settings.schema!r} is up to date (version {latest_version()})")
 

@@ -32,8 +32,20 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = LIST_COLUMNS)
 
 def details(status: dict[str, Any]) -> str:
     keys = (
-        "id", "kind", "name", "queue", "status", "version", "priority", "attempts",
-        "max_retries", "parent_id", "created_at", "started_at", "finished_at", "result",
+        "id",
+        "kind",
+        "name",
+        "queue",
+        "status",
+        "version",
+        "priority",
+        "attempts",
+        "max_retries",
+        "parent_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
     )
     lines = [f"{k + ':':<13} {_cell(status.get(k))}" for k in keys]
     error = status.get("error")

@@ -7,11 +7,11 @@ import signal
 import sys
 
 import click
+
 from workflows.config import Settings
 from workflows.errors import WorkflowsError
-
-from workflows_cli.main import cli as workflows_cli
 from workflows_cli.main import clean_errors, setup_logging
+from workflows_cli.main import cli as workflows_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,15 +21,32 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("-q", "--queue", "queues", multiple=True, required=True, help="A queue to serve (repeatable).")
-@click.option("-A", "--app", "apps", multiple=True, help="A module to import up front (repeatable).")
-@click.option("-c", "--concurrency", type=click.IntRange(1, 10000), default=None,
-              help="Executions at once [default: WORKFLOWS_WORKER_MAX_CONCURRENT].")
+@click.option(
+    "-q", "--queue", "queues", multiple=True, required=True, help="A queue to serve (repeatable)."
+)
+@click.option(
+    "-A", "--app", "apps", multiple=True, help="A module to import up front (repeatable)."
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 10000),
+    default=None,
+    help="Executions at once [default: WORKFLOWS_WORKER_MAX_CONCURRENT].",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queues hold nothing runnable.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve /metrics and /healthz [default: WORKFLOWS_WORKER_METRICS_PORT].")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics and /healthz [default: WORKFLOWS_WORKER_METRICS_PORT].",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @clean_errors
 def worker(
     queues: tuple[str, ...],
@@ -49,8 +66,13 @@ def worker(
         import_app_modules(list(apps))
     except Exception as exc:
         raise WorkflowsError(f"cannot import --app module: {type(exc).__name__}: {exc}") from None
-    w = Worker(list(queues), settings=Settings.from_env(), concurrency=concurrency, burst=burst,
-               metrics_port=metrics_port)
+    w = Worker(
+        list(queues),
+        settings=Settings.from_env(),
+        concurrency=concurrency,
+        burst=burst,
+        metrics_port=metrics_port,
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Decorators and handles: ``@job``, ``@activity``, ``@workflow`` and the calls workflow code makes."""
+"""Decorators and handles (``@job``, ``@activity``, ``@workflow``) and calls from workflow code."""
 
 from __future__ import annotations
 
@@ -223,7 +223,9 @@ class Handle(Generic[P, R]):
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("asyncpg"):
-            raise ConfigurationError("an asyncpg connection goes with await .queue(), not .queue_sync()")
+            raise ConfigurationError(
+                "an asyncpg connection goes with await .queue(), not .queue_sync()"
+            )
         return sync_store().enqueue(request, conn)
 
     async def queue_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[str]:
@@ -366,7 +368,7 @@ def activity(
     timeout: float | None = None,
     priority: int = 0,
 ) -> Any:
-    """A durable workflow step: ``await f.run(...)`` inside a workflow; never re-run once recorded."""
+    """A durable workflow step: ``await f.run(...)`` in a workflow; never re-run once recorded."""
     return _decorate(
         ActivityFunction, fn, queue=queue, retries=retries, timeout=timeout, priority=priority
     )

@@ -86,9 +86,7 @@ class _DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = True
 
     def time(self) -> float:
-        raise WorkflowsError(
-            "workflow code has no clock: use workflows.sleep() for durable timers"
-        )
+        raise WorkflowsError("workflow code has no clock: use workflows.sleep() for durable timers")
 
     def call_later(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
         raise WorkflowsError(
@@ -330,7 +328,9 @@ class WorkflowInstance:
         if not task.done():
             return Activation(commands, "blocked", number=number, delivered=delivered)
         if task.cancelled():
-            error = error_payload(ExecutionCancelledError("workflow cancelled"), with_traceback=False)
+            error = error_payload(
+                ExecutionCancelledError("workflow cancelled"), with_traceback=False
+            )
             return Activation([], "failed", error=error, number=number, delivered=delivered)
         exc = task.exception()
         if exc is not None:

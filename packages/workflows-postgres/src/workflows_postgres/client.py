@@ -7,7 +7,6 @@ import threading
 import weakref
 
 from workflows.config import Settings
-
 from workflows_postgres.store import PostgresStore
 from workflows_postgres.sync import SyncStore
 

@@ -10,7 +10,6 @@ from importlib import resources
 
 from workflows.config import validate_schema_name
 from workflows.errors import SchemaNotReadyError
-
 from workflows_postgres.connect import connect_sync
 from workflows_postgres.queries import quote_ident
 

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from workflows import codec
 from workflows.errors import ExecutionNotFoundError, SignalError, WorkflowsError
 from workflows.store import EnqueueRequest
-
 from workflows_postgres import queries as Q
 
 T = TypeVar("T")
@@ -122,9 +121,7 @@ def _check_id(execution_id: str) -> str:
     try:
         return str(uuid.UUID(str(execution_id)))
     except ValueError:
-        raise ExecutionNotFoundError(
-            f"no execution {execution_id!r} (ids are UUIDs)"
-        ) from None
+        raise ExecutionNotFoundError(f"no execution {execution_id!r} (ids are UUIDs)") from None
 
 
 def get_status(execution_id: str) -> Op[dict[str, Any]]:

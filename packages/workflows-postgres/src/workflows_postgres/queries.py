@@ -63,7 +63,8 @@ WITH ins AS (
     ORDER BY r.ord
     RETURNING id, queue, run_at
 ), notified AS (
-    SELECT pg_notify('{work}', q.queue) FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) q
+    SELECT pg_notify('{work}', q.queue)
+    FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) q
 )
 SELECT id::text AS id, (SELECT count(*) FROM notified) AS notified FROM ins
 """

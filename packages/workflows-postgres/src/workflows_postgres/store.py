@@ -15,7 +15,7 @@ import asyncpg
 
 from workflows import codec
 from workflows.config import Settings
-from workflows.errors import DatabaseUnavailableError, SchemaNotReadyError
+from workflows.errors import DatabaseUnavailableError
 from workflows.history import (
     RecordVersion,
     ScheduleActivity,
@@ -26,7 +26,6 @@ from workflows.history import (
     WaitSignal,
 )
 from workflows.store import EnqueueRequest
-
 from workflows_postgres import ops
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import first_line, redact, resolve_dsn, unavailable
@@ -137,14 +136,15 @@ class PostgresStore:
         max_size: int = 10,
     ) -> PostgresStore:
         settings = settings or Settings.from_env()
-        dsn = dsn or await asyncio.to_thread(resolve_dsn, settings)
+        if dsn is None:
+            dsn = await asyncio.to_thread(resolve_dsn, settings)
         try:
             pool = await asyncpg.create_pool(
                 dsn, min_size=min_size, max_size=max_size, timeout=10, command_timeout=None
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: timed out") from None
         store = cls(pool, settings, dsn)
         try:
@@ -300,7 +300,9 @@ class PostgresStore:
         row = await self.pool.fetchrow(self.sql(Q.RELEASE), claimed.id, claimed.lease, delay)
         return row is not None
 
-    async def load_history(self, workflow_id: str, seqs: Sequence[int] | None = None) -> list[StepRecord]:
+    async def load_history(
+        self, workflow_id: str, seqs: Sequence[int] | None = None
+    ) -> list[StepRecord]:
         rows = await self.pool.fetch(
             self.sql(Q.LOAD_RESOLUTIONS), workflow_id, None if seqs is None else list(seqs)
         )
@@ -325,8 +327,17 @@ class PostgresStore:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     return await self._apply(
-                        conn, claimed, worker_id, number, delivered, commands, status, result,
-                        error, eager_queues, eager_slots,
+                        conn,
+                        claimed,
+                        worker_id,
+                        number,
+                        delivered,
+                        commands,
+                        status,
+                        result,
+                        error,
+                        eager_queues,
+                        eager_slots,
                     )
             except _RETRYABLE:
                 if attempt == 4:
@@ -359,7 +370,14 @@ class PostgresStore:
         eager: list[Claimed] = []
         if commands:
             eager = await self._write_steps(
-                conn, claimed, worker_id, number, commands, fence["queue"], eager_queues, eager_slots
+                conn,
+                claimed,
+                worker_id,
+                number,
+                commands,
+                fence["queue"],
+                eager_queues,
+                eager_slots,
             )
         woke = False
         for command in commands:
@@ -375,8 +393,13 @@ class PostgresStore:
                 await conn.fetch(self.sql(Q.NOTIFY_QUEUES), [fence["queue"]])
             return ActivationResult(final, eager)
         final_status = "completed" if status == "completed" else "failed"
-        await conn.execute(self.sql(Q.FINISH_WORKFLOW), wf, final_status, result,
-                           None if error is None else codec.encode(error))
+        await conn.execute(
+            self.sql(Q.FINISH_WORKFLOW),
+            wf,
+            final_status,
+            result,
+            None if error is None else codec.encode(error),
+        )
         # Steps still open (an activity nobody awaited, a child) end with their workflow.
         await self._drive(conn, _close_children(wf))
         if fence["parent_id"] is not None:
@@ -415,40 +438,57 @@ class PostgresStore:
                 is_wf = isinstance(c, StartChild)
                 timeout = o.timeout
                 if timeout is None:
-                    timeout = settings.default_workflow_timeout if is_wf else settings.default_timeout
+                    timeout = (
+                        settings.default_workflow_timeout if is_wf else settings.default_timeout
+                    )
                 retries = o.retries if o.retries is not None else settings.default_retries
                 eager = not is_wf and queue in eager_queues and eager_slots > 0
                 if eager:
                     eager_slots -= 1
                 else:
                     notify.add(queue)
-                children.append((
-                    child_id,
-                    "workflow" if is_wf else "activity",
-                    c.name,
-                    queue,
-                    o.priority or 0,
-                    codec.encode_call(c.args, c.kwargs, max_bytes=settings.max_payload_bytes),
-                    0 if is_wf else retries,
-                    None if is_wf else float(timeout),
-                    o.version if is_wf else None,
-                    float(timeout) if is_wf else None,
-                    c.seq,
-                    eager,
-                ))
+                children.append(
+                    (
+                        child_id,
+                        "workflow" if is_wf else "activity",
+                        c.name,
+                        queue,
+                        o.priority or 0,
+                        codec.encode_call(c.args, c.kwargs, max_bytes=settings.max_payload_bytes),
+                        0 if is_wf else retries,
+                        None if is_wf else float(timeout),
+                        o.version if is_wf else None,
+                        float(timeout) if is_wf else None,
+                        c.seq,
+                        eager,
+                    )
+                )
                 steps.append((c.seq, c.kind, c.name, "scheduled", child_id, None, None, None))
             elif isinstance(c, StartTimer):
-                steps.append((c.seq, "timer", c.name, "scheduled", None, float(c.seconds), None, None))
+                steps.append(
+                    (c.seq, "timer", c.name, "scheduled", None, float(c.seconds), None, None)
+                )
             elif isinstance(c, WaitSignal):
                 secs = None if c.timeout is None else float(c.timeout)
                 steps.append((c.seq, "signal", c.name, "scheduled", None, secs, None, None))
             elif isinstance(c, RecordVersion):
                 steps.append(
-                    (c.seq, "version", c.name, "completed", None, None, codec.encode(c.version), number)
+                    (
+                        c.seq,
+                        "version",
+                        c.name,
+                        "completed",
+                        None,
+                        None,
+                        codec.encode(c.version),
+                        number,
+                    )
                 )
         if steps:
             await conn.execute(
-                self.sql(Q.INSERT_STEPS), claimed.id, *[list(col) for col in zip(*steps, strict=True)]
+                self.sql(Q.INSERT_STEPS),
+                claimed.id,
+                *[list(col) for col in zip(*steps, strict=True)],
             )
         eager_claims: list[Claimed] = []
         if children:
@@ -460,16 +500,31 @@ class PostgresStore:
             )
             for ch in children:
                 if ch[11]:
-                    eager_claims.append(Claimed(
-                        id=ch[0], kind="activity", name=ch[2], queue=ch[3], args=ch[5],
-                        attempts=1, max_retries=ch[6], timeout=ch[7], lease=1, version=None,
-                        wakeups=0, parent_id=claimed.id, deadline=None, pickup_latency=0.0,
-                    ))
+                    eager_claims.append(
+                        Claimed(
+                            id=ch[0],
+                            kind="activity",
+                            name=ch[2],
+                            queue=ch[3],
+                            args=ch[5],
+                            attempts=1,
+                            max_retries=ch[6],
+                            timeout=ch[7],
+                            lease=1,
+                            version=None,
+                            wakeups=0,
+                            parent_id=claimed.id,
+                            deadline=None,
+                            pickup_latency=0.0,
+                        )
+                    )
         if notify:
             await conn.fetch(self.sql(Q.NOTIFY_QUEUES), sorted(notify))
         return eager_claims
 
-    async def finish_workflow_tree(self, workflow_id: str, status: str, error: dict[str, Any]) -> None:
+    async def finish_workflow_tree(
+        self, workflow_id: str, status: str, error: dict[str, Any]
+    ) -> None:
         await self.run(ops.finish_tree, workflow_id, status, error)
 
     # ---- timers, deadlines, liveness -------------------------------------------------------
@@ -480,14 +535,13 @@ class PostgresStore:
 
     async def expire_workflows(self) -> int:
         """Fail workflows past their deadline (and cancel what they started)."""
+
         async def op() -> int:
             count = 0
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(self.sql(Q.OVERDUE_WORKFLOWS))
                 for row in rows:
-                    error = codec.error_payload(
-                        _timeout_error(), with_traceback=False
-                    )
+                    error = codec.error_payload(_timeout_error(), with_traceback=False)
                     await self._drive(conn, ops.finish_tree(row["id"], "failed", error))
                     count += 1
             return count
@@ -536,20 +590,32 @@ class PostgresStore:
                     workflow_queues.append(row["queue"])
                     continue
                 retry = row["attempts"] <= row["max_retries"]
-                outcomes.append(Outcome(
-                    id=row["id"], lease=row["lease"], status="pending" if retry else "failed",
-                    error=lost, retry_delay=0.0,
-                ))
+                outcomes.append(
+                    Outcome(
+                        id=row["id"],
+                        lease=row["lease"],
+                        status="pending" if retry else "failed",
+                        error=lost,
+                        retry_delay=0.0,
+                    )
+                )
             if outcomes:
                 args = (
-                    [o.id for o in outcomes], [o.lease for o in outcomes],
-                    [o.status for o in outcomes], [o.result for o in outcomes],
-                    [o.error for o in outcomes], [o.retry_delay for o in outcomes],
+                    [o.id for o in outcomes],
+                    [o.lease for o in outcomes],
+                    [o.status for o in outcomes],
+                    [o.result for o in outcomes],
+                    [o.error for o in outcomes],
+                    [o.retry_delay for o in outcomes],
                 )
                 await conn.fetch(self.sql(Q.RECORD_OUTCOMES), *args)
             if workflows:
                 await conn.fetch(self.sql(Q.REQUEUE_WORKFLOWS), workflows)
-        return [dict(row) for row in dead], [r for r in recovered if r.kind != "workflow"], workflow_queues
+        return (
+            [dict(row) for row in dead],
+            [r for r in recovered if r.kind != "workflow"],
+            workflow_queues,
+        )
 
     async def workers_alive(self, timeout: float) -> int:
         return int(await self.pool.fetchval(self.sql(Q.WORKERS_ALIVE), timeout))

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
+
 from workflows.config import Settings
 from workflows.store import EnqueueRequest
-
 from workflows_postgres import ops
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import connect_sync, first_line, resolve_dsn
@@ -133,7 +133,9 @@ class SyncStore:
                 raise TimeoutError(
                     f"execution {execution_id} still {status['status']} after {timeout} s"
                 )
-            time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0)))
+            time.sleep(
+                delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
+            )
             delay = min(delay * 1.5, 0.25)
 
     def cancel(self, execution_id: str) -> str:

@@ -45,7 +45,8 @@ def resolve(path: str, kind: str) -> Function[Any, Any]:
                 raise FunctionNotFound(f"module {module_name!r} has no {qualname!r}")
         if not isinstance(obj, Function):
             raise FunctionNotFound(
-                f"{path} is not a @job, @activity or @workflow function (found {type(obj).__name__})"
+                f"{path} is not a @job, @activity or @workflow function "
+                f"(found {type(obj).__name__})"
             )
         found = obj
     if found.kind != kind:

@@ -16,19 +16,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
 import workflows
 from workflows import codec
 from workflows.config import Settings
 from workflows.errors import SerializationError
 from workflows.replay import WorkflowInstance
 from workflows_postgres.store import Claimed, Outcome, PostgresStore
-
 from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
 
 log = logging.getLogger("workflows.worker")
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, workflows.DatabaseUnavailableError)
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    workflows.DatabaseUnavailableError,
+)
 
 
 @dataclass
@@ -59,7 +64,9 @@ class Worker:
         self.settings = settings or Settings.from_env()
         self.concurrency = concurrency or self.settings.worker_max_concurrent
         self.burst = burst
-        self.metrics_port = metrics_port if metrics_port is not None else self.settings.worker_metrics_port
+        self.metrics_port = (
+            metrics_port if metrics_port is not None else self.settings.worker_metrics_port
+        )
         self.dsn = dsn
         self.id = str(uuid.uuid4())
         self.metrics = WorkerMetrics(self.queues)
@@ -82,8 +89,11 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; in-flight work gets the shutdown grace period to finish."""
         if not self._stopping.is_set():
-            log.info("worker %s stopping: no new claims, waiting for %d in flight",
-                     self.id[:8], len(self._inflight))
+            log.info(
+                "worker %s stopping: no new claims, waiting for %d in flight",
+                self.id[:8],
+                len(self._inflight),
+            )
         self._stopping.set()
         self._wake.set()
 
@@ -97,11 +107,17 @@ class Worker:
             self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
         )
         if self.metrics_port is not None:
-            self._server = MetricsServer(self.metrics.registry, self.healthy, port=self.metrics_port)
+            self._server = MetricsServer(
+                self.metrics.registry, self.healthy, port=self.metrics_port
+            )
             self._server.start()
             log.info("metrics on :%d/metrics", self._server.port)
-        log.info("worker %s serving %s (concurrency %d)", self.id[:8], ",".join(self.queues),
-                 self.concurrency)
+        log.info(
+            "worker %s serving %s (concurrency %d)",
+            self.id[:8],
+            ",".join(self.queues),
+            self.concurrency,
+        )
         background = [
             asyncio.create_task(self._listen_loop(), name="workflows-listen"),
             asyncio.create_task(self._flush_loop(), name="workflows-flush"),
@@ -138,7 +154,7 @@ class Worker:
     async def _drain(self) -> None:
         if not self._inflight:
             return
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             list(self._inflight.values()), timeout=self.settings.worker_shutdown_grace
         )
         if not pending:
@@ -240,54 +256,89 @@ class Worker:
         except FunctionNotFound as exc:
             # Retrying cannot make a missing function appear: fail for good, now.
             return await self._finish(c, "failed", None, _error(exc, "FunctionNotFound"), started)
+        deadline = asyncio.timeout(c.timeout)
         try:
             args, kwargs = codec.decode_call(c.args)
-            if fn.is_async:
-                coro = fn.fn(*args, **kwargs)
-            else:
-                coro = asyncio.to_thread(fn.fn, *args, **kwargs)
-            value = await asyncio.wait_for(coro, c.timeout) if c.timeout else await coro
-        except asyncio.TimeoutError:
-            exc = TimeoutError(f"timed out after {c.timeout} s")
-            return await self._fail(c, _error(exc, "TimeoutError"), started)
+            async with deadline:
+                if fn.is_async:
+                    value = await fn.fn(*args, **kwargs)
+                else:
+                    value = await asyncio.to_thread(fn.fn, *args, **kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                timed_out = TimeoutError(f"timed out after {c.timeout} s")
+                return await self._fail(c, _error(timed_out, "TimeoutError"), started)
             return await self._fail(c, codec.error_payload(exc), started)
         try:
             text = codec.encode(value, what="result", max_bytes=self.settings.max_payload_bytes)
         except SerializationError as exc:
-            return await self._finish(c, "failed", None, codec.error_payload(exc, with_traceback=False), started)
+            return await self._finish(
+                c, "failed", None, codec.error_payload(exc, with_traceback=False), started
+            )
         return await self._finish(c, "completed", text, None, started)
 
     async def _fail(self, c: Claimed, error: dict[str, Any], started: float) -> str:
         if c.attempts <= c.max_retries:
             delay = _backoff(self.settings, c.attempts)
-            ok = await self._record(Outcome(c.id, c.lease, "pending", error=codec.encode(error),
-                                            retry_delay=delay))
-            log.info("failed %s %s id=%s attempt=%d (%s: %s); retry in %.2f s%s", c.kind, c.name,
-                     c.id, c.attempts, error.get("type"), error.get("message"), delay,
-                     "" if ok else " [stale claim: discarded]")
+            ok = await self._record(
+                Outcome(c.id, c.lease, "pending", error=codec.encode(error), retry_delay=delay)
+            )
+            log.info(
+                "failed %s %s id=%s attempt=%d (%s: %s); retry in %.2f s%s",
+                c.kind,
+                c.name,
+                c.id,
+                c.attempts,
+                error.get("type"),
+                error.get("message"),
+                delay,
+                "" if ok else " [stale claim: discarded]",
+            )
             return "retried"
         return await self._finish(c, "failed", None, error, started)
 
     async def _finish(
-        self, c: Claimed, status: str, result: str | None, error: dict[str, Any] | None,
+        self,
+        c: Claimed,
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
         started: float,
     ) -> str:
-        ok = await self._record(Outcome(c.id, c.lease, status, result=result,
-                                        error=None if error is None else codec.encode(error)))
+        ok = await self._record(
+            Outcome(
+                c.id,
+                c.lease,
+                status,
+                result=result,
+                error=None if error is None else codec.encode(error),
+            )
+        )
         if not ok:
-            log.warning("discarded the result of %s %s id=%s: its claim was taken over",
-                        c.kind, c.name, c.id)
+            log.warning(
+                "discarded the result of %s %s id=%s: its claim was taken over",
+                c.kind,
+                c.name,
+                c.id,
+            )
             return "stale"
         if status == "failed" and error is not None:
-            log.info("failed %s %s id=%s after %d attempts in %.3f s: %s: %s", c.kind, c.name,
-                     c.id, c.attempts, time.monotonic() - started, error.get("type"),
-                     error.get("message"))
+            log.info(
+                "failed %s %s id=%s after %d attempts in %.3f s: %s: %s",
+                c.kind,
+                c.name,
+                c.id,
+                c.attempts,
+                time.monotonic() - started,
+                error.get("type"),
+                error.get("message"),
+            )
         else:
-            log.info("%s %s %s id=%s in %.3f s", status, c.kind, c.name, c.id,
-                     time.monotonic() - started)
+            log.info(
+                "%s %s %s id=%s in %.3f s", status, c.kind, c.name, c.id, time.monotonic() - started
+            )
         return status
 
     # ---- workflows -----------------------------------------------------------------------
@@ -298,10 +349,18 @@ class Worker:
         try:
             fn = resolve(c.name, "workflow")
         except FunctionNotFound as exc:
-            error = _error(exc, "FunctionNotFound")
+            missing = _error(exc, "FunctionNotFound")
             await store.apply_activation(
-                c, self.id, number=0, delivered=(), commands=(), status="failed", result=None,
-                error=error, eager_queues=frozenset(), eager_slots=0,
+                c,
+                self.id,
+                number=0,
+                delivered=(),
+                commands=(),
+                status="failed",
+                result=None,
+                error=missing,
+                eager_queues=frozenset(),
+                eager_slots=0,
             )
             log.warning("failed workflow %s id=%s: %s", c.name, c.id, exc)
             return "failed"
@@ -309,8 +368,13 @@ class Worker:
             # Written by newer code: leave it for a worker that has that code.
             self._versions[c.name] = fn.version
             await store.release(c, delay=0.0)
-            log.info("left workflow %s id=%s (version %d) for a worker newer than version %d",
-                     c.name, c.id, c.version, fn.version)
+            log.info(
+                "left workflow %s id=%s (version %d) for a worker newer than version %d",
+                c.name,
+                c.id,
+                c.version,
+                fn.version,
+            )
             return "released"
         entry = self._sticky.pop(c.id, None)
         log.debug("workflow %s lease %d sticky %s", c.id, c.lease, entry and entry.lease)
@@ -324,26 +388,41 @@ class Worker:
                 entry.instance.close()
             history = await store.load_history(c.id)
             args, kwargs = codec.decode_call(c.args)
-            instance, activation = WorkflowInstance.replay(fn.fn, args, kwargs, history, name=c.name)
+            instance, activation = WorkflowInstance.replay(
+                fn.fn, args, kwargs, history, name=c.name
+            )
             if history:
                 log.info("replayed workflow %s id=%s from %d steps", c.name, c.id, len(history))
-        status, result, error = activation.status, None, activation.error
+        status, error = activation.status, activation.error
+        result: str | None = None
         if status == "completed":
             try:
-                result = codec.encode(activation.result, what="workflow result",
-                                      max_bytes=self.settings.max_payload_bytes)
+                result = codec.encode(
+                    activation.result,
+                    what="workflow result",
+                    max_bytes=self.settings.max_payload_bytes,
+                )
             except SerializationError as exc:
                 status, error = "failed", codec.error_payload(exc, with_traceback=False)
         applied = await store.apply_activation(
-            c, self.id, number=activation.number, delivered=activation.delivered,
-            commands=activation.commands, status=status, result=result, error=error,
+            c,
+            self.id,
+            number=activation.number,
+            delivered=activation.delivered,
+            commands=activation.commands,
+            status=status,
+            result=result,
+            error=error,
             eager_queues=self.queue_set,
             eager_slots=max(0, self.concurrency - len(self._inflight) + 1),
         )
         if applied.status is None:
             instance.close()
-            log.warning("discarded an activation of workflow %s id=%s: its claim was taken over",
-                        c.name, c.id)
+            log.warning(
+                "discarded an activation of workflow %s id=%s: its claim was taken over",
+                c.name,
+                c.id,
+            )
             return "stale"
         if applied.status in ("waiting", "pending") and self.settings.worker_sticky_cache > 0:
             self._sticky[c.id] = _Sticky(instance, c.lease)
@@ -356,8 +435,13 @@ class Worker:
             self._start(eager)
         if applied.status in ("completed", "failed", "cancelled"):
             if error is not None and applied.status == "failed":
-                log.info("failed workflow %s id=%s: %s: %s", c.name, c.id, error.get("type"),
-                         error.get("message"))
+                log.info(
+                    "failed workflow %s id=%s: %s: %s",
+                    c.name,
+                    c.id,
+                    error.get("type"),
+                    error.get("message"),
+                )
             else:
                 log.info("%s workflow %s id=%s", applied.status, c.name, c.id)
         return applied.status
@@ -386,7 +470,9 @@ class Worker:
             try:
                 held = await store.record_outcomes([o for o, _ in batch])
             except _DB_ERRORS as exc:
-                log.warning("recording %d outcomes failed (%s); retrying", len(batch), codec_line(exc))
+                log.warning(
+                    "recording %d outcomes failed (%s); retrying", len(batch), codec_line(exc)
+                )
                 self._outcomes = batch + self._outcomes
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -417,22 +503,25 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("listener connection lost (%s); reconnecting in %.1f s",
-                            codec_line(exc), backoff)
+                log.warning(
+                    "listener connection lost (%s); reconnecting in %.1f s",
+                    codec_line(exc),
+                    backoff,
+                )
             if self._listener is not None:
                 with contextlib.suppress(Exception):
                     await self._listener.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    def _on_work(self, conn: object, pid: int, channel: str, payload: str) -> None:
+    def _on_work(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if payload in self.queue_set:
             self._wake.set()
 
-    def _on_cancel(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        task = self._inflight.get(payload)
+    def _on_cancel(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        task = self._inflight.get(str(payload))
         if task is not None:
-            self._cancel_requested.add(payload)
+            self._cancel_requested.add(str(payload))
             task.cancel()
 
     # ---- timers, deadlines, heartbeats, recovery -----------------------------------------
@@ -457,24 +546,35 @@ class Worker:
                 raise
             except _DB_ERRORS as exc:
                 log.warning("maintenance failed (%s)", codec_line(exc))
-            await asyncio.sleep(min(self.settings.worker_poll_interval,
-                                    self.settings.worker_heartbeat_interval))
+            await asyncio.sleep(
+                min(self.settings.worker_poll_interval, self.settings.worker_heartbeat_interval)
+            )
 
     async def _beat(self) -> None:
         store = self.store
         assert store is not None
         if not await store.heartbeat(self.id):
             log.warning("worker %s was declared dead by a peer; registering again", self.id[:8])
-            await store.register_worker(self.id, socket.gethostname(), os.getpid(), self.queues,
-                                        workflows.__version__)
-        dead, outcomes, requeued = await store.recover(self.id, self.settings.worker_heartbeat_timeout)
+            await store.register_worker(
+                self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
+            )
+        dead, outcomes, requeued = await store.recover(
+            self.id, self.settings.worker_heartbeat_timeout
+        )
         for worker in dead:
             self.metrics.worker_recovered()
-            log.warning("recovered dead worker %s (%s pid %s)", worker["worker_id"][:8],
-                        worker["hostname"], worker["pid"])
+            log.warning(
+                "recovered dead worker %s (%s pid %s)",
+                worker["worker_id"][:8],
+                worker["hostname"],
+                worker["pid"],
+            )
         if outcomes or requeued:
-            log.warning("recovered %d executions (%d workflows) from lost workers",
-                        len(outcomes) + len(requeued), len(requeued))
+            log.warning(
+                "recovered %d executions (%d workflows) from lost workers",
+                len(outcomes) + len(requeued),
+                len(requeued),
+            )
             for row in outcomes:
                 self.metrics.execution_recovered(row.queue, row.kind)
             for queue in requeued:
@@ -489,7 +589,7 @@ class Worker:
 def _backoff(settings: Settings, attempt: int) -> float:
     ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
     # Jitter spreads the retries of many executions that failed together.
-    return ceiling * random.uniform(0.5, 1.0)
+    return float(ceiling * random.uniform(0.5, 1.0))
 
 
 def _error(exc: BaseException, type_name: str) -> dict[str, Any]:
