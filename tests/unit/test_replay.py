@@ -729,40 +729,36 @@ def test_close_drops_a_suspended_run() -> None:
 # ---- sticky and replay paths agree ---------------------------------------------------------
 
 
-def test_sticky_and_replay_paths_emit_identical_commands() -> None:
-    """Drive ``mixed`` live, writing history like the worker; at every activation a replay
-    of the history the database holds at that point must ask for exactly the same steps."""
-    instance, activation = start(mixed, 3)
-    history: dict[int, StepRecord] = {r.seq: r for r in as_records(activation)}
-    answers = {
-        ("activity", add.path): 9,
-        ("activity", double.path): 6,
-        ("timer", ""): None,
-        ("child", child_flow.path): 4,
-    }
-    seen: list[Activation] = [activation]
-    while activation.status == "blocked":
-        pending = instance.pending_seqs
-        assert pending, "blocked with nothing to wait for"
-        # One resolution at a time, newest first, to interleave the gather's branches.
-        seq = pending[-1]
-        step = history[seq]
-        if step.kind == "signal":
-            resolution = failed(seq, "signal", step.name, {"message": "late"})
-        else:
-            resolution = completed(seq, step.kind, step.name, answers[(step.kind, step.name)])
-        history[seq] = resolution
+def run_both_ways(
+    fn: WorkflowFunction[..., Any],
+    args: tuple[Any, ...],
+    answer: Any,
+    pick: Any,
+) -> tuple[Activation, dict[int, StepRecord]]:
+    """Drive ``fn`` live like the worker's sticky path, writing history as the worker does;
+    before every activation, a replay of what the database holds must do the same thing.
 
-        _, replayed = replay(mixed, list(history.values()), 3)
-        activation = instance.activate([resolution])
-        seen.append(activation)
-        assert replayed.commands == activation.commands
-        assert (replayed.status, replayed.result, replayed.error) == (
-            activation.status,
-            activation.result,
-            activation.error,
+    ``answer(step)`` is the resolution of a step, ``pick(unresolved)`` the seqs whose
+    resolutions arrive before the next activation.
+    """
+    instance, activation = start(fn, *args)
+    history: dict[int, StepRecord] = {r.seq: r for r in as_records(activation)}
+    while activation.status == "blocked":
+        for seq in pick(sorted(s for s, r in history.items() if not r.resolved)):
+            history[seq] = answer(history[seq])
+
+        _, replayed = replay(fn, list(history.values()), *args)
+        # The sticky path: the worker loads the steps the instance waits on.
+        activation = instance.activate(
+            [history[s] for s in instance.pending_seqs if history[s].resolved]
         )
-        assert (replayed.number, replayed.delivered) == (activation.number, activation.delivered)
+        assert replayed.commands == activation.commands
+        assert (replayed.status, replayed.result) == (activation.status, activation.result)
+        assert (replayed.error or {}).get("message") == (activation.error or {}).get("message")
+        assert replayed.number == activation.number
+        # A replay also hands over resolutions of steps nobody waits on any more (a
+        # cancelled branch); the sticky path never loads those.
+        assert set(activation.delivered) <= set(replayed.delivered)
 
         for seq in activation.delivered:
             history[seq] = StepRecord(
@@ -771,14 +767,91 @@ def test_sticky_and_replay_paths_emit_identical_commands() -> None:
         for record in as_records(activation):
             assert record.seq not in history
             history[record.seq] = record
+    _, final = replay(fn, list(history.values()), *args)
+    assert (final.status, final.result, final.commands) == (
+        activation.status,
+        activation.result,
+        [],
+    )
+    return activation, history
 
-    assert activation.status == "completed"
-    assert activation.result == {
-        "total": 9,
-        "pair": [6, [6, 9]],
-        "signal": "timed out",
-        "child": 4,
+
+def test_sticky_and_replay_paths_emit_identical_commands() -> None:
+    answers = {
+        ("activity", add.path): 9,
+        ("activity", double.path): 6,
+        ("timer", ""): None,
+        ("child", child_flow.path): 4,
     }
-    assert len(seen) > 5
-    _, final = replay(mixed, list(history.values()), 3)
-    assert (final.status, final.result, final.commands) == ("completed", activation.result, [])
+
+    def answer(step: StepRecord) -> StepRecord:
+        if step.kind == "signal":
+            return failed(step.seq, "signal", step.name, {"message": "late"})
+        return completed(step.seq, step.kind, step.name, answers[(step.kind, step.name)])
+
+    # One resolution at a time, newest first, to interleave the gather's branches.
+    last, history = run_both_ways(mixed, (3,), answer, lambda seqs: seqs[-1:])
+    assert last.status == "completed"
+    assert last.result == {"total": 9, "pair": [6, [6, 9]], "signal": "timed out", "child": 4}
+    assert last.number == len(history) - 1  # one activation per resolution, markers aside
+
+    # Oldest first, and all that is open at once.
+    assert run_both_ways(mixed, (3,), answer, lambda seqs: seqs[:1])[0].result == last.result
+    assert run_both_ways(mixed, (3,), answer, lambda seqs: seqs)[0].result == last.result
+
+
+@workflow
+async def race_with_timer() -> str:
+    work = double.run(1)
+    timer = asyncio.ensure_future(sleep(60))
+    done, _ = await asyncio.wait([work, timer], return_when=asyncio.FIRST_COMPLETED)
+    if work in done:
+        return f"work {work.result()}"
+    return "timed out"
+
+
+def _answer_all(step: StepRecord) -> StepRecord:
+    if step.kind == "activity" and step.name == charge.path:
+        return failed(step.seq, step.kind, step.name)
+    return completed(step.seq, step.kind, step.name, step.seq)
+
+
+@pytest.mark.parametrize(
+    ("first", "outcome"), [([0], "work 0"), ([1], "timed out"), ([0, 1], "work 0")]
+)
+def test_a_durable_timeout_race_replays_to_the_same_winner(first: list[int], outcome: str) -> None:
+    last, history = run_both_ways(race_with_timer, (), _answer_all, lambda seqs: first)
+    assert (last.status, last.result) == ("completed", outcome)
+    assert [(r.kind, r.resolved) for r in history.values()] == [
+        ("activity", 0 in first),
+        ("timer", 1 in first),
+    ]
+
+
+async def _charge_then_fail() -> None:
+    await charge.run(1)
+
+
+async def _double_slowly() -> None:
+    await double.run(2)
+
+
+@workflow
+async def task_group_cancels_sibling() -> str:
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_charge_then_fail())
+            group.create_task(_double_slowly())
+    except* ActivityError:
+        pass
+    return await refund.run(1)
+
+
+def test_a_cancelled_branch_whose_step_resolves_later_replays_the_same() -> None:
+    rounds = iter([[0], [1], [2]])  # the charge fails, the cancelled double ends, refund
+    last, history = run_both_ways(
+        task_group_cancels_sibling, (), _answer_all, lambda seqs: next(rounds)
+    )
+    assert (last.status, last.result) == ("completed", 2)
+    assert history[1].resolved
+    assert history[1].delivered_in is None  # nobody waited on it: the sticky path skipped it

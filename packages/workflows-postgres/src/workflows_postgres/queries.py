@@ -1,6 +1,7 @@
 """Every SQL statement of the store, by name.
 
-``{s}`` stands for the quoted schema, ``{work}``/``{cancel}`` for the notification channels.
+``{s}`` stands for the quoted schema, ``{work}``/``{cancel}``/``{done}`` for the notification
+channels.
 Parameters are ``$n`` (asyncpg); :func:`to_psycopg` rewrites them for psycopg. jsonb, uuid and
 timestamps travel as text in both directions so both drivers see the same values.
 """
@@ -163,7 +164,9 @@ WITH RECURSIVE tree AS (
     WHERE st.workflow_id IN (SELECT id FROM tree) AND st.status = 'scheduled'
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM upd) AS cancelled,
+SELECT (SELECT count(*) FROM upd, LATERAL (SELECT pg_notify('{done}', upd.id::text)) n
+        WHERE upd.status <> 'running') AS announced,
+       (SELECT count(*) FROM upd) AS cancelled,
        (SELECT count(*) FROM steps) AS steps,
        (SELECT count(*) FROM upd, LATERAL (SELECT pg_notify('{cancel}', upd.id::text)) n
         WHERE upd.status = 'running') AS told
@@ -309,10 +312,16 @@ SELECT count(*) AS notified FROM unnest($1::text[]) AS q(queue),
        LATERAL (SELECT pg_notify('{work}', q.queue)) n
 """
 
+# Workflows announce their end (jobs do not: that would cost every job a NOTIFY), so
+# get_result on a workflow returns as soon as it finishes.
 FINISH_WORKFLOW = """
-UPDATE {s}.executions
-SET status = $2, result = $3::jsonb, error = $4::jsonb, finished_at = now(), worker_id = NULL
-WHERE id = $1::uuid
+WITH f AS (
+    UPDATE {s}.executions
+    SET status = $2, result = $3::jsonb, error = $4::jsonb, finished_at = now(), worker_id = NULL
+    WHERE id = $1::uuid
+    RETURNING id
+)
+SELECT count(*) AS notified FROM f, LATERAL (SELECT pg_notify('{done}', f.id::text)) n
 """
 
 SUSPEND_WORKFLOW = """
@@ -446,15 +455,19 @@ class Queries:
     schema: str
     work_channel: str
     cancel_channel: str
+    done_channel: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Queries:
         validate_schema_name(schema)
-        return cls(schema, f"{schema}_work", f"{schema}_cancel")
+        return cls(schema, f"{schema}_work", f"{schema}_cancel", f"{schema}_done")
 
     def sql(self, template: str) -> str:
         return template.format(
-            s=quote_ident(self.schema), work=self.work_channel, cancel=self.cancel_channel
+            s=quote_ident(self.schema),
+            work=self.work_channel,
+            cancel=self.cancel_channel,
+            done=self.done_channel,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -238,20 +239,35 @@ class PostgresStore:
 
     async def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            status = await self.get_status(execution_id)
-            if status["status"] in ops.FINAL_STATUSES:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"execution {execution_id} still {status['status']} after {timeout} s"
-                )
-            # Completions are not broadcast (that would cost every execution a NOTIFY), so
-            # waiting polls, backing off to 0.25 s.
-            pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
-            await asyncio.sleep(pause)
-            delay = min(delay * 1.5, 0.25)
+        finished = asyncio.Event()
+
+        def on_done(conn: object, pid: int, channel: str, payload: object) -> None:
+            if payload == execution_id:
+                finished.set()
+
+        async with self.pool.acquire() as conn:
+            # Listen before the first look, so an end between the two is not missed.
+            await conn.add_listener(self.q.done_channel, on_done)
+            try:
+                delay = 0.01
+                while True:
+                    status = await self._drive(conn, ops.get_status(execution_id))
+                    if status["status"] in ops.FINAL_STATUSES:
+                        return status
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(
+                            f"execution {execution_id} still {status['status']} after {timeout} s"
+                        )
+                    # Workflows announce their end; jobs and activities are polled, backing
+                    # off to 0.25 s.
+                    pause = delay if remaining is None else min(delay, remaining)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(finished.wait(), pause)
+                    finished.clear()
+                    delay = min(delay * 1.5, 0.25)
+            finally:
+                await conn.remove_listener(self.q.done_channel, on_done)
 
     async def cancel(self, execution_id: str) -> str:
         result: str = await self.run(ops.cancel, execution_id)
@@ -393,7 +409,7 @@ class PostgresStore:
                 await conn.fetch(self.sql(Q.NOTIFY_QUEUES), [fence["queue"]])
             return ActivationResult(final, eager)
         final_status = "completed" if status == "completed" else "failed"
-        await conn.execute(
+        await conn.fetch(
             self.sql(Q.FINISH_WORKFLOW),
             wf,
             final_status,

@@ -124,19 +124,29 @@ class SyncStore:
 
     def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            status = self.get_status(execution_id)
-            if status["status"] in ops.FINAL_STATUSES:
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"execution {execution_id} still {status['status']} after {timeout} s"
-                )
-            time.sleep(
-                delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
-            )
-            delay = min(delay * 1.5, 0.25)
+        conn = self._connection()
+        channel = Q.quote_ident(self.q.done_channel)
+        # Listen before the first look, so an end between the two is not missed.
+        conn.execute(f"LISTEN {channel}")
+        try:
+            delay = 0.01
+            while True:
+                status = self.get_status(execution_id)
+                if status["status"] in ops.FINAL_STATUSES:
+                    return status
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"execution {execution_id} still {status['status']} after {timeout} s"
+                    )
+                # Workflows announce their end; jobs and activities are polled.
+                pause = delay if remaining is None else min(delay, remaining)
+                for note in conn.notifies(timeout=pause, stop_after=1):
+                    if note.payload == execution_id:
+                        break
+                delay = min(delay * 1.5, 0.25)
+        finally:
+            conn.execute(f"UNLISTEN {channel}")
 
     def cancel(self, execution_id: str) -> str:
         return self.run(ops.cancel(execution_id))
