@@ -108,6 +108,13 @@ class Dbos(System):
     async def enqueue(self, task: str, arg: float) -> None:
         await self.client.enqueue_async({"queue_name": QUEUE, "workflow_name": task}, arg)
 
+    async def preload(self, task: str, n: int) -> None:
+        # No bulk API: concurrent enqueues, as many as the client's connection pool holds.
+        await _concurrently(n, lambda i: self.enqueue(task, float(i)))
+
+    async def preload_workflows(self, steps: int, n: int) -> None:
+        await _concurrently(n, lambda i: self.start_workflow(steps))
+
     async def start_workflow(self, steps: int) -> str:
         handle = await self.client.enqueue_async(
             {"queue_name": QUEUE, "workflow_name": "flow"}, steps
@@ -140,6 +147,16 @@ class Dbos(System):
 
 
 SYSTEM = Dbos
+
+
+async def _concurrently(n: int, call: Any, width: int = 5) -> None:
+    sem = asyncio.Semaphore(width)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await call(i)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
 
 
 def run_worker(dsn: str, concurrency: int, index: int, options: dict[str, Any]) -> None:

@@ -88,13 +88,13 @@ class _DeterministicLoop(asyncio.AbstractEventLoop):
     def time(self) -> float:
         raise WorkflowsError("workflow code has no clock: use workflows.sleep() for durable timers")
 
-    def call_later(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+    def call_later(self, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:  # type: ignore[override]
         raise WorkflowsError(
             "asyncio.sleep and asyncio timeouts are not durable inside a workflow: "
             "use workflows.sleep() or wait_for_signal(timeout=...)"
         )
 
-    call_at = call_later
+    call_at = call_later  # type: ignore[assignment]
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         log.debug("workflow loop: %s", context.get("message"))
@@ -139,12 +139,15 @@ class WorkflowInstance:
         self._fn = fn
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
-        self._loop = _DeterministicLoop(self)
+        # Only the methods tasks, futures and gather use are implemented; the rest of the
+        # abstract loop API is deliberately missing inside workflow code.
+        self._loop = _DeterministicLoop(self)  # type: ignore[abstract]
         self._history: dict[int, StepRecord] = {}
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._next_seq = 0
         self._commands: list[StepCommand] = []
         self._fatal: BaseException | None = None
+        self._versions: dict[str, int] = {}
         self._task: asyncio.Task[Any] | None = None
         self.activations = 0
 
@@ -192,6 +195,9 @@ class WorkflowInstance:
         if activation.status == "blocked" and undelivered:
             activation = instance.activate(undelivered)
             commands.extend(activation.commands)
+        elif activation.delivered:
+            # Those were handed over (and marked) long ago; nothing new to mark.
+            activation = dataclasses.replace(activation, delivered=())
         instance._check_history_consumed()
         if instance._fatal is not None:
             return instance, instance._outcome([], activation.number, activation.delivered)
@@ -267,6 +273,21 @@ class WorkflowInstance:
     def version(self, change_id: str, min_supported: int, max_supported: int) -> int:
         if min_supported > max_supported:
             raise ValueError("get_version: min_supported is greater than max_supported")
+        decided = self._versions.get(change_id)
+        if decided is not None:
+            # One execution takes one side of a change, wherever the change is asked about.
+            if not min_supported <= decided <= max_supported:
+                self._fatal = VersionError(
+                    f"get_version({change_id!r}) is {decided} in this execution, outside the "
+                    f"range this call supports ({min_supported}..{max_supported})"
+                )
+                raise self._fatal
+            return decided
+        value = self._decide_version(change_id, min_supported, max_supported)
+        self._versions[change_id] = value
+        return value
+
+    def _decide_version(self, change_id: str, min_supported: int, max_supported: int) -> int:
         seq = self._next_seq
         record = self._history.get(seq)
         if record is None:
@@ -358,10 +379,10 @@ def _describe(kind: str, name: str) -> str:
 
 def _step_exception(record: StepRecord) -> BaseException:
     error = record.error or {}
-    if record.kind == "signal":
-        return SignalTimeoutError(error.get("message") or f"no signal {record.name!r} in time")
     if record.status == "cancelled":
         return ExecutionCancelledError(f"{record.kind} {record.name!r} was cancelled")
+    if record.kind == "signal":
+        return SignalTimeoutError(error.get("message") or f"no signal {record.name!r} in time")
     if record.kind == "child":
         return ChildWorkflowError(record.name, error)
     if record.kind == "timer":

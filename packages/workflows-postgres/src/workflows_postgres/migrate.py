@@ -11,7 +11,7 @@ from importlib import resources
 from workflows.config import validate_schema_name
 from workflows.errors import SchemaNotReadyError
 from workflows_postgres.connect import connect_sync
-from workflows_postgres.queries import quote_ident
+from workflows_postgres.queries import Queries, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,17 @@ def available_migrations() -> list[Migration]:
 
 def latest_version() -> int:
     return available_migrations()[-1].version
+
+
+def render(sql: str, schema: str) -> str:
+    """A migration's text for one schema: its name and its notification channels."""
+    q = Queries.for_schema(schema)
+    return (
+        sql.replace("{s}", quote_ident(schema))
+        .replace("{work}", q.work_channel)
+        .replace("{done}", q.done_channel)
+        .replace("{cancel}", q.cancel_channel)
+    )
 
 
 def advisory_key(schema: str) -> int:
@@ -66,7 +77,7 @@ def apply_migrations(dsn: str, schema: str = "workflows") -> list[int]:
                 if migration.version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(migration.sql.replace("{s}", s).encode())
+                    conn.execute(render(migration.sql, schema).encode())
                     conn.execute(
                         f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),

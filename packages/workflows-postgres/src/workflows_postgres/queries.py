@@ -89,10 +89,6 @@ LIMIT $3
 """
 )
 
-FINISHED = """
-SELECT status FROM {s}.executions WHERE id = $1::uuid
-"""
-
 LOCK_EXECUTION = """
 SELECT id::text AS id, kind, status, queue, parent_id::text AS parent_id, parent_seq
 FROM {s}.executions WHERE id = $1::uuid FOR UPDATE
@@ -264,72 +260,14 @@ WHERE workflow_id = $1::uuid AND ($2::int[] IS NULL OR seq = ANY($2::int[]))
 ORDER BY seq
 """
 
-FENCE_WORKFLOW = """
-SELECT wakeups, cancel_requested, queue, parent_id::text AS parent_id, parent_seq
-FROM {s}.executions
-WHERE id = $1::uuid AND lease = $2 AND status = 'running'
-FOR UPDATE
-"""
 
-MARK_DELIVERED = """
-UPDATE {s}.workflow_steps SET delivered_in = $3
-WHERE workflow_id = $1::uuid AND seq = ANY($2::int[])
-"""
-
-INSERT_STEPS = """
-INSERT INTO {s}.workflow_steps
-    (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
-SELECT $1::uuid, r.seq, r.kind, r.name, r.status, r.execution_id,
-       CASE WHEN r.seconds IS NULL THEN NULL ELSE now() + make_interval(secs => r.seconds) END,
-       r.result::jsonb, r.delivered_in
-FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::uuid[], $7::float8[],
-            $8::text[], $9::int[])
-     AS r(seq, kind, name, status, execution_id, seconds, result, delivered_in)
-"""
-
-INSERT_CHILDREN = """
-INSERT INTO {s}.executions
-    (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version, deadline,
-     parent_id, parent_seq, status, worker_id, lease, attempts, started_at)
-SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::jsonb, r.max_retries,
-       r.timeout_seconds, r.version,
-       CASE WHEN r.workflow_timeout IS NULL THEN NULL
-            ELSE now() + make_interval(secs => r.workflow_timeout) END,
-       $1::uuid, r.seq,
-       CASE WHEN r.eager THEN 'running' ELSE 'pending' END,
-       CASE WHEN r.eager THEN $2::uuid END,
-       CASE WHEN r.eager THEN 1 ELSE 0 END,
-       CASE WHEN r.eager THEN 1 ELSE 0 END,
-       CASE WHEN r.eager THEN now() END
-FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::text[], $9::int[],
-            $10::float8[], $11::int[], $12::float8[], $13::int[], $14::bool[])
-     AS r(id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
-          workflow_timeout, seq, eager)
-"""
-
-NOTIFY_QUEUES = """
-SELECT count(*) AS notified FROM unnest($1::text[]) AS q(queue),
-       LATERAL (SELECT pg_notify('{work}', q.queue)) n
-"""
-
-# Workflows announce their end (jobs do not: that would cost every job a NOTIFY), so
-# get_result on a workflow returns as soon as it finishes.
-FINISH_WORKFLOW = """
-WITH f AS (
-    UPDATE {s}.executions
-    SET status = $2, result = $3::jsonb, error = $4::jsonb, finished_at = now(), worker_id = NULL
-    WHERE id = $1::uuid
-    RETURNING id
-)
-SELECT count(*) AS notified FROM f, LATERAL (SELECT pg_notify('{done}', f.id::text)) n
-"""
-
-SUSPEND_WORKFLOW = """
-UPDATE {s}.executions
-SET status = CASE WHEN wakeups = $3 AND NOT $4::bool THEN 'waiting' ELSE 'pending' END,
-    run_at = now(), worker_id = NULL, sticky_worker_id = $2::uuid
-WHERE id = $1::uuid
-RETURNING status
+APPLY_ACTIVATION = """
+SELECT {s}.apply_activation($1::uuid, $2, $3::uuid, $4, $5, $6::int[],
+    $7::int[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::float8[], $13::text[],
+    $14::int[],
+    $15::uuid[], $16::text[], $17::text[], $18::text[], $19::int[], $20::text[], $21::int[],
+    $22::float8[], $23::int[], $24::float8[], $25::int[], $26::bool[],
+    $27::text[], $28, $29, $30)
 """
 
 RELEASE = """

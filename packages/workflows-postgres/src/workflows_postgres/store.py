@@ -141,7 +141,12 @@ class PostgresStore:
             dsn = await asyncio.to_thread(resolve_dsn, settings)
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=10, command_timeout=None
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=10,
+                command_timeout=None,
+                reset=_reset_connection,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
@@ -338,119 +343,80 @@ class PostgresStore:
         eager_queues: frozenset[str],
         eager_slots: int,
     ) -> ActivationResult:
-        """Write one activation in one transaction, fenced on the workflow's claim."""
+        """Write one activation (one round trip while the workflow goes on), fenced on its claim."""
+        steps, children = self._step_rows(
+            claimed.queue, number, commands, eager_queues, eager_slots
+        )
+        signals = [c.name for c in commands if isinstance(c, WaitSignal)]
+        args = (
+            claimed.id,
+            claimed.lease,
+            worker_id,
+            claimed.wakeups,
+            number,
+            list(delivered),
+            *_columns(steps, 8),
+            *_columns(children, 12),
+            signals,
+            status,
+            result,
+            None if error is None else codec.encode(error),
+        )
         for attempt in range(5):
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._apply(
-                        conn,
-                        claimed,
-                        worker_id,
-                        number,
-                        delivered,
-                        commands,
-                        status,
-                        result,
-                        error,
-                        eager_queues,
-                        eager_slots,
-                    )
+                async with self.pool.acquire() as conn:
+                    if status == "blocked":
+                        final = await conn.fetchval(self.sql(Q.APPLY_ACTIVATION), *args)
+                    else:
+                        async with conn.transaction():
+                            final = await conn.fetchval(self.sql(Q.APPLY_ACTIVATION), *args)
+                            if final in ("completed", "failed"):
+                                # What the workflow started and never waited for ends with it.
+                                await self._drive(conn, _close_children(claimed.id))
+                break
             except _RETRYABLE:
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    async def _apply(
-        self,
-        conn: Any,
-        claimed: Claimed,
-        worker_id: str,
-        number: int,
-        delivered: Sequence[int],
-        commands: Sequence[StepCommand],
-        status: str,
-        result: str | None,
-        error: dict[str, Any] | None,
-        eager_queues: frozenset[str],
-        eager_slots: int,
-    ) -> ActivationResult:
-        wf = claimed.id
-        fence = await conn.fetchrow(self.sql(Q.FENCE_WORKFLOW), wf, claimed.lease)
-        if fence is None:
+        if final is None:
             return ActivationResult(None)
-        if fence["cancel_requested"]:
-            return ActivationResult("cancelled")
-        if delivered:
-            await conn.execute(self.sql(Q.MARK_DELIVERED), wf, list(delivered), number)
-        eager: list[Claimed] = []
-        if commands:
-            eager = await self._write_steps(
-                conn,
-                claimed,
-                worker_id,
-                number,
-                commands,
-                fence["queue"],
-                eager_queues,
-                eager_slots,
+        eager = [
+            Claimed(
+                id=ch[0],
+                kind="activity",
+                name=ch[2],
+                queue=ch[3],
+                args=ch[5],
+                attempts=1,
+                max_retries=ch[6],
+                timeout=ch[7],
+                lease=1,
+                version=None,
+                wakeups=0,
+                parent_id=claimed.id,
+                deadline=None,
+                pickup_latency=0.0,
             )
-        woke = False
-        for command in commands:
-            if isinstance(command, WaitSignal):
-                got = await conn.fetch(self.sql(Q.DELIVER_SIGNAL), wf, command.name)
-                woke = woke or bool(got)
-        if status == "blocked":
-            row = await conn.fetchrow(
-                self.sql(Q.SUSPEND_WORKFLOW), wf, worker_id, claimed.wakeups, woke
-            )
-            final = row["status"]
-            if final == "pending":
-                await conn.fetch(self.sql(Q.NOTIFY_QUEUES), [fence["queue"]])
-            return ActivationResult(final, eager)
-        final_status = "completed" if status == "completed" else "failed"
-        await conn.fetch(
-            self.sql(Q.FINISH_WORKFLOW),
-            wf,
-            final_status,
-            result,
-            None if error is None else codec.encode(error),
-        )
-        # Steps still open (an activity nobody awaited, a child) end with their workflow.
-        await self._drive(conn, _close_children(wf))
-        if fence["parent_id"] is not None:
-            resolved = await conn.fetch(
-                self.sql(Q.RESOLVE_PARENT_STEP),
-                fence["parent_id"],
-                fence["parent_seq"],
-                final_status,
-                result,
-                None if error is None else codec.encode(error),
-            )
-            if resolved:
-                await conn.fetch(self.sql(Q.WAKE_WORKFLOW), fence["parent_id"])
-        return ActivationResult(final_status, eager)
+            for ch in children
+            if ch[11]
+        ]
+        return ActivationResult(str(final), eager if final in ("waiting", "pending") else [])
 
-    async def _write_steps(
+    def _step_rows(
         self,
-        conn: Any,
-        claimed: Claimed,
-        worker_id: str,
+        workflow_queue: str,
         number: int,
         commands: Sequence[StepCommand],
-        workflow_queue: str,
         eager_queues: frozenset[str],
         eager_slots: int,
-    ) -> list[Claimed]:
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         settings = self.settings
         steps: list[tuple[Any, ...]] = []
         children: list[tuple[Any, ...]] = []
-        notify: set[str] = set()
         for c in commands:
             if isinstance(c, ScheduleActivity | StartChild):
                 child_id = str(uuid.uuid4())
                 o = c.options
-                queue = o.queue or workflow_queue
                 is_wf = isinstance(c, StartChild)
                 timeout = o.timeout
                 if timeout is None:
@@ -458,11 +424,9 @@ class PostgresStore:
                         settings.default_workflow_timeout if is_wf else settings.default_timeout
                     )
                 retries = o.retries if o.retries is not None else settings.default_retries
+                queue = o.queue or workflow_queue
                 eager = not is_wf and queue in eager_queues and eager_slots > 0
-                if eager:
-                    eager_slots -= 1
-                else:
-                    notify.add(queue)
+                eager_slots -= 1 if eager else 0
                 children.append(
                     (
                         child_id,
@@ -488,55 +452,9 @@ class PostgresStore:
                 secs = None if c.timeout is None else float(c.timeout)
                 steps.append((c.seq, "signal", c.name, "scheduled", None, secs, None, None))
             elif isinstance(c, RecordVersion):
-                steps.append(
-                    (
-                        c.seq,
-                        "version",
-                        c.name,
-                        "completed",
-                        None,
-                        None,
-                        codec.encode(c.version),
-                        number,
-                    )
-                )
-        if steps:
-            await conn.execute(
-                self.sql(Q.INSERT_STEPS),
-                claimed.id,
-                *[list(col) for col in zip(*steps, strict=True)],
-            )
-        eager_claims: list[Claimed] = []
-        if children:
-            await conn.execute(
-                self.sql(Q.INSERT_CHILDREN),
-                claimed.id,
-                worker_id,
-                *[list(col) for col in zip(*children, strict=True)],
-            )
-            for ch in children:
-                if ch[11]:
-                    eager_claims.append(
-                        Claimed(
-                            id=ch[0],
-                            kind="activity",
-                            name=ch[2],
-                            queue=ch[3],
-                            args=ch[5],
-                            attempts=1,
-                            max_retries=ch[6],
-                            timeout=ch[7],
-                            lease=1,
-                            version=None,
-                            wakeups=0,
-                            parent_id=claimed.id,
-                            deadline=None,
-                            pickup_latency=0.0,
-                        )
-                    )
-        if notify:
-            await conn.fetch(self.sql(Q.NOTIFY_QUEUES), sorted(notify))
-        return eager_claims
+                version = codec.encode(c.version)
+                steps.append((c.seq, "version", c.name, "completed", None, None, version, number))
+        return steps, children
 
     async def finish_workflow_tree(
         self, workflow_id: str, status: str, error: dict[str, Any]
@@ -642,6 +560,21 @@ class PostgresStore:
 
     async def runnable_count(self, queues: Sequence[str]) -> int:
         return int(await self.pool.fetchval(self.sql(Q.RUNNABLE_COUNT), list(queues)))
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset is a server round trip (RESET ALL, UNLISTEN *, ...) on every
+    # release, doubling the cost of each pooled query; this store sets no session state, and
+    # its listeners remove themselves, so only a transaction left open needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as the column arrays a set-returning unnest() takes."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def _timeout_error() -> BaseException:

@@ -266,7 +266,9 @@ class Worker:
                     value = await asyncio.to_thread(fn.fn, *args, **kwargs)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too (sys.exit(), argparse, click): escaping the task it would end the
+            # whole worker, and every restart would take the same execution and die again.
             if isinstance(exc, TimeoutError) and deadline.expired():
                 timed_out = TimeoutError(f"timed out after {c.timeout} s")
                 return await self._fail(c, _error(timed_out, "TimeoutError"), started)
@@ -349,21 +351,7 @@ class Worker:
         try:
             fn = resolve(c.name, "workflow")
         except FunctionNotFound as exc:
-            missing = _error(exc, "FunctionNotFound")
-            await store.apply_activation(
-                c,
-                self.id,
-                number=0,
-                delivered=(),
-                commands=(),
-                status="failed",
-                result=None,
-                error=missing,
-                eager_queues=frozenset(),
-                eager_slots=0,
-            )
-            log.warning("failed workflow %s id=%s: %s", c.name, c.id, exc)
-            return "failed"
+            return await self._fail_workflow(c, _error(exc, "FunctionNotFound"))
         if fn.version is not None and c.version is not None and c.version > fn.version:
             # Written by newer code: leave it for a worker that has that code.
             self._versions[c.name] = fn.version
@@ -387,10 +375,15 @@ class Worker:
             if entry is not None:
                 entry.instance.close()
             history = await store.load_history(c.id)
-            args, kwargs = codec.decode_call(c.args)
-            instance, activation = WorkflowInstance.replay(
-                fn.fn, args, kwargs, history, name=c.name
-            )
+            try:
+                args, kwargs = codec.decode_call(c.args)
+                instance, activation = WorkflowInstance.replay(
+                    fn.fn, args, kwargs, history, name=c.name
+                )
+            except Exception as exc:
+                # Arguments that do not fit the function (a signature changed by a deploy)
+                # fail the same way on every worker: released, it would come back forever.
+                return await self._fail_workflow(c, codec.error_payload(exc))
             if history:
                 log.info("replayed workflow %s id=%s from %d steps", c.name, c.id, len(history))
         status, error = activation.status, activation.error
@@ -404,18 +397,23 @@ class Worker:
                 )
             except SerializationError as exc:
                 status, error = "failed", codec.error_payload(exc, with_traceback=False)
-        applied = await store.apply_activation(
-            c,
-            self.id,
-            number=activation.number,
-            delivered=activation.delivered,
-            commands=activation.commands,
-            status=status,
-            result=result,
-            error=error,
-            eager_queues=self.queue_set,
-            eager_slots=max(0, self.concurrency - len(self._inflight) + 1),
-        )
+        try:
+            applied = await store.apply_activation(
+                c,
+                self.id,
+                number=activation.number,
+                delivered=activation.delivered,
+                commands=activation.commands,
+                status=status,
+                result=result,
+                error=error,
+                eager_queues=self.queue_set,
+                eager_slots=max(0, self.concurrency - len(self._inflight) + 1),
+            )
+        except SerializationError as exc:
+            # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
+            instance.close()
+            return await self._fail_workflow(c, codec.error_payload(exc, with_traceback=False))
         if applied.status is None:
             instance.close()
             log.warning(
@@ -444,6 +442,37 @@ class Worker:
                 )
             else:
                 log.info("%s workflow %s id=%s", applied.status, c.name, c.id)
+        return applied.status
+
+    async def _fail_workflow(self, c: Claimed, error: dict[str, Any]) -> str:
+        """Fail a workflow for good, before any of its code ran to an activation."""
+        assert self.store is not None
+        applied = await self.store.apply_activation(
+            c,
+            self.id,
+            number=0,
+            delivered=(),
+            commands=(),
+            status="failed",
+            result=None,
+            error=error,
+            eager_queues=frozenset(),
+            eager_slots=0,
+        )
+        if applied.status is None:
+            log.warning(
+                "discarded an activation of workflow %s id=%s: its claim was taken over",
+                c.name,
+                c.id,
+            )
+            return "stale"
+        log.warning(
+            "failed workflow %s id=%s: %s: %s",
+            c.name,
+            c.id,
+            error.get("type"),
+            error.get("message"),
+        )
         return applied.status
 
     # ---- recording outcomes in batches ---------------------------------------------------

@@ -1,0 +1,276 @@
+"""``python -m benchmarks [--quick] [--only S,...] [--systems A,...] [--runs N] [--out DIR]``.
+
+Starts a PostgreSQL from the local binaries (as the tests do, but with durable defaults), runs
+every scenario for every system, each (scenario, system) in a subprocess of its own, then the
+pgbench ceiling, and writes results.md, results.json and results.png to the out folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.common import ROOT, summarize
+
+SCENARIOS = ["enqueue", "drain", "pickup", "workflows", "claim", "memory"]
+
+# name -> (Python package it needs, options for its module)
+SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ours": ("workflows_worker", {}),
+    "procrastinate": ("procrastinate", {}),
+    "pgqueuer": ("pgqueuer", {}),
+    "dbos": ("dbos", {"poll": 1.0}),
+    "dbos-10ms": ("dbos", {"poll": 0.01}),
+}
+
+SYSTEM_NOTES = {
+    "ours": "this project, `currant worker` semantics (embedded `Worker`; the memory scenario "
+            "runs the `currant worker` command itself)",
+    "procrastinate": "defaults (LISTEN/NOTIFY on), `run_worker_async(concurrency=N)`",
+    "pgqueuer": "one asyncpg connection, `PgQueuer.run(max_concurrent_tasks=N, batch_size=N/2)`",
+    "dbos": "DBOS Transact, jobs are workflows on a queue (`worker_concurrency=N`), queue polling "
+            "at its default 1 s",
+    "dbos-10ms": "DBOS Transact, queue `polling_interval_sec=0.01`",
+}
+
+SCENARIO_NOTES = {
+    "enqueue": "One client, a fresh database. One at a time: {enqueue_one} no-op jobs, each "
+               "awaited before the next (ours `.queue()`, Procrastinate `defer_async`, PgQueuer "
+               "`Queries.enqueue`, DBOS `DBOSClient.enqueue_async`). Bulk: {enqueue_bulk_batches} "
+               "calls of {enqueue_bulk_batch} jobs, one round trip each (ours `.queue_many()`, "
+               "Procrastinate `batch_defer_async`, PgQueuer `Queries.enqueue` with lists).",
+    "drain": "{drain_jobs} no-op jobs enqueued up front; worker processes (concurrency 10 each) "
+             "start together. Measured from the first job's first line to the moment nothing is "
+             "left unfinished (polled every 50 ms), capped at {drain_cap} s.",
+    "pickup": "One idle worker (concurrency 10); {pickup_jobs} jobs enqueued one at a time, the "
+              "next 10 ms after the previous one started (capped at {pickup_cap} s). Latency: "
+              "from just before the enqueue call to the job function's first line.",
+    "workflows": "{wf10} workflows of 10 no-op steps, then {wf100} of 100, enqueued up front; "
+                 "one worker process, concurrency 10; from the first workflow's first line to "
+                 "all finished (capped at {wf_cap} s). Per-step cost ratio: (time per step in "
+                 "100-step workflows) ÷ (time per step in 10-step workflows). One 10-step "
+                 "workflow: enqueued on an idle worker, completion polled every 1 ms; median of "
+                 "{wf_single}.",
+    "claim": "Pending rows bulk-inserted with SQL, then VACUUM ANALYZE; median latency of "
+             "{claim_calls} claim calls per run: ours `PostgresStore.claim(..., 10)`, "
+             "Procrastinate `JobManager.fetch_job` (its worker's query, one job per call), "
+             "PgQueuer `Queries.dequeue(batch_size=10)`. Backlogs: {claim_sizes}.",
+    "memory": "Peak RSS (ru_maxrss from wait4) of one worker process that runs "
+              "{memory_jobs_per_slot} × concurrency jobs sleeping 50 ms each (so every slot "
+              "is used), capped at {memory_cap} s.",
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[2])
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sizes and time caps (under 2 minutes), for development")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"scenarios, comma-separated (default: all: {','.join(SCENARIOS)}; "
+                             "'ceiling' is the pgbench ceiling, always run unless --only omits it)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"systems, comma-separated (default: {','.join(SYSTEMS)})")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (at least 3)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
+                        help="folder for results.md/json/png (default: benchmarks/results)")
+    parser.add_argument("--dsn", help="an existing server's admin URL instead of starting one "
+                                      "(a superuser: databases are created and dropped)")
+    args = parser.parse_args(argv)
+    if args.runs < 3:
+        parser.error("--runs: every figure is the median of at least 3 runs")
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.only == parser.get_default("only"):
+        only.append("ceiling")
+    unknown = [s for s in only if s not in [*SCENARIOS, "ceiling"]]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}: choose from {SCENARIOS + ['ceiling']}")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}: choose from {list(SYSTEMS)}")
+    if "ours" not in systems:
+        systems.insert(0, "ours")  # every ratio is to ours
+    args.only = only
+    args.systems = [s for s in SYSTEMS if s in systems]
+    return args
+
+
+@contextlib.contextmanager
+def server(dsn: str | None) -> Iterator[tuple[str, Path | None, str]]:
+    """An admin DSN, the server's bin folder (for pgbench) and its version."""
+    if dsn:
+        yield dsn, None, _server_version(dsn)
+        return
+    from workflows_postgres.cluster import LocalCluster, free_port, server_version
+
+    tmp = Path(tempfile.mkdtemp(prefix="currant-bench-"))
+    # mkdtemp makes it 0700; as root the server runs as `postgres` and must enter it.
+    tmp.chmod(0o755)
+    cluster = LocalCluster(tmp / "data", host="127.0.0.1", port=free_port(), fast=False)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster.dsn("postgres"), cluster.bindir, str(server_version(cluster.bindir))
+    finally:
+        try:
+            cluster.stop("fast")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _server_version(dsn: str) -> str:
+    import asyncpg
+
+    async def get() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(get())
+
+
+def run_one(system: str, scenario: str, admin_dsn: str, args: argparse.Namespace,
+            logs: Path) -> dict[str, Any]:
+    package, options = SYSTEMS[system]
+    if importlib.util.find_spec(package) is None:
+        return {"error": f"{package} is not installed (nox -s bench installs the peers)"}
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    argv = [sys.executable, "-m", "benchmarks.runner", system, scenario, admin_dsn, str(out),
+            str(args.runs), "1" if args.quick else "0", json.dumps(options)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    timeout = 300 if args.quick else 1800
+    log = logs / f"{scenario}-{system}.log"
+    try:
+        with open(log, "wb") as log_file:
+            subprocess.run(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        text = out.read_text()
+        result: dict[str, Any] = json.loads(text) if text else {
+            "error": f"the runner wrote nothing (see {log})"}
+    except subprocess.TimeoutExpired:
+        result = {"error": f"timed out after {timeout} s (see {log})"}
+    finally:
+        out.unlink(missing_ok=True)
+    return result
+
+
+def summarize_runs(result: dict[str, Any]) -> dict[str, Any]:
+    if "runs" not in result:
+        return result
+    keys: list[str] = []
+    for run in result["runs"]:
+        keys += [k for k in run if k not in keys]
+    figures = {}
+    for key in keys:
+        values = [run[key] for run in result["runs"] if key in run]
+        figures[key] = summarize(values)
+    summarized = {"figures": figures}
+    if result.get("notes"):
+        summarized["notes"] = result["notes"]
+    return summarized
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in ("currant", "procrastinate", "pgqueuer", "dbos", "asyncpg", "psycopg"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[dist] = importlib.metadata.version(dist)
+    out["python"] = platform.python_version()
+    return out
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GB RAM"
+    return f"{os.cpu_count()} CPUs ({cpu}){mem}"
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from benchmarks import scenarios
+
+    sizes = scenarios.QUICK if args.quick else scenarios.FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "meta": {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "mode": "quick" if args.quick else "full",
+            "runs": args.runs,
+            "command": shlex.join(["python", "-m", "benchmarks", *argv]),
+            "machine": machine(),
+            "versions": versions(),
+            "sizes": sizes,
+        },
+        "systems": args.systems,
+        "system_notes": {s: SYSTEM_NOTES[s] for s in args.systems},
+        "scenario_notes": {k: v.format(**sizes) for k, v in SCENARIO_NOTES.items()},
+        "scenarios": {},
+    }
+    with server(args.dsn) as (admin_dsn, bindir, pg_version):
+        results["meta"]["postgres"] = pg_version
+        for scenario in [s for s in SCENARIOS if s in args.only]:
+            results["scenarios"][scenario] = {}
+            for system in args.systems:
+                t = time.monotonic()
+                print(f"{scenario:<10} {system:<14}", end=" ", flush=True)
+                result = summarize_runs(run_one(system, scenario, admin_dsn, args, logs))
+                results["scenarios"][scenario][system] = result
+                status = ("n/a" if result.get("n/a") else
+                          f"error: {result['error'].splitlines()[0][:100]}" if "error" in result
+                          else "ok")
+                print(f"{time.monotonic() - t:6.1f} s  {status}", flush=True)
+        if "ceiling" in args.only:
+            from benchmarks import ceiling
+
+            print(f"{'ceiling':<10} {'pgbench':<14}", end=" ", flush=True)
+            t = time.monotonic()
+            try:
+                raw = asyncio.run(ceiling.run(admin_dsn, bindir, args.runs, 3 if args.quick else 10))
+                result = summarize_runs(raw)
+                print(f"{time.monotonic() - t:6.1f} s  ok", flush=True)
+            except Exception as exc:
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"{time.monotonic() - t:6.1f} s  error: {exc}", flush=True)
+            results["scenarios"]["ceiling"] = {"postgres": result}
+    results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.write(args.out, results)
+    print(f"\n{results['meta']['elapsed_s']} s; wrote {args.out / 'results.md'}, results.json, "
+          "results.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,325 @@
+"""results.md, results.json and results.png from the collected figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+OURS = "ours"
+
+SCENARIO_TITLES = {
+    "enqueue": "Enqueue rate",
+    "drain": "Drain throughput",
+    "pickup": "Pickup latency (idle worker)",
+    "workflows": "Workflows",
+    "claim": "Claim at scale",
+    "memory": "Worker memory",
+    "ceiling": "Ceiling (pgbench)",
+}
+
+# figure -> (label, unit, better)
+FIGURES: dict[str, tuple[str, str, str]] = {
+    "enqueue_one_per_s": ("one at a time", "jobs/s", "higher"),
+    "enqueue_bulk_per_s": ("bulk, one round trip per batch", "jobs/s", "higher"),
+    "drain_1proc_per_s": ("1 worker process, concurrency 10", "jobs/s", "higher"),
+    "drain_2proc_per_s": ("2 worker processes, concurrency 10 each", "jobs/s", "higher"),
+    "pickup_p50_ms": ("p50", "ms", "lower"),
+    "pickup_p95_ms": ("p95", "ms", "lower"),
+    "pickup_p99_ms": ("p99", "ms", "lower"),
+    "wf10_per_s": ("10-step workflows", "workflows/s", "higher"),
+    "wf10_steps_per_s": ("10-step workflows, steps", "steps/s", "higher"),
+    "wf100_per_s": ("100-step workflows", "workflows/s", "higher"),
+    "wf100_steps_per_s": ("100-step workflows, steps", "steps/s", "higher"),
+    "per_step_ratio": ("per-step cost, 100-step : 10-step", "x", "lower"),
+    "wf_single10_ms": ("one 10-step workflow, enqueue to completion", "ms", "lower"),
+    "claim_ratio": ("claim latency, large : small backlog", "x", "lower"),
+    "rss_c10_mb": ("peak RSS, concurrency 10", "MB", "lower"),
+    "rss_c100_mb": ("peak RSS, concurrency 100", "MB", "lower"),
+    "ceiling_tps": ("insert + update by key per transaction, 10 clients", "TPS", "higher"),
+}
+
+
+def figure_info(key: str) -> tuple[str, str, str]:
+    if key in FIGURES:
+        return FIGURES[key]
+    match = re.fullmatch(r"claim_(\w+)_ms", key)
+    if match:
+        return (f"claim latency, {match[1]} pending rows", "ms", "lower")
+    return (key, "", "higher")
+
+
+def fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    a = abs(value)
+    if a >= 100:
+        return f"{value:,.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "n/a"
+    return f"{fmt(entry['median'])} [{fmt(entry['min'])}–{fmt(entry['max'])}]"
+
+
+def ratio(peer: dict[str, Any] | None, ours: dict[str, Any] | None) -> float | None:
+    if not peer or not ours or not ours["median"]:
+        return None
+    return float(peer["median"] / ours["median"])
+
+
+def _status(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "not run"
+    if result.get("n/a"):
+        return "n/a"
+    if "error" in result:
+        return "error"
+    return "ok"
+
+
+def figures_of(results: dict[str, Any], scenario: str) -> list[str]:
+    keys: list[str] = []
+    for result in results["scenarios"].get(scenario, {}).values():
+        for key in result.get("figures", {}):
+            if key not in keys:
+                keys.append(key)
+    order = list(FIGURES)
+    return sorted(keys, key=lambda k: (order.index(k) if k in order else
+                                       order.index("claim_ratio") - 0.5, k))
+
+
+# ---- targets ----------------------------------------------------------------------------
+
+
+def _median(results: dict[str, Any], scenario: str, system: str, key: str) -> float | None:
+    entry = results["scenarios"].get(scenario, {}).get(system, {}).get("figures", {}).get(key)
+    return None if entry is None else float(entry["median"])
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, what was measured, verdict) for each target of issue 5."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    def m(scenario: str, system: str, key: str) -> float | None:
+        return _median(results, scenario, system, key)
+
+    for procs in (1, 2):
+        key = f"drain_{procs}proc_per_s"
+        ours = m("drain", OURS, key)
+        peers = [v for v in (m("drain", "procrastinate", key), m("drain", "pgqueuer", key)) if v]
+        if ours and peers:
+            r = ours / max(peers)
+            rows.append((f"drain ({procs} process{'es' if procs > 1 else ''}) >= 1.5x best of "
+                         "Procrastinate/PgQueuer", f"{r:.2f}x", verdict(r >= 1.5)))
+        else:
+            rows.append((f"drain ({procs} proc) >= 1.5x best peer", "missing", verdict(None)))
+
+    p50, p99 = m("pickup", OURS, "pickup_p50_ms"), m("pickup", OURS, "pickup_p99_ms")
+    rows.append(("pickup p50 <= 2 ms (idle)", f"{fmt(p50)} ms", verdict(None if p50 is None else p50 <= 2)))
+    rows.append(("pickup p99 <= 5 ms (idle)", f"{fmt(p99)} ms", verdict(None if p99 is None else p99 <= 5)))
+
+    for dbos in ("dbos-10ms", "dbos"):
+        for steps in (10, 100):
+            key = f"wf{steps}_steps_per_s"
+            ours, peer = m("workflows", OURS, key), m("workflows", dbos, key)
+            if ours and peer:
+                r = ours / peer
+                rows.append((f"workflow steps/s >= 10x {dbos} ({steps}-step workflows)",
+                             f"{r:.2f}x", verdict(r >= 10) if dbos == "dbos-10ms" else "info"))
+        ours, peer = m("workflows", OURS, "wf_single10_ms"), m("workflows", dbos, "wf_single10_ms")
+        if ours and peer:
+            rows.append((f"one 10-step workflow <= 1/3 of {dbos}'s time",
+                         f"{fmt(ours)} ms vs {fmt(peer)} ms ({ours / peer:.2f})",
+                         verdict(ours <= peer / 3) if dbos == "dbos-10ms" else "info"))
+
+    r = m("workflows", OURS, "per_step_ratio")
+    rows.append(("per-step cost 100-step <= 1.5x 10-step", f"{fmt(r)}x",
+                 verdict(None if r is None else r <= 1.5)))
+
+    ours, peer = m("enqueue", OURS, "enqueue_bulk_per_s"), m("enqueue", "pgqueuer", "enqueue_bulk_per_s")
+    if ours and peer:
+        rows.append(("bulk enqueue >= PgQueuer's bulk rate",
+                     f"{fmt(ours)} vs {fmt(peer)} jobs/s ({ours / peer:.2f}x)", verdict(ours >= peer)))
+    else:
+        rows.append(("bulk enqueue >= PgQueuer's bulk rate", "missing", verdict(None)))
+
+    claim_keys = [k for k in figures_of(results, "claim") if k.startswith("claim_") and k.endswith("_ms")]
+    r = m("claim", OURS, "claim_ratio")
+    label = " vs ".join(k[len("claim_"):-len("_ms")] for k in claim_keys) or "large vs small"
+    rows.append((f"claim latency at 1M pending <= 2x at 1k ({label})", f"{fmt(r)}x",
+                 verdict(None if r is None else r <= 2)))
+
+    for c, limit in ((10, 60), (100, 150)):
+        v = m("memory", OURS, f"rss_c{c}_mb")
+        rows.append((f"worker peak RSS at concurrency {c} <= {limit} MB", f"{fmt(v)} MB",
+                     verdict(None if v is None else v <= limit)))
+    return rows
+
+
+# ---- writers ------------------------------------------------------------------------------
+
+
+def write(out: Path, results: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _add_ratios(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    try:
+        chart(results, out / "results.png")
+    except ImportError as exc:
+        print(f"no chart: {exc} (pip install matplotlib)")
+
+
+def _add_ratios(results: dict[str, Any]) -> None:
+    for per_system in results["scenarios"].values():
+        ours = per_system.get(OURS, {}).get("figures", {})
+        for system, result in per_system.items():
+            if system == OURS or "figures" not in result:
+                continue
+            result["ratio_to_ours"] = {
+                key: ratio(entry, ours.get(key)) for key, entry in result["figures"].items()
+            }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    systems = results["systems"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"{meta['mode']} run, {meta['date']}; {meta['machine']}; PostgreSQL {meta['postgres']} "
+        f"(durable defaults: fsync on, synchronous_commit on), started by the benchmark on "
+        f"127.0.0.1.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Each figure is the median of {meta['runs']} runs, [min–max] after it. For each peer, "
+        "the ratio after the figure is **peer ÷ ours** (the arrow says which way is better). "
+        "n/a: the system has no such feature or call; error: see results.json.",
+        "",
+        "Systems: " + "; ".join(f"**{s}**: {results['system_notes'].get(s, '')}" for s in systems),
+        "",
+    ]
+    ceiling = results["scenarios"].get("ceiling", {}).get("postgres")
+    if ceiling:
+        lines += ["## Ceiling", ""]
+        if "figures" in ceiling:
+            lines.append(
+                f"pgbench on the same server, 10 clients, one `INSERT` + one `UPDATE ... WHERE id "
+                f"= :k` per transaction: **{cell(ceiling['figures']['ceiling_tps'])} TPS**. "
+                "One job costs at least one such transaction pair (enqueue, then record the "
+                "outcome), so this bounds jobs/s on this machine."
+            )
+        else:
+            lines.append(f"error: {ceiling.get('error')}")
+        lines.append("")
+
+    lines += ["## Targets (issue 5)", "", "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(results)]
+    lines.append("")
+
+    for scenario, title in SCENARIO_TITLES.items():
+        if scenario == "ceiling" or scenario not in results["scenarios"]:
+            continue
+        per_system = results["scenarios"][scenario]
+        lines += [f"## {title}", "", results["scenario_notes"].get(scenario, ""), ""]
+        header = "| figure | | " + " | ".join(systems) + " |"
+        lines += [header, "|---|---|" + "---|" * len(systems)]
+        ours = per_system.get(OURS, {}).get("figures", {})
+        for key in figures_of(results, scenario):
+            label, unit, better = figure_info(key)
+            row = [f"{label} ({unit})", "↑" if better == "higher" else "↓"]
+            for system in systems:
+                result = per_system.get(system)
+                status = _status(result)
+                if status != "ok":
+                    row.append(status)
+                    continue
+                assert result is not None
+                entry = result["figures"].get(key)
+                text = cell(entry)
+                r = ratio(entry, ours.get(key)) if system != OURS else None
+                if r is not None:
+                    text += f" ({r:.2f}×)"
+                row.append(text)
+            lines.append("| " + " | ".join(row) + " |")
+        extra = []
+        for system in systems:
+            result = per_system.get(system) or {}
+            if _status(result) == "error":
+                extra.append(f"- {system}: error: {result['error'].splitlines()[0][:300]}")
+            elif _status(result) == "n/a":
+                extra.append(f"- {system}: n/a ({result['error']})")
+            for note_key, note in (result.get("notes") or {}).items():
+                if isinstance(note, list) and note and isinstance(note[0], str) and any(
+                    "capped" in n for n in note
+                ):
+                    extra.append(f"- {system}: {note_key} {', '.join(note)}: reached the time "
+                                 "cap; the rate is what it finished in that time.")
+                elif isinstance(note, str) and note.startswith("n/a"):
+                    extra.append(f"- {system}: {note_key}: {note}")
+        if extra:
+            lines += ["", *extra]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = results["systems"]
+    panels: list[tuple[str, str]] = []
+    for scenario in SCENARIO_TITLES:
+        for key in figures_of(results, scenario):
+            panels.append((scenario, key))
+    if not panels:
+        return
+    cols = 4
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (scenario, key) in zip(axes.flat, panels, strict=False):
+        label, unit, better = figure_info(key)
+        names, medians, lows, highs, cols_ = [], [], [], [], []
+        for i, system in enumerate(["postgres", *systems] if scenario == "ceiling" else systems):
+            entry = results["scenarios"][scenario].get(system, {}).get("figures", {}).get(key)
+            if entry is None:
+                continue
+            names.append(system)
+            medians.append(entry["median"])
+            lows.append(entry["median"] - entry["min"])
+            highs.append(entry["max"] - entry["median"])
+            cols_.append(colors[i % len(colors)])
+        ax.bar(range(len(names)), medians, yerr=[lows, highs], color=cols_, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        arrow = "higher is better" if better == "higher" else "lower is better"
+        ax.set_title(f"{SCENARIO_TITLES[scenario]}:\n{label}", fontsize=8)
+        ax.set_ylabel(f"{unit} ({arrow})", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        if medians and min(medians) > 0 and max(medians) / min(medians) > 50:
+            ax.set_yscale("log")
+        for x, v in enumerate(medians):
+            ax.annotate(fmt(v), (x, v), ha="center", va="bottom", fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    meta = results["meta"]
+    fig.suptitle(f"currant benchmarks ({meta['mode']}, median of {meta['runs']} runs, "
+                 f"bars: min–max; {meta['machine']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
