@@ -258,7 +258,7 @@ def main(argv: list[str]) -> int:
             print(f"{'ceiling':<10} {'pgbench':<14}", end=" ", flush=True)
             t = time.monotonic()
             try:
-                raw = asyncio.run(ceiling.run(admin_dsn, bindir, args.runs, 3 if args.quick else 10))
+                raw = asyncio.run(ceiling.run(admin_dsn, bindir, args.runs, 2 if args.quick else 10))
                 result = summarize_runs(raw)
                 print(f"{time.monotonic() - t:6.1f} s  ok", flush=True)
             except Exception as exc:

@@ -329,6 +329,8 @@ class System:
     name = "?"
     has_workflows = False
     bulk_chunk = 5000
+    poll_interval: float | None = None
+    """Seconds between a worker's polls for systems that poll rather than get notified."""
 
     def __init__(self, dsn: str, options: dict[str, Any]) -> None:
         self.dsn = dsn
@@ -402,13 +404,21 @@ class System:
         raise NotSupported("no public claim/dequeue call")
 
 
-async def fresh_database(admin_dsn: str, name: str) -> str:
+async def fresh_database(admin_dsn: str, name: str, template: str | None = None) -> str:
     import asyncpg
 
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        if template is None:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            # A template must have no session: whatever set it up may linger a moment.
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                template,
+            )
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await conn.close()
     return with_dbname(admin_dsn, name)

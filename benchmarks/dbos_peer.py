@@ -79,6 +79,7 @@ class Dbos(System):
     def __init__(self, dsn: str, options: dict[str, Any]) -> None:
         super().__init__(dsn, options)
         self.client: Any = None
+        self.poll_interval = float(options.get("poll", 1.0))
 
     async def setup(self) -> None:
         # DBOS creates its schema and the queue on launch: done once, in a process of its own

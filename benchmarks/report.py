@@ -91,8 +91,17 @@ def figures_of(results: dict[str, Any], scenario: str) -> list[str]:
             if key not in keys:
                 keys.append(key)
     order = list(FIGURES)
-    return sorted(keys, key=lambda k: (order.index(k) if k in order else
-                                       order.index("claim_ratio") - 0.5, k))
+
+    def position(key: str) -> tuple[float, float]:
+        if key in order:
+            return (order.index(key), 0)
+        match = re.fullmatch(r"claim_(\d+)([km])_ms", key)
+        if match:  # the backlogs, smallest first, before their ratio
+            size = int(match[1]) * (1000 if match[2] == "k" else 1_000_000)
+            return (order.index("claim_ratio") - 0.5, size)
+        return (len(order), 0)
+
+    return sorted(keys, key=position)
 
 
 # ---- targets ----------------------------------------------------------------------------

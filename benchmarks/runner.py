@@ -39,6 +39,7 @@ async def run(system: str, scenario: str, admin_dsn: str, runs: int, quick: bool
         figures = await scenarios.SCENARIOS[scenario](ctx)
     finally:
         marks.close()
+        await ctx.close()
     return {"runs": figures, "notes": ctx.notes}
 
 

@@ -327,12 +327,14 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
         await conn.execute("ANALYZE workflows.executions")
         # EXPLAIN without ANALYZE plans the claim without running it.
         plan = await conn.fetch(
-            "EXPLAIN " + store.sql(Q.CLAIM),
+            "EXPLAIN " + store.sql(Q.PUMP),
+            *([[]] * 6),
             ["work"],
             10,
             "00000000-0000-0000-0000-000000000001",
             [],
             [],
+            False,
         )
     text = "\n".join(row[0] for row in plan)
     assert "executions_claim" in text, text

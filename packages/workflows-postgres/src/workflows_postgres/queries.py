@@ -177,39 +177,12 @@ RETURNING seq
 
 # ---- worker --------------------------------------------------------------------------------
 
-CLAIM = """
-WITH cand AS (
-    SELECT c.id, c.priority, c.run_at
-    FROM unnest($1::text[]) AS q(queue)
-    CROSS JOIN LATERAL (
-        SELECT x.id, x.priority, x.run_at
-        FROM {s}.executions x
-        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
-          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                (SELECT v.max FROM unnest($4::text[], $5::int[]) AS v(name, max)
-                 WHERE v.name = x.name), 2147483647))
-        ORDER BY x.priority DESC, x.run_at, x.id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ) c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT $2
-)
-UPDATE {s}.executions e
-SET status = 'running', worker_id = $3::uuid, lease = e.lease + 1,
-    attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-    started_at = COALESCE(e.started_at, now())
-FROM cand
-WHERE e.id = cand.id
-RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
-          e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
-          e.parent_id::text AS parent_id, e.deadline,
-          extract(epoch FROM now() - cand.run_at)::float8 AS pickup_latency
-"""
-
-# Outcomes of many jobs/activities in one statement, each applied only if its claim still
-# holds (same lease, still running): a worker that lost its claim records nothing.
-RECORD_OUTCOMES = """
+# The worker's one statement per round: record the outcomes of many jobs/activities and claim
+# new work. An outcome is applied only if its claim still holds (same lease, still running):
+# a worker that lost its claim records nothing. The claim walks executions_claim in order and
+# stops after LIMIT rows, whatever the backlog. A workflow runnable again is kept for the worker
+# holding it in memory for a moment (sticky), so it resumes there instead of being replayed.
+PUMP = """
 WITH v AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                          $6::float8[])
@@ -235,22 +208,101 @@ WITH v AS (
     FROM upd
     WHERE upd.parent_id IS NOT NULL AND upd.status IN ('completed', 'failed', 'cancelled')
       AND st.workflow_id = upd.parent_id AND st.seq = upd.parent_seq AND st.status = 'scheduled'
-    RETURNING st.workflow_id
+    RETURNING st.workflow_id, st.seq, st.kind, st.name, st.status, st.result, st.error
 ), wake AS (
+    -- A waiting workflow this worker holds in memory is claimed straight back ($12), to resume
+    -- at once; any other becomes pending for whoever claims it.
     UPDATE {s}.executions w
     SET wakeups = w.wakeups + r.n,
-        status = CASE WHEN w.status = 'waiting' THEN 'pending' ELSE w.status END,
-        run_at = CASE WHEN w.status = 'waiting' THEN now() ELSE w.run_at END
-    FROM (SELECT workflow_id, count(*) AS n FROM steps GROUP BY workflow_id) r
-    WHERE w.id = r.workflow_id
-    RETURNING w.queue, w.status
+        status = CASE WHEN o.status <> 'waiting' THEN o.status
+                      WHEN r.direct THEN 'running' ELSE 'pending' END,
+        worker_id = CASE WHEN o.status = 'waiting' AND r.direct THEN $9::uuid
+                         ELSE o.worker_id END,
+        lease = CASE WHEN o.status = 'waiting' AND r.direct THEN o.lease + 1 ELSE o.lease END,
+        run_at = CASE WHEN o.status = 'waiting' THEN now() ELSE o.run_at END
+    FROM (SELECT s.workflow_id, count(*) AS n,
+                 bool_and($12::bool AND x.sticky_worker_id IS NOT DISTINCT FROM $9::uuid
+                          AND NOT x.cancel_requested) AS direct
+          FROM steps s JOIN {s}.executions x ON x.id = s.workflow_id
+          GROUP BY s.workflow_id) r,
+         {s}.executions o
+    WHERE w.id = r.workflow_id AND o.id = r.workflow_id
+    RETURNING w.id, w.kind, w.name, w.queue, w.args, w.attempts, w.max_retries,
+              w.timeout_seconds, w.lease, w.version, w.wakeups, w.parent_id, w.parent_seq,
+              w.deadline, w.status, o.status = 'waiting' AND r.direct AS direct
+), direct AS (
+    SELECT k.*,
+           (SELECT json_agg(json_build_object(
+                       'seq', u.seq, 'kind', u.kind, 'name', u.name, 'status', u.status,
+                       'result', u.result, 'error', u.error) ORDER BY u.seq)
+            FROM (SELECT p.seq, p.kind, p.name, p.status, p.result, p.error
+                  FROM {s}.workflow_steps p
+                  WHERE p.workflow_id = k.id AND p.delivered_in IS NULL
+                    AND p.status <> 'scheduled'
+                  UNION ALL
+                  SELECT n.seq, n.kind, n.name, n.status, n.result, n.error
+                  FROM steps n WHERE n.workflow_id = k.id) u)::text AS resolutions
+    FROM wake k
+    WHERE k.direct
 ), notified AS (
     SELECT pg_notify('{work}', q.queue)
     FROM (SELECT queue FROM wake WHERE status = 'pending'
           UNION
           SELECT queue FROM upd WHERE status = 'pending' AND run_at <= now()) q
+), cand AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest($7::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.priority, x.run_at
+        FROM {s}.executions x
+        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+          AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = $9::uuid
+               OR x.run_at <= now() - interval '200 milliseconds'
+               OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                              WHERE h.worker_id = x.sticky_worker_id))
+          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                (SELECT m.max FROM unnest($10::text[], $11::int[]) AS m(name, max)
+                 WHERE m.name = x.name), 2147483647))
+          -- A row this statement also wakes must not be updated twice by it.
+          AND x.id NOT IN (SELECT workflow_id FROM steps)
+        ORDER BY x.priority DESC, x.run_at, x.id
+        LIMIT $8
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT $8
+), claimed AS (
+    UPDATE {s}.executions e
+    SET status = 'running', worker_id = $9::uuid, lease = e.lease + 1,
+        attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+        started_at = COALESCE(e.started_at, now())
+    FROM cand
+    WHERE e.id = cand.id
+    RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
+              e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
+              e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
+              extract(epoch FROM now() - cand.run_at)::float8 AS pickup_latency,
+              -- A workflow's resolutions not yet handed to its code: all a sticky copy needs.
+              CASE WHEN e.kind = 'workflow' THEN (
+                  SELECT json_agg(json_build_object(
+                      'seq', u.seq, 'kind', u.kind, 'name', u.name, 'status', u.status,
+                      'result', u.result, 'error', u.error) ORDER BY u.seq)
+                  FROM {s}.workflow_steps u
+                  WHERE u.workflow_id = e.id AND u.delivered_in IS NULL
+                    AND u.status <> 'scheduled')::text
+              END AS resolutions
+), taken AS (
+    SELECT * FROM claimed
+    UNION ALL
+    SELECT d.id::text, d.kind, d.name, d.queue, d.args::text, d.attempts, d.max_retries,
+           d.timeout_seconds, d.lease, d.version, d.wakeups, d.parent_id::text, d.parent_seq,
+           d.deadline, 0::float8, d.resolutions
+    FROM direct d
 )
-SELECT upd.id::text AS id, (SELECT count(*) FROM notified) AS notified FROM upd
+SELECT (SELECT array_agg(id::text) FROM upd) AS recorded,
+       (SELECT count(*) FROM notified) AS notified,
+       taken.*
+FROM (SELECT 1) AS one LEFT JOIN taken ON true
 """
 
 LOAD_RESOLUTIONS = """

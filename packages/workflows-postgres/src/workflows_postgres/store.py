@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_NO_WORKER = "00000000-0000-0000-0000-000000000000"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Claimed:
     parent_id: str | None
     deadline: datetime | None
     pickup_latency: float | None
+    parent_seq: int | None = None
+    resolutions: list[StepRecord] | None = None
     claimed_at: float = field(default_factory=time.monotonic)
 
 
@@ -67,6 +70,8 @@ class Outcome:
     result: str | None = None
     error: str | None = None
     retry_delay: float | None = None
+    # The workflow an activity belongs to: its worker may resume it straight away.
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,21 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         parent_id=row["parent_id"],
         deadline=row["deadline"],
         pickup_latency=row["pickup_latency"],
+        parent_seq=row["parent_seq"],
+        resolutions=None
+        if row["resolutions"] is None
+        else [_resolution(item) for item in codec.decode(row["resolutions"])],
+    )
+
+
+def _resolution(item: dict[str, Any]) -> StepRecord:
+    return StepRecord(
+        seq=item["seq"],
+        kind=item["kind"],
+        name=item["name"],
+        status=item["status"],
+        result=item["result"],
+        error=item["error"],
     )
 
 
@@ -147,6 +167,9 @@ class PostgresStore:
                 timeout=10,
                 command_timeout=None,
                 reset=_reset_connection,
+                # Our statements are long CTEs whose best plan does not depend on the values;
+                # planning them afresh on every call cost as much as running them.
+                server_settings={"plan_cache_mode": "force_generic_plan"},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
@@ -280,24 +303,24 @@ class PostgresStore:
 
     # ---- the worker's side ---------------------------------------------------------------
 
-    async def claim(
+    async def pump(
         self,
         worker_id: str,
+        outcomes: Sequence[Outcome],
         queues: Sequence[str],
         limit: int,
         known_versions: dict[str, int] | None = None,
-    ) -> list[Claimed]:
-        names = list(known_versions or {})
-        versions = [known_versions[n] for n in names] if known_versions else []
-        rows = await self.pool.fetch(
-            self.sql(Q.CLAIM), list(queues), limit, worker_id, names, versions
-        )
-        return [_claimed(row) for row in rows]
+        conn: Any = None,
+        resume_sticky: bool = False,
+    ) -> tuple[set[str], list[Claimed]]:
+        """Record outcomes and claim up to ``limit`` executions, in one statement.
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[str]:
-        """Record many outcomes in one statement; the ids whose claim still held."""
-        if not outcomes:
-            return set()
+        With ``resume_sticky``, a waiting workflow that one of the outcomes resolves and that
+        this worker holds in memory is claimed back at once (beyond ``limit``: the caller
+        counts the slots such outcomes free). Returns the ids whose outcome was recorded (their
+        claim still held) and what was claimed.
+        """
+        names = list(known_versions or {})
         args = (
             [o.id for o in outcomes],
             [o.lease for o in outcomes],
@@ -305,16 +328,40 @@ class PostgresStore:
             [o.result for o in outcomes],
             [o.error for o in outcomes],
             [o.retry_delay for o in outcomes],
+            list(queues),
+            limit,
+            worker_id,
+            names,
+            [known_versions[n] for n in names] if known_versions else [],
+            resume_sticky,
         )
         for attempt in range(5):
             try:
-                rows = await self.pool.fetch(self.sql(Q.RECORD_OUTCOMES), *args)
-                return {row["id"] for row in rows}
+                if conn is not None:
+                    rows = await conn.fetch(self.sql(Q.PUMP), *args)
+                else:
+                    rows = await self.pool.fetch(self.sql(Q.PUMP), *args)
+                break
             except _RETRYABLE:
-                if attempt == 4:
+                if attempt == 4 or conn is not None:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+        recorded = set(rows[0]["recorded"] or ()) if rows else set()
+        return recorded, [_claimed(row) for row in rows if row["id"] is not None]
+
+    async def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        known_versions: dict[str, int] | None = None,
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` runnable executions (a pump with nothing to record)."""
+        return (await self.pump(worker_id, (), queues, limit, known_versions))[1]
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record outcomes (a pump that claims nothing); the ids whose claim still held."""
+        return (await self.pump(_NO_WORKER, outcomes, (), 0))[0]
 
     async def release(self, claimed: Claimed, delay: float = 0.0) -> bool:
         """Give an execution back to pending without counting the attempt."""
@@ -396,6 +443,7 @@ class PostgresStore:
                 parent_id=claimed.id,
                 deadline=None,
                 pickup_latency=0.0,
+                parent_seq=ch[10],
             )
             for ch in children
             if ch[11]
@@ -534,15 +582,7 @@ class PostgresStore:
                     )
                 )
             if outcomes:
-                args = (
-                    [o.id for o in outcomes],
-                    [o.lease for o in outcomes],
-                    [o.status for o in outcomes],
-                    [o.result for o in outcomes],
-                    [o.error for o in outcomes],
-                    [o.retry_delay for o in outcomes],
-                )
-                await conn.fetch(self.sql(Q.RECORD_OUTCOMES), *args)
+                await self.pump(worker_id, outcomes, (), 0, conn=conn)
             if workflows:
                 await conn.fetch(self.sql(Q.REQUEUE_WORKFLOWS), workflows)
         return (

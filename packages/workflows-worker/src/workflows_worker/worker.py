@@ -76,7 +76,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
-        self._outcomes_ready = asyncio.Event()
+        self._look = True
         self._sticky: OrderedDict[str, _Sticky] = OrderedDict()
         self._versions: dict[str, int] = {}
         self._listener: asyncpg.Connection | None = None
@@ -120,21 +120,24 @@ class Worker:
         )
         background = [
             asyncio.create_task(self._listen_loop(), name="workflows-listen"),
-            asyncio.create_task(self._flush_loop(), name="workflows-flush"),
             asyncio.create_task(self._maintenance_loop(), name="workflows-maintenance"),
         ]
+        pump = asyncio.create_task(self._pump_loop(), name="workflows-pump")
         self._healthy = True
         try:
-            await self._claim_loop()
-            await self._drain()
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait([pump, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not pump.done():
+                await self._drain(pump)
+            pump.result()
         finally:
             self._healthy = False
-            for task in background:
+            for task in [*background, pump]:
                 task.cancel()
-            for task in background:
+            for task in [*background, pump]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self._flush_now()
             for entry in self._sticky.values():
                 entry.instance.close()
             self._sticky.clear()
@@ -151,53 +154,89 @@ class Worker:
     def healthy(self) -> bool:
         return self._healthy and self._listener is not None and not self._listener.is_closed()
 
-    async def _drain(self) -> None:
-        if not self._inflight:
+    async def _drain(self, pump: asyncio.Task[None]) -> None:
+        """In-flight work gets the grace period; what is still running then goes back."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pump), self.settings.worker_shutdown_grace)
             return
-        _, pending = await asyncio.wait(
-            list(self._inflight.values()), timeout=self.settings.worker_shutdown_grace
-        )
-        if not pending:
-            return
+        pending = list(self._inflight.values())
         log.warning("shutdown grace over: releasing %d executions back to pending", len(pending))
         for task in pending:
             task.cancel()
-        await asyncio.wait(pending)
+        await asyncio.wait([pump], timeout=10)
 
-    # ---- claiming ------------------------------------------------------------------------
+    # ---- the pump: record outcomes and claim work, one statement a round ------------------
 
-    async def _claim_loop(self) -> None:
+    async def _pump_loop(self) -> None:
+        """Until stopped (and drained): record finished outcomes and claim into free slots.
+
+        Each round is one statement for everything that finished since the last, so under load
+        outcomes and claims go in batches; an idle worker runs nothing until woken by a
+        notification, a finished execution or its poll tick.
+        """
         store = self.store
         assert store is not None
+        loop = asyncio.get_running_loop()
+        poll = self.settings.worker_poll_interval
+        next_poll = loop.time()
         backoff = 0.1
-        while not self._stopping.is_set():
+        while True:
             self._wake.clear()
-            free = self.concurrency - len(self._inflight)
-            claimed: list[Claimed] = []
-            if free > 0:
-                try:
-                    claimed = await store.claim(self.id, self.queues, free, self._versions)
-                    backoff = 0.1
-                except _DB_ERRORS as exc:
-                    log.warning("claim failed (%s); retrying in %.1f s", codec_line(exc), backoff)
-                    await self._pause(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                for c in claimed:
-                    self._start(c)
-                if len(claimed) == free:
-                    continue
-            if self.burst and not claimed and not self._inflight:
-                try:
-                    if await store.runnable_count(self.queues) == 0:
-                        return
-                except _DB_ERRORS:
-                    pass
+            stopping = self._stopping.is_set()
+            batch, self._outcomes = self._outcomes, []
+            now = loop.time()
+            if now >= next_poll:
+                self._look = True
+                next_poll = now + poll
+            free = 0 if stopping else self.concurrency - len(self._inflight) + len(batch)
+            # Outcomes that resolve a workflow held here may claim it straight back: keep
+            # their slots for that.
+            resumable = sum(
+                1 for o, _ in batch if o.parent_id in self._sticky and o.status != "pending"
+            )
+            want = max(free - resumable, 0) if self._look or batch else 0
+            if not batch and not want:
+                if stopping and not self._inflight:
+                    return
+                if self.burst and not self._inflight and not self._outcomes:
+                    with contextlib.suppress(*_DB_ERRORS):
+                        if await store.runnable_count(self.queues) == 0:
+                            return
+                    self._look = True
+                await self._pause(max(next_poll - loop.time(), 0.0))
                 continue
-            await self._pause(self.settings.worker_poll_interval)
+            self._look = False
+            try:
+                recorded, claimed = await store.pump(
+                    self.id,
+                    [o for o, _ in batch],
+                    self.queues,
+                    want,
+                    self._versions,
+                    resume_sticky=not stopping,
+                )
+                backoff = 0.1
+            except _DB_ERRORS as exc:
+                log.warning(
+                    "database round failed (%s); retrying in %.1f s", codec_line(exc), backoff
+                )
+                self._outcomes = batch + self._outcomes
+                self._look = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            for outcome, future in batch:
+                if not future.done():
+                    future.set_result(outcome.id in recorded)
+            # A full claim means there may be more: look again as soon as slots free up. (A
+            # notification that came in meanwhile has set it already: never clear it here.)
+            if want and len(claimed) == want:
+                self._look = True
+            for c in claimed:
+                self._start(c)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _start(self, c: Claimed) -> None:
@@ -239,7 +278,15 @@ class Worker:
         assert self.store is not None
         if c.id in self._cancel_requested:
             error = {"type": "ExecutionCancelledError", "message": "cancelled on request"}
-            await self._record(Outcome(c.id, c.lease, "cancelled", error=codec.encode(error)))
+            await self._record(
+                Outcome(
+                    c.id,
+                    c.lease,
+                    "cancelled",
+                    error=codec.encode(error),
+                    parent_id=c.parent_id,
+                )
+            )
             log.info("cancelled %s %s id=%s", c.kind, c.name, c.id)
             return "cancelled"
         # Shutdown past its grace: give the execution back without counting the attempt.
@@ -316,6 +363,7 @@ class Worker:
                 status,
                 result=result,
                 error=None if error is None else codec.encode(error),
+                parent_id=c.parent_id,
             )
         )
         if not ok:
@@ -365,16 +413,16 @@ class Worker:
             )
             return "released"
         entry = self._sticky.pop(c.id, None)
-        log.debug("workflow %s lease %d sticky %s", c.id, c.lease, entry and entry.lease)
+        # Valid only if no other claim came between ours: then the claim's undelivered
+        # resolutions are exactly what the copy in memory has not seen.
         if entry is not None and entry.lease == c.lease - 1 and not entry.instance.done:
             instance = entry.instance
-            pending = instance.pending_seqs
-            records = await store.load_history(c.id, pending) if pending else []
-            activation = instance.activate([r for r in records if r.resolved])
+            activation = instance.activate(c.resolutions or ())
         else:
             if entry is not None:
                 entry.instance.close()
-            history = await store.load_history(c.id)
+            # The first claim of a workflow (lease 1) has no history to read.
+            history = [] if c.lease == 1 else await store.load_history(c.id)
             try:
                 args, kwargs = codec.decode_call(c.args)
                 instance, activation = WorkflowInstance.replay(
@@ -408,7 +456,8 @@ class Worker:
                 result=result,
                 error=error,
                 eager_queues=self.queue_set,
-                eager_slots=max(0, self.concurrency - len(self._inflight) + 1),
+                # This activation's own slot passes to its first activity; more only if free.
+                eager_slots=max(1, self.concurrency - len(self._inflight) + 1),
             )
         except SerializationError as exc:
             # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
@@ -478,37 +527,12 @@ class Worker:
     # ---- recording outcomes in batches ---------------------------------------------------
 
     async def _record(self, outcome: Outcome) -> bool:
+        """Hand an outcome to the pump; True once recorded, False if the claim was lost."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))
-        self._outcomes_ready.set()
+        self._wake.set()
         # Shielded: a shutdown cancel must not lose an outcome already decided.
         return await asyncio.shield(future)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._outcomes_ready.wait()
-            self._outcomes_ready.clear()
-            await self._flush_now()
-
-    async def _flush_now(self) -> None:
-        store = self.store
-        assert store is not None
-        backoff = 0.05
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                held = await store.record_outcomes([o for o, _ in batch])
-            except _DB_ERRORS as exc:
-                log.warning(
-                    "recording %d outcomes failed (%s); retrying", len(batch), codec_line(exc)
-                )
-                self._outcomes = batch + self._outcomes
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            for outcome, future in batch:
-                if not future.done():
-                    future.set_result(outcome.id in held)
 
     # ---- notifications -------------------------------------------------------------------
 
@@ -524,6 +548,7 @@ class Worker:
                 self._listener = conn
                 backoff = 0.1
                 # Whatever was announced while we were not listening: look now.
+                self._look = True
                 self._wake.set()
                 while not conn.is_closed():
                     await asyncio.sleep(self.settings.worker_poll_interval)
@@ -545,6 +570,7 @@ class Worker:
 
     def _on_work(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if payload in self.queue_set:
+            self._look = True
             self._wake.set()
 
     def _on_cancel(self, conn: object, pid: int, channel: str, payload: object) -> None:
@@ -566,6 +592,7 @@ class Worker:
                 if expired:
                     log.info("failed %d workflows past their timeout", expired)
                 if fired:
+                    self._look = True
                     self._wake.set()
                 now = time.monotonic()
                 if now - last_beat >= self.settings.worker_heartbeat_interval:
@@ -608,6 +635,7 @@ class Worker:
                 self.metrics.execution_recovered(row.queue, row.kind)
             for queue in requeued:
                 self.metrics.execution_recovered(queue, "workflow")
+            self._look = True
             self._wake.set()
         self.metrics.set_workers_alive(
             await store.workers_alive(self.settings.worker_heartbeat_timeout)

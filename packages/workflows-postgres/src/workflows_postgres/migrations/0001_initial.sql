@@ -63,6 +63,9 @@ CREATE TABLE {s}.workflow_steps (
 );
 CREATE INDEX workflow_steps_due ON {s}.workflow_steps (fire_at)
     WHERE status = 'scheduled' AND fire_at IS NOT NULL;
+-- A claimed workflow's resolutions not yet handed to its code, read with every claim.
+CREATE INDEX workflow_steps_undelivered ON {s}.workflow_steps (workflow_id, seq)
+    WHERE delivered_in IS NULL AND status <> 'scheduled';
 
 CREATE TABLE {s}.workflow_signals (
     id           bigserial PRIMARY KEY,

@@ -1,0 +1,117 @@
+"""What the chaos tests run inside real `currant worker` processes.
+
+Every job and activity writes its side effect durably (a row in ``chaos_side_effects``, through
+a connection of its own) before it returns, so "every side effect happened at least once" can be
+checked after any number of processes were killed, and each returns the token of the row it
+wrote, so a recorded result can be traced to the run that produced it. Workflows return every
+step result they were handed, to be compared with what ``workflow_steps`` recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from workflows import activity, job, sleep, wait_for_signal, workflow
+
+QUEUE = "chaos"
+# Enough that no execution runs out of attempts however often the dice kill its worker.
+RETRIES = 50
+
+SCHEMA_SQL = """
+CREATE TABLE chaos_side_effects (
+    key   text NOT NULL,
+    token text NOT NULL,
+    pid   integer NOT NULL,
+    at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX ON chaos_side_effects (key);
+-- Every move of an execution to a final status: a second one would be a second completion.
+CREATE TABLE chaos_final_transitions (
+    id         uuid NOT NULL,
+    old_status text NOT NULL,
+    status     text NOT NULL,
+    lease      bigint NOT NULL,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION chaos_note_final() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_final_transitions (id, old_status, status, lease)
+    VALUES (NEW.id, OLD.status, NEW.status, NEW.lease);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_note_final AFTER UPDATE OF status ON workflows.executions
+    FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status
+          AND NEW.status IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION chaos_note_final();
+"""
+
+
+def record_side_effect(key: str) -> str:
+    token = uuid.uuid4().hex
+    with psycopg.connect(
+        os.environ["WORKFLOWS_DATABASE_URL"], autocommit=True, connect_timeout=10
+    ) as conn:
+        conn.execute(
+            "INSERT INTO chaos_side_effects (key, token, pid) VALUES (%s, %s, %s)",
+            (key, token, os.getpid()),
+        )
+    return token
+
+
+@job(queue=QUEUE, retries=RETRIES)
+def work(key: str, seconds: float) -> dict[str, Any]:
+    token = record_side_effect(key)
+    time.sleep(seconds)
+    return {"key": key, "token": token, "pid": os.getpid()}
+
+
+@activity(retries=RETRIES, timeout=120)
+def step(key: str, seconds: float) -> str:
+    token = record_side_effect(key)
+    time.sleep(seconds)
+    return token
+
+
+def burn(rounds: int) -> str:
+    """Deterministic CPU work, so a replay takes long enough for a kill to land in it."""
+    digest = b""
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
+@workflow(queue=QUEUE, timeout=900)
+async def pipeline(key: str, steps: int, seconds: float, rounds: int, nap: float) -> dict[str, Any]:
+    seen = []
+    for i in range(steps):
+        burn(rounds)
+        seen.append(await step.run(f"{key}/{i}", seconds))
+        if nap:
+            await sleep(nap)
+    burn(rounds)
+    go = await wait_for_signal("go")
+    return {"key": key, "steps": seen, "signal": go}
+
+
+@workflow(queue=QUEUE, timeout=900)
+async def three_steps(key: str, seconds: float, rounds: int = 0) -> dict[str, Any]:
+    seen = []
+    for i in range(3):
+        burn(rounds)
+        seen.append(await step.run(f"{key}/{i}", seconds))
+    return {"key": key, "steps": seen}
+
+
+@job(queue=QUEUE, retries=2)
+def kill_my_worker(key: str) -> None:
+    """Poison: every attempt takes its whole worker process down with it."""
+    record_side_effect(key)
+    os.kill(os.getpid(), signal.SIGKILL)
