@@ -269,3 +269,12 @@ def test_producer_install_needs_no_worker_or_cli_code(user_dir: Path, env: dict[
     assert out.stdout.strip() == "4"
     rows = json.loads(cli("workflows", "list", "--json", cwd=user_dir, env=env).stdout)
     assert sorted(r["args"]["kwargs"]["to"] for r in rows) == ["async", "atx", "sync", "tx"]
+
+
+def test_worker_on_unmigrated_database_is_one_clean_line(
+    user_dir: Path, env: dict[str, str]
+) -> None:
+    result = cli("currant", "worker", "-q", "emails", cwd=user_dir, env=env, check=False)
+    assert result.returncode != 0
+    assert "run `workflows migrate`" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -69,7 +69,9 @@ def ensure_running(data_dir: Path | None = None) -> str:
         _ensure_database(socket_dsn(socket_dir, port, "postgres"), DATABASE)
     if folder not in _announced:
         _announced.add(folder)
-        log.info(
+        # A warning, so it shows without any logging set up: a development database must
+        # never be mistaken for the production one.
+        log.warning(
             "using the embedded PostgreSQL in %s (set WORKFLOWS_DATABASE_URL to use your own)",
             folder,
         )
