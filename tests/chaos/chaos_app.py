@@ -9,6 +9,7 @@ step result they were handed, to be compared with what ``workflow_steps`` record
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -51,6 +52,36 @@ CREATE TRIGGER chaos_note_final AFTER UPDATE OF status ON workflows.executions
     WHEN (OLD.status IS DISTINCT FROM NEW.status
           AND NEW.status IN ('completed', 'failed', 'cancelled'))
     EXECUTE FUNCTION chaos_note_final();
+-- Every attempt of a job or activity counted as lost with its worker (a release, which also
+-- leaves 'running', gives the attempt back instead): one claim must be recovered only once.
+CREATE TABLE chaos_lost_attempts (
+    id    uuid NOT NULL,
+    lease bigint NOT NULL,
+    at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION chaos_note_lost() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_lost_attempts (id, lease) VALUES (NEW.id, NEW.lease);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_note_lost AFTER UPDATE OF status ON workflows.executions
+    FOR EACH ROW
+    WHEN (OLD.status = 'running' AND NEW.status IN ('pending', 'failed')
+          AND NEW.kind <> 'workflow' AND NEW.attempts = OLD.attempts
+          AND NEW.error ->> 'type' = 'WorkerLost')
+    EXECUTE FUNCTION chaos_note_lost();
+-- When each heartbeat row went (a recovery, or a worker's own deregistration).
+CREATE TABLE chaos_heartbeat_deletes (
+    worker_id uuid NOT NULL,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION chaos_note_heartbeat_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_heartbeat_deletes (worker_id) VALUES (OLD.worker_id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_note_heartbeat_delete AFTER DELETE ON workflows.worker_heartbeats
+    FOR EACH ROW EXECUTE FUNCTION chaos_note_heartbeat_delete();
 """
 
 
@@ -70,6 +101,22 @@ def record_side_effect(key: str) -> str:
 def work(key: str, seconds: float) -> dict[str, Any]:
     token = record_side_effect(key)
     time.sleep(seconds)
+    return {"key": key, "token": token, "pid": os.getpid()}
+
+
+@job(queue=QUEUE, retries=0)
+async def outlive(key: str, seconds: float) -> dict[str, Any]:
+    """No retry to spare, on the event loop (no thread to wait for): it must not be lost."""
+    token = uuid.uuid4().hex
+    conn = await psycopg.AsyncConnection.connect(
+        os.environ["WORKFLOWS_DATABASE_URL"], autocommit=True, connect_timeout=10
+    )
+    async with conn:
+        await conn.execute(
+            "INSERT INTO chaos_side_effects (key, token, pid) VALUES (%s, %s, %s)",
+            (key, token, os.getpid()),
+        )
+    await asyncio.sleep(seconds)
     return {"key": key, "token": token, "pid": os.getpid()}
 
 

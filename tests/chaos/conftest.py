@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.chaos_app import SCHEMA_SQL
-from tests.chaos.harness import Db, Fleet, fleet_of
+from tests.chaos.harness import Db, Fleet, fleet_of, prepare
 from workflows_postgres import client
 
 
@@ -31,12 +30,6 @@ def _fresh_client() -> Iterator[None]:
     yield
     # The tests enqueue through the process's default store; the next test has another database.
     client.reset_sync()
-
-
-def prepare(dsn: str) -> Db:
-    db = Db(dsn)
-    db.rows(SCHEMA_SQL)
-    return db
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.chaos.chaos_app import QUEUE
+from tests.chaos.chaos_app import QUEUE, SCHEMA_SQL
 
 ROOT = Path(__file__).resolve().parents[2]
 CURRANT = Path(sys.executable).parent / "currant"
@@ -39,9 +39,10 @@ WORKER_ENV = {
     "WORKFLOWS_WORKER_SHUTDOWN_GRACE": "5",
     "WORKFLOWS_WORKER_MAX_CONCURRENT": "8",
 }
-# A recovery should take the heartbeat timeout plus a beat or two; this bound leaves room
-# for a loaded 2-core machine without letting a stuck recovery pass.
-RECOVERY_BOUND = HEARTBEAT_TIMEOUT + 6.0
+# A recovery takes the heartbeat timeout plus a beat or two, and up to a timeout more when
+# every live worker started (or lost the database) less than a timeout ago: such a worker
+# judges no peer yet. The rest is room for a loaded 2-core machine; a stuck recovery fails.
+RECOVERY_BOUND = 2 * HEARTBEAT_TIMEOUT + 6.0
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -79,6 +80,13 @@ class Db:
             self._conn = None
 
 
+def prepare(dsn: str) -> Db:
+    """A connection to a migrated database, with the app's side-effect tables added."""
+    db = Db(dsn)
+    db.rows(SCHEMA_SQL)
+    return db
+
+
 @dataclass
 class WorkerProcess:
     name: str
@@ -106,8 +114,8 @@ class WorkerProcess:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
-    def terminate(self, timeout: float = 30) -> int:
-        if self.alive():
+    def terminate(self, timeout: float = 30, *, signalled: bool = False) -> int:
+        if not signalled:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
@@ -133,12 +141,13 @@ class Fleet:
         self.env["WORKFLOWS_DATABASE_URL"] = dsn
         self.workers: list[WorkerProcess] = []
 
-    def start(self, **env: str) -> WorkerProcess:
+    def start(self, *args: str, **env: str) -> WorkerProcess:
+        """A new worker process (``args`` go to `currant worker`); it registers shortly."""
         name = f"w{len(self.workers) + 1}"
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [str(CURRANT), "worker", "-q", QUEUE, "--log-level", "INFO"],
+                [str(CURRANT), "worker", "-q", QUEUE, "--log-level", "INFO", *args],
                 cwd=ROOT,
                 env={**self.env, **env},
                 stdout=log,
@@ -185,7 +194,8 @@ class Fleet:
         self.wait_ready(*live)
         for w in live:
             w.proc.send_signal(signal.SIGTERM)
-        return {w.name: w.terminate() for w in live}
+        # Once: a second SIGTERM could land after the handler is gone, during the exit.
+        return {w.name: w.terminate(signalled=True) for w in live}
 
     def kill_all(self) -> None:
         for w in self.live():
@@ -274,7 +284,9 @@ def check_invariants(db: Db, expected: Expected) -> Checked:
     by_id = {r["id"]: r for r in rows}
     assert set(ids) <= set(by_id), "an enqueued execution vanished"
     # 1. Every execution reached a final status, and (with retries to spare) completed.
-    not_done = [(r["id"], r["kind"], r["status"], r["error"]) for r in rows if r["status"] != "completed"]
+    not_done = [
+        (r["id"], r["kind"], r["status"], r["error"]) for r in rows if r["status"] != "completed"
+    ]
     assert not not_done, f"not completed: {not_done[:10]}"
     # 2. Nothing reached a final status twice (no workflow, job or activity completed twice).
     transitions = Counter(

@@ -16,6 +16,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
@@ -51,6 +52,7 @@ class Trial:
     victim: str
     hit: list[str]
     killed_at: float
+    killed_wall: datetime
     recovery: float | None = None
 
 
@@ -77,6 +79,8 @@ class Round:
         self.expected = Expected()
         self.early_signals: list[tuple[float, str]] = []
         self.signal_on_wait: set[str] = set()
+        # Signalled by a "signal" trial (or once the kills are over), so one can aim at them.
+        self.held: set[str] = set()
         self.pending_recovery: dict[str, Trial] = {}
 
     # ---- the plan --------------------------------------------------------------------------
@@ -98,11 +102,14 @@ class Round:
             wf = chaos_app.pipeline.options(delay=delay).queue_sync(key, 3, seconds, rounds, nap)
             self.expected.workflows[wf] = key
             self.expected.steps[wf] = 3
-            if rng.random() < 0.4:
+            draw = rng.random()
+            if draw < 0.35:
                 # Sent before the workflow waits for it (often before it even started).
                 self.early_signals.append((rng.uniform(0, window), wf))
-            else:
+            elif draw < 0.65:
                 self.signal_on_wait.add(wf)
+            else:
+                self.held.add(wf)
 
     def signal(self, wf: str) -> None:
         payload = {"for": self.expected.workflows[wf], "n": self.rng.randrange(10**6)}
@@ -127,17 +134,25 @@ class Round:
             if times and now >= times[0] and len(self.fleet.ready()) >= 2:
                 times.pop(0)
                 self.trial(targets.pop(0))
+            if not times:
+                self.signal_on_wait |= self.held
+                self.held.clear()
             self.send_due_signals(now)
             self.track_recoveries()
-            if not times and not self.pending_recovery and not self.signal_on_wait:
-                if not self.early_signals and unfinished(self.db, self.expected.ids()) == 0:
-                    break
+            if not times and self.settled():
+                break
             if not self.pending_recovery:
                 lost = orphaned(self.db, [w.pid for w in self.fleet.live()])
                 assert not lost, f"running with no live worker and no recovery pending: {lost}"
             assert time.monotonic() < deadline, self.stuck()
             time.sleep(0.03)
         self.figures.drains.append(time.monotonic() - start)
+
+    def settled(self) -> bool:
+        """Every recovery done, every signal sent and every execution final."""
+        if self.pending_recovery or self.signal_on_wait or self.early_signals or self.held:
+            return False
+        return unfinished(self.db, self.expected.ids()) == 0
 
     def stuck(self) -> str:
         rows = self.db.rows(
@@ -161,16 +176,16 @@ class Round:
                 self.early_signals.remove((due, wf))
                 self.signal(wf)
         if self.signal_on_wait:
-            for wf in self.waiting_for_signal():
+            for wf in self.waiting_for_signal(self.signal_on_wait):
                 self.signal_on_wait.discard(wf)
                 self.signal(wf)
 
-    def waiting_for_signal(self) -> list[str]:
+    def waiting_for_signal(self, among: set[str]) -> list[str]:
         rows = self.db.rows(
             "SELECT s.workflow_id::text AS id FROM workflows.workflow_steps s "
             "WHERE s.workflow_id = ANY(%s::uuid[]) AND s.kind = 'signal' "
             "AND s.status = 'scheduled' ORDER BY 1",
-            (sorted(self.signal_on_wait),),
+            (sorted(among),),
         )
         return [r["id"] for r in rows]
 
@@ -178,10 +193,10 @@ class Round:
         ready = self.fleet.ready()
         victim: WorkerProcess | None = None
         if target == "signal":
-            waiting = self.waiting_for_signal()
+            waiting = self.waiting_for_signal(self.held)
             if waiting:
                 wf = self.rng.choice(waiting)
-                self.signal_on_wait.discard(wf)
+                self.held.discard(wf)
                 self.signal(wf)
                 victim = self.owner_soon(
                     "e.id = %s::uuid", (wf,), ready, timeout=2 * HEARTBEAT_TIMEOUT
@@ -196,7 +211,7 @@ class Round:
         assert victim.worker_id is not None
         hit = self.running_on(victim)
         killed_at = victim.kill()
-        trial = Trial(self.seed, target, victim.name, hit, killed_at)
+        trial = Trial(self.seed, target, victim.name, hit, killed_at, datetime.now(UTC))
         self.figures.trials.append(trial)
         self.pending_recovery[victim.worker_id] = trial
 
@@ -223,8 +238,13 @@ class Round:
         """What the victim is running right now, by kind ("replay": a workflow with history)."""
         rows = self.db.rows(
             "SELECT e.kind, EXISTS (SELECT 1 FROM workflows.workflow_steps s "
-            "WHERE s.workflow_id = e.id) AS history, EXISTS (SELECT 1 FROM "
-            "workflows.workflow_signals g WHERE g.workflow_id = e.id) AS signalled "
+            "WHERE s.workflow_id = e.id) AS history, "
+            # A signal this activation is to hand to the code: its wait resolved, or a signal
+            # stored for a wait that is still open.
+            "EXISTS (SELECT 1 FROM workflows.workflow_steps s WHERE s.workflow_id = e.id "
+            "AND s.kind = 'signal' AND s.delivered_in IS NULL AND (s.status = 'completed' "
+            "OR EXISTS (SELECT 1 FROM workflows.workflow_signals g WHERE g.workflow_id = e.id "
+            "AND g.consumed_seq IS NULL))) AS signalled "
             "FROM workflows.executions e WHERE e.status = 'running' AND e.worker_id = %s::uuid",
             (victim.worker_id,),
         )
@@ -263,6 +283,28 @@ def recovered_once(fleet: Fleet, trials: list[Trial]) -> Counter[str]:
     return Counter({t.victim: logged[(victims[t.victim] or "")[:8]] for t in trials})
 
 
+def unlogged_recoveries(db: Db, fleet: Fleet, trials: list[Trial]) -> list[str]:
+    """Victims recovered without a log line whose recoverer was not itself killed at once.
+
+    A recovery commits, then its worker logs it: a kill in between (the dice aim at busy
+    workers, and a recoverer just took on the victim's work) is the one excuse.
+    """
+    once = recovered_once(fleet, trials)
+    ids = {w.name: w.worker_id for w in fleet.workers}
+    deleted = {
+        r["id"]: r["at"]
+        for r in db.rows("SELECT worker_id::text AS id, at FROM chaos_heartbeat_deletes")
+    }
+    unexplained = []
+    for trial in trials:
+        if once[trial.victim]:
+            continue
+        at = deleted[ids[trial.victim]]
+        if not any(0 <= (t.killed_wall - at).total_seconds() < 1.0 for t in trials):
+            unexplained.append(f"{trial.victim} (recovered at {at})")
+    return unexplained
+
+
 @pytest.mark.timeout(600)
 def test_random_kills_keep_every_invariant(fleet: Fleet, chaos_db: Db, chaos_seed: int) -> None:
     figures = Figures()
@@ -291,6 +333,7 @@ def test_random_kills_keep_every_invariant(fleet: Fleet, chaos_db: Db, chaos_see
         "a worker that stopped, or was recovered, left its heartbeat row behind"
     )
     recoveries = [t.recovery for t in figures.trials if t.recovery is not None]
+    once = recovered_once(fleet, figures.trials)
     hits = Counter(kind for t in figures.trials for kind in t.hit)
     targets = Counter(t.target for t in figures.trials)
     print(
@@ -299,21 +342,31 @@ def test_random_kills_keep_every_invariant(fleet: Fleet, chaos_db: Db, chaos_see
         f"victims were running {dict(hits)}; {figures.executions} executions, "
         f"{figures.side_effects} side effects of which {figures.repeated_side_effects} repeated, "
         f"{figures.rerun_executions} jobs/activities ran more than once; "
-        f"recovery {summary(recoveries)}; {fleet.workers.__len__()} worker processes"
+        f"recovery {summary(recoveries)}; {len(fleet.workers)} worker processes; "
+        f"{sum(once.values())} recoveries logged; "
+        f"{chaos_db.value('SELECT count(*) FROM chaos_lost_attempts')} attempts lost with "
+        "their worker"
     )
     assert len(figures.trials) >= min(MIN_TRIALS, ROUNDS * KILLS_PER_ROUND)
     assert len(recoveries) == len(figures.trials), "a killed worker was never recovered"
     slow = [t for t in figures.trials if t.recovery is not None and t.recovery > RECOVERY_BOUND]
     assert not slow, f"recoveries slower than {RECOVERY_BOUND} s: {slow}"
-    once = recovered_once(fleet, figures.trials)
-    assert set(once.values()) == {1}, f"each dead worker recovered exactly once: {once}"
+    # Exactly one recoverer per dead worker: the DELETE of its heartbeat row decides, so no
+    # victim is logged twice; the rows of all of them are gone (checked at the end above).
+    # A recoverer killed between its commit and its log line is the one way to log fewer.
+    # Nothing deleted a killed worker's row but a recovery (they cannot deregister).
+    assert max(once.values()) == 1, f"a dead worker recovered twice: {once}"
+    unexplained = unlogged_recoveries(chaos_db, fleet, figures.trials)
+    assert not unexplained, f"recoveries never logged: {unexplained}"
     victims = {w.worker_id[:8] for w in fleet.workers if w.proc.returncode == -9 and w.worker_id}
     declared = set(re.findall(r"recovered dead worker ([0-9a-f]{8})", fleet.logs()))
-    assert declared == victims, "only killed workers are declared dead"
+    assert declared <= victims, "only killed workers are declared dead"
     assert "declared dead by a peer" not in fleet.logs()
-    for kind in ("job", "activity"):
-        assert hits[kind] > 0, f"no kill landed during a {kind}"
-    assert hits["replay"] + hits["workflow start"] + hits["signal delivery"] > 0
+    lost = chaos_db.rows("SELECT id, lease, count(*) AS n FROM chaos_lost_attempts GROUP BY 1, 2")
+    assert all(r["n"] == 1 for r in lost), "one lost claim counted as lost twice"
+    if len(figures.trials) >= MIN_TRIALS:
+        for kind in ("job", "activity", "replay", "signal delivery"):
+            assert hits[kind] > 0, f"no kill landed during a {kind}"
     assert "internal error" not in fleet.logs()
 
 
@@ -324,7 +377,9 @@ def test_poison_job_that_kills_its_worker_fails_after_its_retries(
     workers = [fleet.start(), fleet.start()]
     fleet.wait_ready(*workers)
     poison = chaos_app.kill_my_worker.queue_sync("poison")
-    others = {chaos_app.work.queue_sync(f"bystander-{n}", 0.05): f"bystander-{n}" for n in range(20)}
+    others = {
+        chaos_app.work.queue_sync(f"bystander-{n}", 0.05): f"bystander-{n}" for n in range(20)
+    }
     deadline = time.monotonic() + 90
     while unfinished(chaos_db, [poison, *others]):
         # A supervisor restarts what dies, as systemd or Kubernetes would.
@@ -340,6 +395,8 @@ def test_poison_job_that_kills_its_worker_fails_after_its_retries(
     assert status["error"] == {"type": "WorkerLost", "message": "worker lost"}
     runs = chaos_db.value("SELECT count(*) FROM chaos_side_effects WHERE key = 'poison'")
     assert runs == 3, "it ran once per attempt and never again"
+    lost = chaos_db.value("SELECT count(*) FROM chaos_lost_attempts WHERE id = %s", (poison,))
+    assert lost == 3, "each attempt counted as lost with its worker, once"
     checked = check_invariants(chaos_db, Expected(jobs=others))
     killed = sum(1 for w in fleet.workers if w.proc.returncode == -9)
     print(f"poison: {killed} workers killed by it, then failed for good; {checked}")

@@ -60,8 +60,7 @@ def test_paused_worker_is_fenced_when_it_resumes_and_keeps_working(
 
     end = time.monotonic() + 20
     late_job = (
-        f"discarded the result of job {chaos_app.work.path} id={job_id}: "
-        "its claim was taken over"
+        f"discarded the result of job {chaos_app.work.path} id={job_id}: its claim was taken over"
     )
     late_activation = (
         f"discarded an activation of workflow {chaos_app.three_steps.path} id={wf}: "

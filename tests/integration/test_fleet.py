@@ -286,6 +286,26 @@ async def test_dead_worker_is_recovered_by_exactly_one_of_two_live_workers(
     assert any("recovered 3 executions (1 workflows)" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_worker_judges_no_peer_before_beating_on_time_for_a_whole_timeout(
+    store: PostgresStore,
+) -> None:
+    # Just started (or back from a database outage, or a pause): every heartbeat it sees may be
+    # stale only because nobody could beat. It gives its peers a timeout (1 s here) first.
+    async with running(QUEUE) as (worker, _):
+        stale = str(uuid.uuid4())
+        await store.register_worker(stale, "quiet-host", 1, [QUEUE], "0")
+        await age_heartbeat(store, stale)
+        await asyncio.sleep(0.4)
+        assert await heartbeat_row(store, stale) is not None
+        assert sample(worker, "workflows_worker_recoveries_total") == 0
+
+        async def gone() -> bool:
+            return await heartbeat_row(store, stale) is None
+
+        await until(gone, "the stale peer to be recovered", timeout=5)
+        assert sample(worker, "workflows_worker_recoveries_total") == 1
+
+
 async def test_recovered_workflow_resumes_from_its_history(
     store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:

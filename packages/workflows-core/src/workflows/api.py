@@ -270,8 +270,9 @@ def _schedule_step(
 ) -> asyncio.Future[Any]:
     instance = _require_instance(f"{function.path}.run()")
     options = _step_options(function, opts)
-    # Encode now so a bad argument fails the workflow at the call, not later in the worker.
-    codec.encode_call(args, kwargs, max_bytes=None)
+    # Encode now so a bad or oversized argument raises at the call, where the workflow can
+    # catch it, not later in the worker.
+    codec.encode_call(args, kwargs, max_bytes=Settings.from_env().max_payload_bytes)
     if function.kind == "workflow":
         return instance.step(StartChild(-1, function.path, args, kwargs, options))
     if function.kind == "activity":

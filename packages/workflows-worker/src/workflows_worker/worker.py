@@ -22,7 +22,7 @@ from workflows import codec
 from workflows.config import Settings
 from workflows.errors import SerializationError
 from workflows.replay import WorkflowInstance
-from workflows_postgres.store import Claimed, Outcome, PostgresStore
+from workflows_postgres.store import Claimed, Outcome, PostgresStore, Recovered
 from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
 
@@ -32,6 +32,9 @@ _DB_ERRORS = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # What asyncpg raises for a pooled connection caught mid-query by a server shutdown
+    # ("cannot switch to state 12; another operation (2) is in progress").
+    asyncpg.InternalClientError,
     workflows.DatabaseUnavailableError,
 )
 
@@ -82,6 +85,8 @@ class Worker:
         self._listener: asyncpg.Connection | None = None
         self._healthy = False
         self._server: MetricsServer | None = None
+        self._last_beat: float | None = None
+        self._beating_since = 0.0
         self.executed = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -259,9 +264,7 @@ class Worker:
         except Exception:
             log.exception("internal error running %s %s", c.kind, c.id)
             status = "failed"
-            with contextlib.suppress(Exception):
-                assert self.store is not None
-                await self.store.release(c, delay=1.0)
+            await self._hand_back(c, delay=1.0)
         finally:
             self._inflight.pop(c.id, None)
             self._cancel_requested.discard(c.id)
@@ -273,6 +276,32 @@ class Worker:
                 # Suspended workflows, released or stale claims: the run ended, no outcome.
                 self.metrics.execution_suspended(c.queue, c.kind, elapsed)
             self._wake.set()
+
+    async def _hand_back(self, c: Claimed, delay: float) -> None:
+        """Release ``c`` without counting the attempt, however long the database is away.
+
+        Typically the database went away mid-activation; this worker stays alive and beating,
+        so no peer would ever recover an execution it left running: it must get it back.
+        """
+        assert self.store is not None
+        backoff = 0.1
+        while True:
+            try:
+                await self.store.release(c, delay=delay)
+                return
+            except _DB_ERRORS as exc:
+                log.warning(
+                    "handing %s %s back failed (%s); retrying in %.1f s",
+                    c.kind,
+                    c.id,
+                    codec_line(exc),
+                    backoff,
+                )
+            except Exception:
+                log.exception("handing %s %s back failed", c.kind, c.id)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _on_cancelled(self, c: Claimed) -> str:
         assert self.store is not None
@@ -602,6 +631,10 @@ class Worker:
                 raise
             except _DB_ERRORS as exc:
                 log.warning("maintenance failed (%s)", codec_line(exc))
+            except Exception:
+                # This loop is the heartbeat: were it to end, the worker would go on claiming
+                # while its peers recover everything it runs, again and again.
+                log.exception("maintenance failed")
             await asyncio.sleep(
                 min(self.settings.worker_poll_interval, self.settings.worker_heartbeat_interval)
             )
@@ -614,9 +647,20 @@ class Worker:
             await store.register_worker(
                 self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
             )
-        dead, outcomes, requeued = await store.recover(
-            self.id, self.settings.worker_heartbeat_timeout
-        )
+        now = time.monotonic()
+        timeout = self.settings.worker_heartbeat_timeout
+        if self._last_beat is None or now - self._last_beat > timeout / 2:
+            # This worker could not beat for a while (it just started, the database was down or
+            # out of reach, the process was paused): its peers perhaps could not either. Judge
+            # nobody until its own beats have been on time for a whole timeout, the time a live
+            # peer needs to beat again; else a database restart declares every worker dead.
+            self._beating_since = now
+        self._last_beat = now
+        dead: list[dict[str, Any]] = []
+        outcomes: list[Recovered] = []
+        requeued: list[str] = []
+        if now - self._beating_since >= timeout:
+            dead, outcomes, requeued = await store.recover(self.id, timeout)
         for worker in dead:
             self.metrics.worker_recovered()
             log.warning(
