@@ -7,6 +7,7 @@ queue's (an id, a status, a jsonb payload), 100,000 rows to update.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -67,8 +68,21 @@ async def run(admin_dsn: str, bindir: Path | None, runs: int, seconds: int) -> d
             script = f.name
         tps = []
         for _ in range(runs):
-            argv = [pgbench, "-n", "-M", "prepared", "-f", script, "-c", str(CLIENTS), "-j", "2",
-                    "-T", str(seconds), dsn]
+            argv = [
+                pgbench,
+                "-n",
+                "-M",
+                "prepared",
+                "-f",
+                script,
+                "-c",
+                str(CLIENTS),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                dsn,
+            ]
             result = await asyncio.to_thread(
                 subprocess.run, argv, capture_output=True, text=True, timeout=seconds + 120
             )
@@ -76,11 +90,13 @@ async def run(admin_dsn: str, bindir: Path | None, runs: int, seconds: int) -> d
             if result.returncode != 0 or not match:
                 raise RuntimeError(f"pgbench failed: {(result.stderr or result.stdout)[-1500:]}")
             tps.append(float(match[1]))
-        Path(script).unlink(missing_ok=True)
+        os.unlink(script)
     finally:
         await drop_database(admin_dsn, "bench_ceiling")
     return {
         "runs": [{"ceiling_tps": t} for t in tps],
-        "notes": {"command": f"pgbench -n -M prepared -c {CLIENTS} -j 2 -T {seconds}",
-                  "script": SCRIPT},
+        "notes": {
+            "command": f"pgbench -n -M prepared -c {CLIENTS} -j 2 -T {seconds}",
+            "script": SCRIPT,
+        },
     }

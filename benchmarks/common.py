@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,9 +61,7 @@ def mark(*fields: object) -> None:
         _mark_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         _mark_socket.setblocking(False)
     with contextlib.suppress(OSError):
-        _mark_socket.sendto(
-            " ".join(str(f) for f in fields).encode(), ("127.0.0.1", int(port))
-        )
+        _mark_socket.sendto(" ".join(str(f) for f in fields).encode(), ("127.0.0.1", int(port)))
 
 
 def mark_first() -> None:
@@ -99,6 +98,13 @@ def install_stop_handlers(stop: Any) -> None:
 
 
 # ---- in the benchmark process ---------------------------------------------------------------
+
+_T0 = time.monotonic()
+
+
+def trace(message: str) -> None:
+    """A timestamped line in the runner's log (benchmarks/results/logs/)."""
+    print(f"{time.monotonic() - _T0:8.3f} {message}", flush=True)
 
 
 class _MarkProtocol(asyncio.DatagramProtocol):
@@ -180,15 +186,18 @@ class Workers:
             env[GO_FILE_ENV] = str(self.go_file)
         else:
             env.pop(GO_FILE_ENV, None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         for i, argv in enumerate(argvs):
             log = self.tmp / f"worker-{i}.log"
             with open(log, "wb") as out:
                 popen = subprocess.Popen(
-                    argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    argv,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             self.procs.append(WorkerProcess(list(argv), popen, log))
 
@@ -201,7 +210,9 @@ class Workers:
                 values, _ = await self.marks.next("ready", 0.2)
             except TimeoutError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"workers not ready within {timeout} s{self.tails()}")
+                    raise RuntimeError(
+                        f"workers not ready within {timeout} s{self.tails()}"
+                    ) from None
                 continue
             seen.add(values[0])
 
@@ -225,7 +236,7 @@ class Workers:
                 return False
             await asyncio.sleep(0.02)
 
-    async def stop(self, grace: float = 20) -> None:
+    async def stop(self, grace: float = 5) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; reaps each with its peak RSS."""
         for p in self.procs:
             if p.returncode is None:
@@ -262,8 +273,9 @@ class Workers:
             except OSError:
                 text = []
             if text:
-                out.append(f"\n--- {' '.join(p.argv[:4])} ... (pid {p.popen.pid}) ---\n"
-                           + "\n".join(text))
+                out.append(
+                    f"\n--- {' '.join(p.argv[:4])} ... (pid {p.popen.pid}) ---\n" + "\n".join(text)
+                )
         return "".join(out)
 
     async def __aenter__(self) -> Workers:
@@ -271,10 +283,12 @@ class Workers:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop(grace=5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-async def wait_until_zero(count: Any, timeout: float, interval: float = 0.05,
-                          workers: Workers | None = None) -> tuple[float, int]:
+async def wait_until_zero(
+    count: Any, timeout: float, interval: float = 0.05, workers: Workers | None = None
+) -> tuple[float, int]:
     """Poll ``await count()`` until it is 0 or ``timeout`` passes; (the time, the last count)."""
     deadline = time.time() + timeout
     while True:
@@ -361,7 +375,9 @@ class System:
         """Put ``n`` jobs in the queue, by the fastest means the system offers."""
         try:
             for start in range(0, n, self.bulk_chunk):
-                await self.enqueue_many(task, [float(i) for i in range(start, min(n, start + self.bulk_chunk))])
+                await self.enqueue_many(
+                    task, [float(i) for i in range(start, min(n, start + self.bulk_chunk))]
+                )
         except NotSupported:
             for i in range(n):
                 await self.enqueue(task, float(i))
@@ -377,7 +393,9 @@ class System:
         """Jobs or workflows of the bench queue not finished yet."""
         raise NotImplementedError
 
-    async def workflow_done(self, workflow_id: str) -> bool:
+    async def workflow_finished_at(self, workflow_id: str) -> float | None:
+        """When the workflow's completion was written (the database's clock, epoch seconds);
+        None while it runs. Raises if it failed."""
         raise NotSupported("no workflows")
 
     # worker processes

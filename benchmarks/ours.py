@@ -109,19 +109,30 @@ class Ours(System):
         )
         return n
 
-    async def workflow_done(self, workflow_id: str) -> bool:
-        status = await self.conn.fetchval(
-            f"SELECT status FROM {SCHEMA}.executions WHERE id = $1::uuid", workflow_id
+    async def workflow_finished_at(self, workflow_id: str) -> float | None:
+        row = await self.conn.fetchrow(
+            f"SELECT status, extract(epoch FROM finished_at)::float8 AS at "
+            f"FROM {SCHEMA}.executions WHERE id = $1::uuid",
+            workflow_id,
         )
-        if status in ("failed", "cancelled"):
-            raise RuntimeError(f"workflow {workflow_id} {status}")
-        return bool(status == "completed")
+        if row["status"] in ("failed", "cancelled"):
+            raise RuntimeError(f"workflow {workflow_id} {row['status']}")
+        return float(row["at"]) if row["status"] == "completed" else None
 
     def memory_argv(self, concurrency: int) -> tuple[list[str], bool]:
         # What users run: the `currant` command, not the embedded worker.
         currant = Path(sys.executable).with_name("currant")
-        argv = [str(currant), "worker", "-q", QUEUE, "-c", str(concurrency), "--burst",
-                "--log-level", "WARNING"]
+        argv = [
+            str(currant),
+            "worker",
+            "-q",
+            QUEUE,
+            "-c",
+            str(concurrency),
+            "--burst",
+            "--log-level",
+            "WARNING",
+        ]
         return argv, False
 
     def worker_env(self) -> dict[str, str]:

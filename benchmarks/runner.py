@@ -19,8 +19,9 @@ from benchmarks.common import Marks, NotSupported
 from benchmarks.worker import module_of
 
 
-async def run(system: str, scenario: str, admin_dsn: str, runs: int, quick: bool,
-              options: dict[str, Any]) -> dict[str, Any]:
+async def run(
+    system: str, scenario: str, admin_dsn: str, runs: int, quick: bool, options: dict[str, Any]
+) -> dict[str, Any]:
     from benchmarks import scenarios
 
     module = importlib.import_module(module_of(system))

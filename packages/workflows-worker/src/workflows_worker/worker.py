@@ -263,7 +263,8 @@ class Worker:
             status = await self._on_cancelled(c)
         except Exception:
             log.exception("internal error running %s %s", c.kind, c.id)
-            status = "failed"
+            # Handed back, not failed: the metrics count a run without an outcome.
+            status = "released"
             await self._hand_back(c, delay=1.0)
         finally:
             self._inflight.pop(c.id, None)
