@@ -220,13 +220,17 @@ WITH v AS (
                          ELSE o.worker_id END,
         lease = CASE WHEN o.status = 'waiting' AND r.direct THEN o.lease + 1 ELSE o.lease END,
         run_at = CASE WHEN o.status = 'waiting' THEN now() ELSE o.run_at END
+    -- LATERAL lookups by id: a nested loop on the primary key whatever the plan estimates.
     FROM (SELECT s.workflow_id, count(*) AS n,
                  bool_and($12::bool AND x.sticky_worker_id IS NOT DISTINCT FROM $9::uuid
                           AND NOT x.cancel_requested) AS direct
-          FROM steps s JOIN {s}.executions x ON x.id = s.workflow_id
-          GROUP BY s.workflow_id) r,
-         {s}.executions o
-    WHERE w.id = r.workflow_id AND o.id = r.workflow_id
+          FROM steps s
+          CROSS JOIN LATERAL (SELECT y.sticky_worker_id, y.cancel_requested
+                              FROM {s}.executions y WHERE y.id = s.workflow_id) x
+          GROUP BY s.workflow_id) r
+    CROSS JOIN LATERAL (SELECT z.status, z.lease, z.worker_id, z.run_at
+                        FROM {s}.executions z WHERE z.id = r.workflow_id) o
+    WHERE w.id = r.workflow_id
     RETURNING w.id, w.kind, w.name, w.queue, w.args, w.attempts, w.max_retries,
               w.timeout_seconds, w.lease, w.version, w.wakeups, w.parent_id, w.parent_seq,
               w.deadline, w.status, o.status = 'waiting' AND r.direct AS direct
@@ -276,12 +280,12 @@ WITH v AS (
     SET status = 'running', worker_id = $9::uuid, lease = e.lease + 1,
         attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
         started_at = COALESCE(e.started_at, now())
-    FROM cand
-    WHERE e.id = cand.id
+    -- An id array, not a join: the plan (generic, so not knowing LIMIT) stays on the key.
+    WHERE e.id = ANY (ARRAY(SELECT cand.id FROM cand))
     RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
               e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
               e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
-              extract(epoch FROM now() - cand.run_at)::float8 AS pickup_latency,
+              extract(epoch FROM now() - e.run_at)::float8 AS pickup_latency,
               -- A workflow's resolutions not yet handed to its code: all a sticky copy needs.
               CASE WHEN e.kind = 'workflow' THEN (
                   SELECT json_agg(json_build_object(
@@ -418,15 +422,29 @@ SELECT count(*) AS n FROM {s}.worker_heartbeats
 WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
 """
 
+# Sampled every heartbeat by every worker, so bounded: each count walks a partial index
+# (executions_claim; executions_deadline for waiting workflows) and stops at $2.
 QUEUE_DEPTHS = """
-SELECT queue, status, count(*) AS n FROM {s}.executions
-WHERE status IN ('pending', 'waiting') AND queue = ANY($1::text[])
-GROUP BY queue, status
+SELECT q.queue,
+       (SELECT count(*) FROM (SELECT 1 FROM {s}.executions p
+                              WHERE p.status = 'pending' AND p.queue = q.queue
+                              ORDER BY p.priority DESC, p.run_at LIMIT $2) a)
+           AS pending,
+       (SELECT count(*) FROM (SELECT 1 FROM {s}.executions w
+                              WHERE w.deadline IS NOT NULL AND w.status = 'waiting'
+                                AND w.queue = q.queue
+                              ORDER BY w.deadline LIMIT $2) b)
+           AS waiting
+FROM unnest($1::text[]) AS q(queue)
 """
 
-RUNNABLE_COUNT = """
-SELECT count(*) AS n FROM {s}.executions
-WHERE status = 'pending' AND queue = ANY($1::text[]) AND run_at <= now()
+ANY_RUNNABLE = """
+SELECT EXISTS (
+    SELECT 1 FROM unnest($1::text[]) AS q(queue)
+    CROSS JOIN LATERAL (SELECT 1 FROM {s}.executions x
+                        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+                        ORDER BY x.priority DESC, x.run_at LIMIT 1) c
+) AS found
 """
 
 SCHEMA_VERSION = """

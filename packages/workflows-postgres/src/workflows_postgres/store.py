@@ -168,8 +168,9 @@ class PostgresStore:
                 command_timeout=None,
                 reset=_reset_connection,
                 # Our statements are long CTEs whose best plan does not depend on the values;
-                # planning them afresh on every call cost as much as running them.
-                server_settings={"plan_cache_mode": "force_generic_plan"},
+                # planning them afresh on every call cost as much as running them. A generic
+                # plan's cost estimate can pass jit_above_cost, and compiling it took a second.
+                server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
@@ -594,12 +595,19 @@ class PostgresStore:
     async def workers_alive(self, timeout: float) -> int:
         return int(await self.pool.fetchval(self.sql(Q.WORKERS_ALIVE), timeout))
 
-    async def queue_depths(self, queues: Sequence[str]) -> dict[tuple[str, str], int]:
-        rows = await self.pool.fetch(self.sql(Q.QUEUE_DEPTHS), list(queues))
-        return {(row["queue"], row["status"]): row["n"] for row in rows}
+    async def queue_depths(
+        self, queues: Sequence[str], cap: int = 100_000
+    ) -> dict[tuple[str, str], int]:
+        """Pending and waiting executions per queue, each counted up to ``cap``."""
+        rows = await self.pool.fetch(self.sql(Q.QUEUE_DEPTHS), list(queues), cap)
+        depths: dict[tuple[str, str], int] = {}
+        for row in rows:
+            depths[(row["queue"], "pending")] = row["pending"]
+            depths[(row["queue"], "waiting")] = row["waiting"]
+        return depths
 
-    async def runnable_count(self, queues: Sequence[str]) -> int:
-        return int(await self.pool.fetchval(self.sql(Q.RUNNABLE_COUNT), list(queues)))
+    async def any_runnable(self, queues: Sequence[str]) -> bool:
+        return bool(await self.pool.fetchval(self.sql(Q.ANY_RUNNABLE), list(queues)))
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:

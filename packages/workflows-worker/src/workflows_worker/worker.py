@@ -205,7 +205,7 @@ class Worker:
                     return
                 if self.burst and not self._inflight and not self._outcomes:
                     with contextlib.suppress(*_DB_ERRORS):
-                        if await store.runnable_count(self.queues) == 0:
+                        if not await store.any_runnable(self.queues):
                             return
                     self._look = True
                 await self._pause(max(next_poll - loop.time(), 0.0))
