@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from workflows import codec
+from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.config import Settings
 from workflows.errors import ConfigurationError, WorkflowsError
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
@@ -255,6 +257,12 @@ def _step_options(function: Function[Any, Any], opts: CallOptions) -> StepOption
     )
 
 
+def _max_payload_bytes() -> int:
+    # Read on every step a workflow schedules: the one variable, not all of Settings.
+    raw = os.environ.get("WORKFLOWS_MAX_PAYLOAD_BYTES")
+    return Settings.from_env().max_payload_bytes if raw else DEFAULT_MAX_PAYLOAD_BYTES
+
+
 def _require_instance(what: str) -> WorkflowInstance:
     instance = current_instance()
     if instance is None:
@@ -272,7 +280,7 @@ def _schedule_step(
     options = _step_options(function, opts)
     # Encode now so a bad or oversized argument raises at the call, where the workflow can
     # catch it, not later in the worker.
-    codec.encode_call(args, kwargs, max_bytes=Settings.from_env().max_payload_bytes)
+    codec.encode_call(args, kwargs, max_bytes=_max_payload_bytes())
     if function.kind == "workflow":
         return instance.step(StartChild(-1, function.path, args, kwargs, options))
     if function.kind == "activity":

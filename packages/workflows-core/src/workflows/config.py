@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.errors import ConfigurationError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -74,7 +75,7 @@ class Settings:
     default_timeout: float = 300.0
     default_workflow_timeout: float = 3600.0
     default_retries: int = 3
-    max_payload_bytes: int = 1024 * 1024
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     retry_backoff: float = 1.0
     retry_backoff_max: float = 300.0
     worker_sticky_cache: int = 1000
