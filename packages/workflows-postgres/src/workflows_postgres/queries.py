@@ -182,7 +182,55 @@ RETURNING seq
 # a worker that lost its claim records nothing. The claim walks executions_claim in order and
 # stops after LIMIT rows, whatever the backlog. A workflow runnable again is kept for the worker
 # holding it in memory for a moment (sticky), so it resumes there instead of being replayed.
-PUMP = """
+# The claim half of PUMP: candidates in index order, then the claim. It skips workflows the
+# same statement wakes (``steps``) so no row is updated twice by one statement.
+_CLAIM_CTES = """
+cand AS (
+    SELECT c.id, c.priority, c.run_at
+    FROM unnest($7::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.priority, x.run_at
+        FROM {s}.executions x
+        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+          AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = $9::uuid
+               OR x.run_at <= now() - interval '200 milliseconds'
+               OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                              WHERE h.worker_id = x.sticky_worker_id))
+          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                (SELECT m.max FROM unnest($10::text[], $11::int[]) AS m(name, max)
+                 WHERE m.name = x.name), 2147483647))
+          -- A row this statement also wakes must not be updated twice by it.
+          AND x.id NOT IN (SELECT workflow_id FROM steps)
+        ORDER BY x.priority DESC, x.run_at, x.id
+        LIMIT $8
+        FOR UPDATE SKIP LOCKED
+    ) c
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT $8
+), claimed AS (
+    UPDATE {s}.executions e
+    SET status = 'running', worker_id = $9::uuid, lease = e.lease + 1,
+        attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+        started_at = COALESCE(e.started_at, now())
+    -- An id array, not a join: the plan (generic, so not knowing LIMIT) stays on the key.
+    WHERE e.id = ANY (ARRAY(SELECT cand.id FROM cand))
+    RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
+              e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
+              e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
+              extract(epoch FROM now() - e.run_at)::float8 AS pickup_latency,
+              -- A workflow's resolutions not yet handed to its code: all a sticky copy needs.
+              CASE WHEN e.kind = 'workflow' THEN (
+                  SELECT json_agg(json_build_object(
+                      'seq', u.seq, 'kind', u.kind, 'name', u.name, 'status', u.status,
+                      'result', u.result, 'error', u.error) ORDER BY u.seq)
+                  FROM {s}.workflow_steps u
+                  WHERE u.workflow_id = e.id AND u.delivered_in IS NULL
+                    AND u.status <> 'scheduled')::text
+              END AS resolutions
+"""
+
+PUMP = (
+    """
 WITH v AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                          $6::float8[])
@@ -253,49 +301,9 @@ WITH v AS (
     FROM (SELECT queue FROM wake WHERE status = 'pending'
           UNION
           SELECT queue FROM upd WHERE status = 'pending' AND run_at <= now()) q
-), cand AS (
-    SELECT c.id, c.priority, c.run_at
-    FROM unnest($7::text[]) AS q(queue)
-    CROSS JOIN LATERAL (
-        SELECT x.id, x.priority, x.run_at
-        FROM {s}.executions x
-        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
-          AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = $9::uuid
-               OR x.run_at <= now() - interval '200 milliseconds'
-               OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                              WHERE h.worker_id = x.sticky_worker_id))
-          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                (SELECT m.max FROM unnest($10::text[], $11::int[]) AS m(name, max)
-                 WHERE m.name = x.name), 2147483647))
-          -- A row this statement also wakes must not be updated twice by it.
-          AND x.id NOT IN (SELECT workflow_id FROM steps)
-        ORDER BY x.priority DESC, x.run_at, x.id
-        LIMIT $8
-        FOR UPDATE SKIP LOCKED
-    ) c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT $8
-), claimed AS (
-    UPDATE {s}.executions e
-    SET status = 'running', worker_id = $9::uuid, lease = e.lease + 1,
-        attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-        started_at = COALESCE(e.started_at, now())
-    -- An id array, not a join: the plan (generic, so not knowing LIMIT) stays on the key.
-    WHERE e.id = ANY (ARRAY(SELECT cand.id FROM cand))
-    RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
-              e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
-              e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
-              extract(epoch FROM now() - e.run_at)::float8 AS pickup_latency,
-              -- A workflow's resolutions not yet handed to its code: all a sticky copy needs.
-              CASE WHEN e.kind = 'workflow' THEN (
-                  SELECT json_agg(json_build_object(
-                      'seq', u.seq, 'kind', u.kind, 'name', u.name, 'status', u.status,
-                      'result', u.result, 'error', u.error) ORDER BY u.seq)
-                  FROM {s}.workflow_steps u
-                  WHERE u.workflow_id = e.id AND u.delivered_in IS NULL
-                    AND u.status <> 'scheduled')::text
-              END AS resolutions
-), taken AS (
+), """
+    + _CLAIM_CTES
+    + """), taken AS (
     SELECT * FROM claimed
     UNION ALL
     SELECT d.id::text, d.kind, d.name, d.queue, d.args::text, d.attempts, d.max_retries,
@@ -308,6 +316,19 @@ SELECT (SELECT array_agg(id::text) FROM upd) AS recorded,
        taken.*
 FROM (SELECT 1) AS one LEFT JOIN taken ON true
 """
+)
+
+# A round with no outcome to record: the claim alone (PUMP's $7..$12 become $1..$5).
+CLAIM = re.sub(
+    r"\$(7|8|9|10|11)\b",
+    lambda m: f"${int(m[1]) - 6}",
+    "WITH steps AS (SELECT NULL::uuid AS workflow_id WHERE false), "
+    + _CLAIM_CTES
+    + """)
+SELECT NULL::text[] AS recorded, 0::bigint AS notified, claimed.*
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true
+""",
+)
 
 LOAD_RESOLUTIONS = """
 SELECT seq, kind, name, status, result::text AS result, error::text AS error, delivered_in

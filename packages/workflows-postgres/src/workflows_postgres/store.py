@@ -336,12 +336,15 @@ class PostgresStore:
             [known_versions[n] for n in names] if known_versions else [],
             resume_sticky,
         )
+        # Nothing to record (an idle worker woken for new work): the lighter claim alone.
+        params: tuple[Any, ...] = args if outcomes else args[6:11]
+        sql = self.sql(Q.PUMP if outcomes else Q.CLAIM)
         for attempt in range(5):
             try:
                 if conn is not None:
-                    rows = await conn.fetch(self.sql(Q.PUMP), *args)
+                    rows = await conn.fetch(sql, *params)
                 else:
-                    rows = await self.pool.fetch(self.sql(Q.PUMP), *args)
+                    rows = await self.pool.fetch(sql, *params)
                 break
             except _RETRYABLE:
                 if attempt == 4 or conn is not None:
