@@ -36,6 +36,19 @@ def cli(
     return result
 
 
+def enqueue_with_client(user_dir: Path, env: dict[str, str]) -> str:
+    """Run the user's client.py, as they would; the job id it prints."""
+    return subprocess.run(
+        [sys.executable, "client.py"],
+        cwd=user_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+
+
 @pytest.fixture
 def user_dir(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "examples" / "quickstart" / "app.py", tmp_path / "app.py")
@@ -67,15 +80,7 @@ def test_quickstart_job_path_through_the_cli(user_dir: Path, env: dict[str, str]
     second = cli("workflows", "migrate", cwd=user_dir, env=env)
     assert "up to date" in second.stdout
 
-    job_id = subprocess.run(
-        [sys.executable, "client.py"],
-        cwd=user_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    job_id = enqueue_with_client(user_dir, env)
 
     listed = json.loads(
         cli(
@@ -139,15 +144,7 @@ def test_quickstart_job_path_through_the_cli(user_dir: Path, env: dict[str, str]
 
 def test_cancel_pending_job_and_finished_job(user_dir: Path, env: dict[str, str]) -> None:
     cli("workflows", "migrate", cwd=user_dir, env=env)
-    job_id = subprocess.run(
-        [sys.executable, "client.py"],
-        cwd=user_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    job_id = enqueue_with_client(user_dir, env)
     cancelled = cli("workflows", "cancel", job_id, cwd=user_dir, env=env)
     assert f"cancelled {job_id}" in cancelled.stdout
     status = json.loads(cli("workflows", "status", job_id, "--json", cwd=user_dir, env=env).stdout)

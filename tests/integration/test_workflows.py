@@ -24,6 +24,15 @@ async def steps(store: PostgresStore, workflow_id: str) -> list[dict[str, object
     return await store.steps_of(workflow_id)
 
 
+async def wait_steps(store: PostgresStore, workflow_id: str, count: int) -> None:
+    """Until the workflow's history holds ``count`` steps (its activation got applied)."""
+    for _ in range(1000):
+        if len(await steps(store, workflow_id)) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"workflow {workflow_id} never reached {count} steps")
+
+
 async def test_quickstart_workflow_runs_each_activity_once(
     store: PostgresStore, start_worker: StartWorker
 ) -> None:
@@ -63,9 +72,7 @@ async def test_approval_signal(
     await start_worker("orders")
     wf = await app.approval.queue("o1")
     await wait_status(store, wf, {"waiting"})
-    recorded = await steps(store, wf)
-    while len(recorded) < 2:
-        recorded = await steps(store, wf)
+    await wait_steps(store, wf, 2)
     await workflows.send_signal(wf, "approved", {"approved": approved})
     result = await workflows.get_result(wf, timeout=30)
     expected = "approved" if approved else "rejected"
@@ -191,10 +198,8 @@ async def test_cancel_workflow_cancels_children_and_timers(
     await start_worker("orders")
     wf = await app.parent_of_sleeper.queue()
     await wait_status(store, wf, {"waiting"})
-    recorded = await steps(store, wf)
-    while not recorded:
-        recorded = await steps(store, wf)
-    child_id = str(recorded[0]["execution_id"])
+    await wait_steps(store, wf, 1)
+    child_id = str((await steps(store, wf))[0]["execution_id"])
     await wait_status(store, child_id, {"waiting"})
     assert await workflows.cancel(wf) == "cancelled"
     assert (await store.get_status(wf))["status"] == "cancelled"
@@ -250,8 +255,7 @@ async def test_versioning_round_trip(
     worker_v1 = await start_worker("versioned")
     old = await app.evolving.queue("in flight")
     await wait_status(store, old, {"waiting"})
-    while len(await steps(store, old)) < 2:
-        await asyncio.sleep(0.02)
+    await wait_steps(store, old, 2)
     worker_v1.stop()
     await asyncio.sleep(0)
     # Redeploy: version 2 guards a new step with get_version.
@@ -294,8 +298,7 @@ async def test_non_determinism_fails_naming_the_divergence(
     first = await start_worker("versioned")
     wf = await app.evolving.queue("x")
     await wait_status(store, wf, {"waiting"})
-    while len(await steps(store, wf)) < 2:
-        await asyncio.sleep(0.02)
+    await wait_steps(store, wf, 2)
     first.stop()
     _as_version(1, app.diverging_body)
     await start_worker("versioned")
