@@ -260,6 +260,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def revision() -> str:
+    """The commit measured, and whether the packages differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "packages"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" with uncommitted changes in packages/" if dirty else "")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -291,6 +313,7 @@ def main(argv: list[str]) -> int:
             "runs": args.runs,
             "command": shlex.join(["python", "-m", "benchmarks", *argv]),
             "machine": machine(),
+            "revision": revision(),
             "versions": versions(),
             "sizes": sizes,
         },
@@ -334,11 +357,8 @@ def main(argv: list[str]) -> int:
                 print(f"{time.monotonic() - t:6.1f} s  error: {exc}", flush=True)
             results["scenarios"]["ceiling"] = {"postgres": result}
     results["meta"]["elapsed_s"] = round(time.monotonic() - started, 1)
-    report.write(args.out, results)
-    print(
-        f"\n{results['meta']['elapsed_s']} s; wrote {args.out / 'results.md'}, results.json, "
-        "results.png"
-    )
+    written = report.write(args.out, results)
+    print(f"\n{results['meta']['elapsed_s']} s; wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

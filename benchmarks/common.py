@@ -382,6 +382,14 @@ class System:
             for i in range(n):
                 await self.enqueue(task, float(i))
 
+    async def settle(self) -> None:
+        """After loading the queue, before measuring: statistics as a running system has them.
+
+        A freshly loaded table has none until autovacuum (a minute later) gets to it; without
+        them a planner may pick a plan that a long-running system would never use.
+        """
+        await self.conn.execute("ANALYZE")
+
     async def start_workflow(self, steps: int) -> str:
         raise NotSupported("no workflows")
 

@@ -224,15 +224,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 # ---- writers ------------------------------------------------------------------------------
 
 
-def write(out: Path, results: dict[str, Any]) -> None:
+def write(out: Path, results: dict[str, Any]) -> list[Path]:
+    """Write the results; the files written."""
     out.mkdir(parents=True, exist_ok=True)
     _add_ratios(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
-    (out / "results.md").write_text(markdown(results))
+    written = [out / "results.json", out / "results.md"]
+    written[0].write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    written[1].write_text(markdown(results))
     try:
         chart(results, out / "results.png")
+        written.append(out / "results.png")
     except ImportError as exc:
         print(f"no chart: {exc} (pip install matplotlib)")
+    return written
 
 
 def _add_ratios(results: dict[str, Any]) -> None:
@@ -256,7 +260,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"(durable defaults: fsync on, synchronous_commit on), started by the benchmark on "
         f"127.0.0.1.",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        f"Code measured: {meta.get('revision', 'unknown')}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+        + ".",
         "",
         f"Command: `{meta['command']}`",
         "",
@@ -356,7 +362,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     for ax, (scenario, key) in zip(axes.flat, panels, strict=False):
         label, unit, better = figure_info(key)
         names, medians, lows, highs, cols_ = [], [], [], [], []
-        for i, system in enumerate(["postgres", *systems] if scenario == "ceiling" else systems):
+        for i, system in enumerate(["postgres"] if scenario == "ceiling" else systems):
             entry = results["scenarios"][scenario].get(system, {}).get("figures", {}).get(key)
             if entry is None:
                 continue
@@ -364,7 +370,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             medians.append(entry["median"])
             lows.append(entry["median"] - entry["min"])
             highs.append(entry["max"] - entry["median"])
-            cols_.append(colors[i % len(colors)])
+            cols_.append("gray" if system == "postgres" else colors[i % len(colors)])
         ax.bar(range(len(names)), medians, yerr=[lows, highs], color=cols_, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         arrow = "higher is better" if better == "higher" else "lower is better"

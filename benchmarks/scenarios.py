@@ -207,6 +207,7 @@ async def drain(ctx: Context) -> list[dict[str, float]]:
             system, db = await ctx.fresh()
             try:
                 await system.preload("noop", total)
+                await system.settle()
                 trace(f"{total} jobs enqueued")
                 rate, done, capped = await _throughput(ctx, system, procs, cap, total)
                 await _check_failures(system)
@@ -285,6 +286,7 @@ async def workflows(ctx: Context) -> list[dict[str, float]]:
             system, db = await ctx.fresh()
             try:
                 await system.preload_workflows(steps, count)
+                await system.settle()
                 rate, done, capped = await _throughput(ctx, system, 1, cap, count)
                 await _check_failures(system)
             finally:
@@ -390,6 +392,7 @@ async def memory(ctx: Context) -> list[dict[str, float]]:
             system, db = await ctx.fresh()
             try:
                 await system.preload("nap", concurrency * ctx.sizes["memory_jobs_per_slot"])
+                await system.settle()
                 argv, barrier = system.memory_argv(concurrency)
                 async with ctx.workers(system) as workers:
                     workers.start([argv], barrier=barrier)
