@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from workflows import codec
-from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.config import Settings
 from workflows.errors import ConfigurationError, WorkflowsError
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
@@ -213,7 +211,7 @@ class Handle(Generic[P, R]):
         return Handle(self.function, replace(self.opts, **changes).validated())
 
     async def queue(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        settings = Settings.from_env()
+        settings = Settings.current()
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("psycopg"):
@@ -221,7 +219,7 @@ class Handle(Generic[P, R]):
         return await async_store().enqueue(request, conn)
 
     def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        settings = Settings.from_env()
+        settings = Settings.current()
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("asyncpg"):
@@ -233,7 +231,7 @@ class Handle(Generic[P, R]):
     async def queue_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[str]:
         if self.opts.conn is not None or self.opts.idempotency_key is not None:
             raise ConfigurationError("queue_many takes no conn or idempotency_key option")
-        settings = Settings.from_env()
+        settings = Settings.current()
         requests = [
             self.function.request(self.opts, tuple(args), dict(kwargs), settings)
             for args, kwargs in calls
@@ -258,9 +256,7 @@ def _step_options(function: Function[Any, Any], opts: CallOptions) -> StepOption
 
 
 def _max_payload_bytes() -> int:
-    # Read on every step a workflow schedules: the one variable, not all of Settings.
-    raw = os.environ.get("WORKFLOWS_MAX_PAYLOAD_BYTES")
-    return Settings.from_env().max_payload_bytes if raw else DEFAULT_MAX_PAYLOAD_BYTES
+    return Settings.current().max_payload_bytes
 
 
 def _require_instance(what: str) -> WorkflowInstance:
@@ -456,12 +452,12 @@ def _check_signal_args(name: str, payload: Any, settings: Settings) -> str:
 
 async def send_signal(workflow_id: str, name: str, payload: Any = None) -> None:
     """Store a signal for a workflow durably and wake it."""
-    text = _check_signal_args(name, payload, Settings.from_env())
+    text = _check_signal_args(name, payload, Settings.current())
     await async_store().send_signal(str(workflow_id), name, text)
 
 
 def send_signal_sync(workflow_id: str, name: str, payload: Any = None) -> None:
-    text = _check_signal_args(name, payload, Settings.from_env())
+    text = _check_signal_args(name, payload, Settings.current())
     sync_store().send_signal(str(workflow_id), name, text)
 
 

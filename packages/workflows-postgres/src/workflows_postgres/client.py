@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from typing import Any
 
 from workflows.config import Settings
+from workflows.store import EnqueueRequest
 from workflows_postgres.store import PostgresStore
 from workflows_postgres.sync import SyncStore
 
@@ -39,26 +41,53 @@ class _LazyStore:
                     self._store = await PostgresStore.connect(self.settings)
         return self._store
 
-    def __getattr__(self, name: str) -> object:
-        async def call(*args: object, **kwargs: object) -> object:
-            store = await self.get()
-            return await getattr(store, name)(*args, **kwargs)
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
-        return call
+    # workflows.store.AsyncStore, spelled out: these sit on every producer's hot path.
+    async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
+        return await (self._store or await self.get()).enqueue(request, conn)
+
+    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
+        return await (self._store or await self.get()).enqueue_many(requests)
+
+    async def send_signal(self, workflow_id: str, name: str, payload: str) -> None:
+        await (self._store or await self.get()).send_signal(workflow_id, name, payload)
+
+    async def get_status(self, execution_id: str) -> dict[str, Any]:
+        return await (self._store or await self.get()).get_status(execution_id)
+
+    async def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
+        return await (self._store or await self.get()).wait_finished(execution_id, timeout)
+
+    async def cancel(self, execution_id: str) -> str:
+        return await (self._store or await self.get()).cancel(execution_id)
+
+
+# Pools of replaced stores, closing in the background (kept so the tasks are not collected).
+_closing: set[asyncio.Task[None]] = set()
 
 
 def async_store() -> _LazyStore:
-    settings = Settings.from_env()
+    settings = Settings.current()
     loop = asyncio.get_running_loop()
     with _lock:
         store = _async.get(loop)
-        if store is None or _key(store.settings) != _key(settings):
-            store = _async[loop] = _LazyStore(settings)
-        return store
+        if store is not None and _key(store.settings) == _key(settings):
+            return store
+        _async[loop] = fresh = _LazyStore(settings)
+    if store is not None:
+        # The configuration changed under a running loop: the old pool must not leak.
+        task = loop.create_task(store.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    return fresh
 
 
 def sync_store() -> SyncStore:
-    settings = Settings.from_env()
+    settings = Settings.current()
     with _lock:
         store = _sync.get(_key(settings))
         if store is None:
@@ -71,8 +100,8 @@ async def reset_async() -> None:
     loop = asyncio.get_running_loop()
     with _lock:
         store = _async.pop(loop, None)
-    if store is not None and store._store is not None:
-        await store._store.close()
+    if store is not None:
+        await store.close()
 
 
 def reset_sync() -> None:

@@ -37,6 +37,10 @@ T = TypeVar("T")
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _NO_WORKER = "00000000-0000-0000-0000-000000000000"
+# Our statements are long CTEs whose best plan does not depend on the values; planning them
+# afresh on every call cost as much as running them. A generic plan's cost estimate can pass
+# jit_above_cost, and compiling it took a second.
+_SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,8 @@ class PostgresStore:
         self.dsn = dsn
         self.q = Q.Queries.for_schema(settings.schema)
         self._sql: dict[str, str] = {}
+        self._claim_conn: asyncpg.Connection | None = None
+        self._claim_lock = asyncio.Lock()
 
     # ---- construction --------------------------------------------------------------------
 
@@ -167,10 +173,7 @@ class PostgresStore:
                 timeout=10,
                 command_timeout=None,
                 reset=_reset_connection,
-                # Our statements are long CTEs whose best plan does not depend on the values;
-                # planning them afresh on every call cost as much as running them. A generic
-                # plan's cost estimate can pass jit_above_cost, and compiling it took a second.
-                server_settings={"plan_cache_mode": "force_generic_plan", "jit": "off"},
+                server_settings=_SESSION,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
@@ -185,6 +188,10 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
+        if self._claim_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._claim_conn.close(timeout=5)
+            self._claim_conn = None
         await self.pool.close()
 
     async def check_schema(self) -> None:
@@ -337,14 +344,14 @@ class PostgresStore:
             resume_sticky,
         )
         # Nothing to record (an idle worker woken for new work): the lighter claim alone.
-        params: tuple[Any, ...] = args if outcomes else args[6:11]
-        sql = self.sql(Q.PUMP if outcomes else Q.CLAIM)
+        if not outcomes and conn is None:
+            return set(), await self._claim_only(args[6:11])
         for attempt in range(5):
             try:
                 if conn is not None:
-                    rows = await conn.fetch(sql, *params)
+                    rows = await conn.fetch(self.sql(Q.PUMP), *args)
                 else:
-                    rows = await self.pool.fetch(sql, *params)
+                    rows = await self.pool.fetch(self.sql(Q.PUMP), *args)
                 break
             except _RETRYABLE:
                 if attempt == 4 or conn is not None:
@@ -352,6 +359,27 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
         recorded = set(rows[0]["recorded"] or ()) if rows else set()
         return recorded, [_claimed(row) for row in rows if row["id"] is not None]
+
+    async def _claim_only(self, params: tuple[Any, ...]) -> list[Claimed]:
+        """A round with nothing to record (an idle worker woken): the claim alone.
+
+        It runs on a connection of its own that commits without waiting for the WAL flush: a
+        claim lost in a crash of PostgreSQL only makes the execution runnable again, which
+        recovery does anyway, and every outcome recorded later flushes the claim before it.
+        That wait was on the path from enqueue to start.
+        """
+        async with self._claim_lock:
+            if self._claim_conn is None or self._claim_conn.is_closed():
+                self._claim_conn = await asyncpg.connect(
+                    self.dsn, timeout=10, server_settings=_SESSION | {"synchronous_commit": "off"}
+                )
+            try:
+                rows = await self._claim_conn.fetch(self.sql(Q.CLAIM), *params)
+            except BaseException:
+                conn, self._claim_conn = self._claim_conn, None
+                conn.terminate()
+                raise
+        return [_claimed(row) for row in rows if row["id"] is not None]
 
     async def claim(
         self,
