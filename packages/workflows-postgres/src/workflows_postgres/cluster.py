@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from workflows.errors import ConfigurationError, WorkflowsError
@@ -424,19 +425,17 @@ class LocalCluster:
         for key in ("PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE"):
             env.pop(key, None)
         log.debug("running %s", shlex.join(args))
-        if self._user is None:
-            return subprocess.run(
-                args,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                # The server outlives us and must not get the terminal's Ctrl-C.
-                start_new_session=True,
-                check=False,
-            )
-        env.update(HOME=self._user.home, USER=self._user.name, LOGNAME=self._user.name)
+        as_user: dict[str, Any] = {}
+        if self._user is not None:
+            env.update(HOME=self._user.home, USER=self._user.name, LOGNAME=self._user.name)
+            as_user = {
+                # user= alone would keep root's group and supplementary groups.
+                "user": self._user.uid,
+                "group": self._user.gid,
+                "extra_groups": list(self._user.groups),
+                # The caller's cwd (often /root) may be closed to the server user.
+                "cwd": "/",
+            }
         return subprocess.run(
             args,
             capture_output=True,
@@ -444,14 +443,10 @@ class LocalCluster:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
             env=env,
+            # The server outlives us and must not get the terminal's Ctrl-C.
             start_new_session=True,
             check=False,
-            # user= alone would keep root's group and supplementary groups.
-            user=self._user.uid,
-            group=self._user.gid,
-            extra_groups=list(self._user.groups),
-            # The caller's cwd (often /root) may be closed to the server user.
-            cwd="/",
+            **as_user,
         )
 
 

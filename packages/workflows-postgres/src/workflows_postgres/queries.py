@@ -330,10 +330,10 @@ FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """,
 )
 
-LOAD_RESOLUTIONS = """
+LOAD_HISTORY = """
 SELECT seq, kind, name, status, result::text AS result, error::text AS error, delivered_in
 FROM {s}.workflow_steps
-WHERE workflow_id = $1::uuid AND ($2::int[] IS NULL OR seq = ANY($2::int[]))
+WHERE workflow_id = $1::uuid
 ORDER BY seq
 """
 

@@ -63,7 +63,6 @@ class Claimed:
     pickup_latency: float | None
     parent_seq: int | None = None
     resolutions: list[StepRecord] | None = None
-    claimed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -400,12 +399,8 @@ class PostgresStore:
         row = await self.pool.fetchrow(self.sql(Q.RELEASE), claimed.id, claimed.lease, delay)
         return row is not None
 
-    async def load_history(
-        self, workflow_id: str, seqs: Sequence[int] | None = None
-    ) -> list[StepRecord]:
-        rows = await self.pool.fetch(
-            self.sql(Q.LOAD_RESOLUTIONS), workflow_id, None if seqs is None else list(seqs)
-        )
+    async def load_history(self, workflow_id: str) -> list[StepRecord]:
+        rows = await self.pool.fetch(self.sql(Q.LOAD_HISTORY), workflow_id)
         return [step_record(row) for row in rows]
 
     async def apply_activation(
@@ -535,11 +530,6 @@ class PostgresStore:
                 version = codec.encode(c.version)
                 steps.append((c.seq, "version", c.name, "completed", None, None, version, number))
         return steps, children
-
-    async def finish_workflow_tree(
-        self, workflow_id: str, status: str, error: dict[str, Any]
-    ) -> None:
-        await self.run(ops.finish_tree, workflow_id, status, error)
 
     # ---- timers, deadlines, liveness -------------------------------------------------------
 
