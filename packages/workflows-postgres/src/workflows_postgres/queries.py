@@ -347,6 +347,18 @@ SELECT {s}.apply_activation($1::uuid, $2, $3::uuid, $4, $5, $6::int[],
     $27::text[], $28, $29, $30)
 """
 
+# A batch of activity outcomes with the activations they lead to: see the function in 0002.
+ADVANCE = """
+SELECT item, outcome, lease FROM {s}.advance($1::uuid,
+    $2::uuid[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[],
+    $9::uuid[], $10::bigint[], $11::int[], $12::text[], $13::text[], $14::text[],
+    $15::int[], $16::int[], $17::int[], $18::text[],
+    $19::int[], $20::int[], $21::text[], $22::text[], $23::text[], $24::uuid[], $25::float8[],
+    $26::text[], $27::int[],
+    $28::int[], $29::uuid[], $30::text[], $31::text[], $32::text[], $33::int[], $34::text[],
+    $35::int[], $36::float8[], $37::int[], $38::float8[], $39::int[], $40::bool[])
+"""
+
 RELEASE = """
 UPDATE {s}.executions
 SET status = 'pending', worker_id = NULL, run_at = now() + make_interval(secs => $3::float8),

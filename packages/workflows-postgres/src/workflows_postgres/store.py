@@ -92,6 +92,40 @@ class ActivationResult:
     eager: list[Claimed] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Advance:
+    """One workflow activation for :meth:`PostgresStore.advance`.
+
+    Either of a workflow claimed by the worker (``activity`` None, fenced on the claim's
+    lease), or run on an activity's final outcome by the worker's copy of the workflow
+    (``activity`` and its ``act_*`` outcome, fenced on the copy's lease and wakeups).
+    ``steps``/``children`` are :meth:`PostgresStore.step_rows` of its commands.
+    """
+
+    workflow: Claimed
+    number: int
+    delivered: list[int]
+    outcome: str  # blocked | completed | failed
+    result: str | None
+    error: str | None
+    steps: list[tuple[Any, ...]]
+    children: list[tuple[Any, ...]]
+    signals: list[str]
+    activity: Claimed | None = None
+    act_status: str | None = None  # completed | failed
+    act_result: str | None = None
+    act_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """What :meth:`PostgresStore.advance` did with one item (see the SQL function)."""
+
+    outcome: str  # stale | fallback | waiting | pending | claimed
+    lease: int | None = None
+    eager: list[Claimed] = field(default_factory=list)
+
+
 def _claimed(row: asyncpg.Record) -> Claimed:
     return Claimed(
         id=row["id"],
@@ -418,9 +452,7 @@ class PostgresStore:
         eager_slots: int,
     ) -> ActivationResult:
         """Write one activation (one round trip while the workflow goes on), fenced on its claim."""
-        steps, children = self._step_rows(
-            claimed.queue, number, commands, eager_queues, eager_slots
-        )
+        steps, children = self.step_rows(claimed.queue, number, commands, eager_queues, eager_slots)
         signals = [c.name for c in commands if isinstance(c, WaitSignal)]
         args = (
             claimed.id,
@@ -454,30 +486,69 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
         if final is None:
             return ActivationResult(None)
-        eager = [
-            Claimed(
-                id=ch[0],
-                kind="activity",
-                name=ch[2],
-                queue=ch[3],
-                args=ch[5],
-                attempts=1,
-                max_retries=ch[6],
-                timeout=ch[7],
-                lease=1,
-                version=None,
-                wakeups=0,
-                parent_id=claimed.id,
-                deadline=None,
-                pickup_latency=0.0,
-                parent_seq=ch[10],
-            )
-            for ch in children
-            if ch[11]
-        ]
-        return ActivationResult(str(final), eager if final in ("waiting", "pending") else [])
+        eager = _eager_claims(claimed.id, children) if final in ("waiting", "pending") else []
+        return ActivationResult(str(final), eager)
 
-    def _step_rows(
+    async def advance(self, worker_id: str, items: Sequence[Advance]) -> list[Advanced]:
+        """Apply a batch of :class:`Advance` items in one statement (one commit), in order."""
+        # Locks are taken in workflow order, so two batches cannot deadlock on each other;
+        # items of one workflow keep their order (a stable sort).
+        order = sorted(range(len(items)), key=lambda k: items[k].workflow.id)
+        steps: list[tuple[Any, ...]] = []
+        children: list[tuple[Any, ...]] = []
+        signals: list[tuple[int, str]] = []
+        delivered: list[tuple[int, int]] = []
+        for n, k in enumerate(order, start=1):
+            it = items[k]
+            steps.extend((n, *row) for row in it.steps)
+            children.extend((n, *row) for row in it.children)
+            signals.extend((n, name) for name in it.signals)
+            delivered.extend((n, seq) for seq in it.delivered)
+        ordered = [items[k] for k in order]
+        args = (
+            worker_id,
+            [it.workflow.id for it in ordered],
+            [it.workflow.lease for it in ordered],
+            [it.workflow.wakeups for it in ordered],
+            [it.number for it in ordered],
+            [it.outcome for it in ordered],
+            [it.result for it in ordered],
+            [it.error for it in ordered],
+            [None if it.activity is None else it.activity.id for it in ordered],
+            [None if it.activity is None else it.activity.lease for it in ordered],
+            [None if it.activity is None else it.activity.parent_seq for it in ordered],
+            [it.act_status for it in ordered],
+            [it.act_result for it in ordered],
+            [it.act_error for it in ordered],
+            *_columns(delivered, 2),
+            *_columns(signals, 2),
+            *_columns(steps, 9),
+            *_columns(children, 13),
+        )
+        for attempt in range(5):
+            try:
+                rows = await self.pool.fetch(self.sql(Q.ADVANCE), *args)
+                break
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        results: list[Advanced] = [Advanced("stale")] * len(items)
+        for row in rows:
+            k = order[row["item"] - 1]
+            outcome = row["outcome"]
+            it = items[k]
+            eager = (
+                _eager_claims(it.workflow.id, it.children)
+                if outcome in ("waiting", "pending")
+                else []
+            )
+            if outcome is None:
+                outcome = "stale"
+            results[k] = Advanced(outcome, row["lease"], eager)
+        return results
+
+    def step_rows(
         self,
         workflow_queue: str,
         number: int,
@@ -644,6 +715,31 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(col) for col in zip(*rows, strict=True)]
+
+
+def _eager_claims(workflow_id: str, children: list[tuple[Any, ...]]) -> list[Claimed]:
+    """The executions an activation started already claimed by its worker (``step_rows``)."""
+    return [
+        Claimed(
+            id=ch[0],
+            kind="activity",
+            name=ch[2],
+            queue=ch[3],
+            args=ch[5],
+            attempts=1,
+            max_retries=ch[6],
+            timeout=ch[7],
+            lease=1,
+            version=None,
+            wakeups=0,
+            parent_id=workflow_id,
+            deadline=None,
+            pickup_latency=0.0,
+            parent_seq=ch[10],
+        )
+        for ch in children
+        if ch[11]
+    ]
 
 
 def _timeout_error() -> BaseException:

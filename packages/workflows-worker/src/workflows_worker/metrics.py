@@ -171,6 +171,14 @@ class WorkerMetrics:
         if status in _RUN_ENDING_STATUSES:
             self._in_progress.labels(queue=queue).dec()
 
+    def activation_ran(self, queue: str, duration: float, ended: str | None) -> None:
+        """A workflow activation run within an activity's run, on its outcome (no claim of
+        its own, so nothing in progress): timed, and counted if it ended the workflow."""
+        if ended is not None:
+            _check_status(ended)
+            self._executions.labels(queue=queue, kind="workflow", status=ended).inc()
+        self._duration.labels(queue=queue, kind="workflow").observe(max(duration, 0.0))
+
     def execution_suspended(self, queue: str, kind: str, duration: float | None) -> None:
         """A workflow activation that ended with the workflow waiting: a run, not an outcome."""
         if duration is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -21,8 +22,17 @@ import workflows
 from workflows import codec
 from workflows.config import Settings
 from workflows.errors import SerializationError
+from workflows.history import Activation, StepRecord, WaitSignal
 from workflows.replay import WorkflowInstance
-from workflows_postgres.store import Claimed, Outcome, PostgresStore, Recovered
+from workflows_postgres.store import (
+    ActivationResult,
+    Advance,
+    Advanced,
+    Claimed,
+    Outcome,
+    PostgresStore,
+    Recovered,
+)
 from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
 
@@ -41,8 +51,20 @@ _DB_ERRORS = (
 
 @dataclass
 class _Sticky:
+    """A suspended workflow kept in memory, as of its claim ``claimed``."""
+
     instance: WorkflowInstance
-    lease: int
+    claimed: Claimed
+    # Activations run here on an activity's result whose write is not yet known to be done:
+    # while any is, the copy is ahead of the database and no claim may resume it.
+    inflight: int = 0
+    # An activation already run (on an activity's result) that ends the workflow: applied by
+    # the claim that follows.
+    ready: Activation | None = None
+
+    @property
+    def lease(self) -> int:
+        return self.claimed.lease
 
 
 class Worker:
@@ -79,6 +101,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._advances: list[tuple[Advance, asyncio.Future[Advanced]]] = []
         self._look = True
         self._sticky: OrderedDict[str, _Sticky] = OrderedDict()
         self._versions: dict[str, int] = {}
@@ -189,6 +212,24 @@ class Worker:
             self._wake.clear()
             stopping = self._stopping.is_set()
             batch, self._outcomes = self._outcomes, []
+            advances, self._advances = self._advances, []
+            if advances:
+                try:
+                    advanced = await store.advance(self.id, [a for a, _ in advances])
+                    backoff = 0.1
+                except _DB_ERRORS as exc:
+                    log.warning(
+                        "database round failed (%s); retrying in %.1f s", codec_line(exc), backoff
+                    )
+                    self._advances = advances + self._advances
+                    self._outcomes = batch + self._outcomes
+                    self._look = True
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                for (_, waiter), result in zip(advances, advanced, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(result)
             now = loop.time()
             if now >= next_poll:
                 self._look = True
@@ -201,6 +242,8 @@ class Worker:
             )
             want = max(free - resumable, 0) if self._look or batch else 0
             if not batch and not want:
+                if advances:
+                    continue
                 if stopping and not self._inflight:
                     return
                 if self.burst and not self._inflight and not self._outcomes:
@@ -386,16 +429,14 @@ class Worker:
         error: dict[str, Any] | None,
         started: float,
     ) -> str:
-        ok = await self._record(
-            Outcome(
-                c.id,
-                c.lease,
-                status,
-                result=result,
-                error=None if error is None else codec.encode(error),
-                parent_id=c.parent_id,
+        error_text = None if error is None else codec.encode(error)
+        ok = await self._advance(c, status, result, error_text)
+        if ok is None:
+            ok = await self._record(
+                Outcome(
+                    c.id, c.lease, status, result=result, error=error_text, parent_id=c.parent_id
+                )
             )
-        )
         if not ok:
             log.warning(
                 "discarded the result of %s %s id=%s: its claim was taken over",
@@ -445,9 +486,17 @@ class Worker:
         entry = self._sticky.pop(c.id, None)
         # Valid only if no other claim came between ours: then the claim's undelivered
         # resolutions are exactly what the copy in memory has not seen.
-        if entry is not None and entry.lease == c.lease - 1 and not entry.instance.done:
+        if (
+            entry is not None
+            and entry.lease == c.lease - 1
+            and not entry.inflight
+            and (entry.ready is not None or not entry.instance.done)
+        ):
             instance = entry.instance
-            activation = instance.activate(c.resolutions or ())
+            if entry.ready is not None:
+                activation = entry.ready
+            else:
+                activation = instance.activate(c.resolutions or ())
         else:
             if entry is not None:
                 entry.instance.close()
@@ -464,31 +513,9 @@ class Worker:
                 return await self._fail_workflow(c, codec.error_payload(exc))
             if history:
                 log.info("replayed workflow %s id=%s from %d steps", c.name, c.id, len(history))
-        status, error = activation.status, activation.error
-        result: str | None = None
-        if status == "completed":
-            try:
-                result = codec.encode(
-                    activation.result,
-                    what="workflow result",
-                    max_bytes=self.settings.max_payload_bytes,
-                )
-            except SerializationError as exc:
-                status, error = "failed", codec.error_payload(exc, with_traceback=False)
+        status, result, error = self._ending(activation)
         try:
-            applied = await store.apply_activation(
-                c,
-                self.id,
-                number=activation.number,
-                delivered=activation.delivered,
-                commands=activation.commands,
-                status=status,
-                result=result,
-                error=error,
-                eager_queues=self.queue_set,
-                # This activation's own slot passes to its first activity; more only if free.
-                eager_slots=max(1, self.concurrency - len(self._inflight) + 1),
-            )
+            applied = await self._apply(c, activation, status, result, error)
         except SerializationError as exc:
             # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
             instance.close()
@@ -502,7 +529,7 @@ class Worker:
             )
             return "stale"
         if applied.status in ("waiting", "pending") and self.settings.worker_sticky_cache > 0:
-            self._sticky[c.id] = _Sticky(instance, c.lease)
+            self._sticky[c.id] = _Sticky(instance, c)
             while len(self._sticky) > self.settings.worker_sticky_cache:
                 _, evicted = self._sticky.popitem(last=False)
                 evicted.instance.close()
@@ -553,6 +580,180 @@ class Worker:
             error.get("message"),
         )
         return applied.status
+
+    # ---- one commit per step: an activity's outcome with its workflow's next activation ---
+
+    def _ending(self, activation: Activation) -> tuple[str, str | None, dict[str, Any] | None]:
+        """The workflow status an activation leads to, with its result as JSON, or error."""
+        status, error = activation.status, activation.error
+        result: str | None = None
+        if status == "completed":
+            try:
+                result = codec.encode(
+                    activation.result,
+                    what="workflow result",
+                    max_bytes=self.settings.max_payload_bytes,
+                )
+            except SerializationError as exc:
+                status, error = "failed", codec.error_payload(exc, with_traceback=False)
+        return status, result, error
+
+    def _item(
+        self,
+        wf: Claimed,
+        activation: Activation,
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+        **activity: Any,
+    ) -> Advance:
+        """The activation as a batch item; raises SerializationError for a step's arguments."""
+        store = self.store
+        assert store is not None
+        steps, children = store.step_rows(
+            wf.queue,
+            activation.number,
+            activation.commands,
+            self.queue_set,
+            # The slot of what led here passes to the first activity; more only if free.
+            max(1, self.concurrency - len(self._inflight) + 1),
+        )
+        return Advance(
+            workflow=wf,
+            number=activation.number,
+            delivered=list(activation.delivered),
+            outcome=status,
+            result=result,
+            error=None if error is None else codec.encode(error),
+            steps=steps,
+            children=children,
+            signals=[x.name for x in activation.commands if isinstance(x, WaitSignal)],
+            **activity,
+        )
+
+    async def _send(self, item: Advance) -> Advanced:
+        """Hand an item to the pump's next batch and wait for what it did."""
+        future: asyncio.Future[Advanced] = asyncio.get_running_loop().create_future()
+        self._advances.append((item, future))
+        self._wake.set()
+        # Shielded: a shutdown cancel must not lose an outcome already decided.
+        return await asyncio.shield(future)
+
+    async def _apply(
+        self,
+        c: Claimed,
+        activation: Activation,
+        status: str,
+        result: str | None,
+        error: dict[str, Any] | None,
+    ) -> ActivationResult:
+        """Write the activation of a claimed workflow, batched with the worker's others."""
+        store = self.store
+        assert store is not None
+        done = await self._send(self._item(c, activation, status, result, error))
+        if done.outcome == "claimed":
+            # It ends the workflow while executions it started still run: closing those is
+            # more than the batch does.
+            return await store.apply_activation(
+                c,
+                self.id,
+                number=activation.number,
+                delivered=activation.delivered,
+                commands=activation.commands,
+                status=status,
+                result=result,
+                error=error,
+                eager_queues=self.queue_set,
+                eager_slots=0,
+            )
+        return ActivationResult(None if done.outcome == "stale" else done.outcome, done.eager)
+
+    async def _advance(
+        self, c: Claimed, status: str, result: str | None, error: str | None
+    ) -> bool | None:
+        """Hand an activity's final outcome to its workflow held here, and write both at once.
+
+        The workflow's code runs on the outcome right away (the value decoded from the very
+        JSON text stored, so a replay reads back the same), then the outcome and the resulting
+        activation go to the database together, in the pump's next batch. None: not possible
+        here (the workflow is not held, or is busy): record the outcome alone.
+        """
+        if c.kind != "activity" or c.parent_id is None or status not in ("completed", "failed"):
+            return None
+        entry = self._sticky.get(c.parent_id)
+        if (
+            entry is None
+            or entry.ready is not None
+            or entry.instance.done
+            or c.parent_seq not in entry.instance.pending_seqs
+        ):
+            return None
+        record = StepRecord(
+            seq=c.parent_seq,
+            kind="activity",
+            name=c.name,
+            status="completed" if status == "completed" else "failed",
+            result=codec.decode(result),
+            error=codec.decode(error),
+        )
+        wf = entry.claimed
+        started = time.monotonic()
+        try:
+            activation = entry.instance.activate([record])
+        except Exception:
+            log.exception("internal error resuming workflow %s id=%s", wf.name, wf.id)
+            self._drop_sticky(wf.id, entry)
+            return None
+        wf_status, wf_result, wf_error = self._ending(activation)
+        outcome = {"act_status": status, "act_result": result, "act_error": error}
+        try:
+            item = self._item(wf, activation, wf_status, wf_result, wf_error, activity=c, **outcome)
+        except SerializationError as exc:
+            # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
+            activation = Activation(
+                [],
+                "failed",
+                error=codec.error_payload(exc, with_traceback=False),
+                number=activation.number,
+                delivered=activation.delivered,
+            )
+            wf_status, wf_result, wf_error = self._ending(activation)
+            item = self._item(wf, activation, wf_status, wf_result, wf_error, activity=c, **outcome)
+        entry.inflight += 1
+        try:
+            done = await self._send(item)
+        finally:
+            entry.inflight -= 1
+        held = self._sticky.get(wf.id) is entry
+        for eager in done.eager:
+            self._start(eager)
+        if done.outcome in ("waiting", "pending"):
+            self.metrics.activation_ran(wf.queue, time.monotonic() - started, None)
+            return True
+        if done.outcome == "claimed" and done.lease is not None:
+            # The activation ends the workflow: apply it as the workflow's own claim would
+            # (one that finds no copy here replays it).
+            if held:
+                entry.ready = activation
+            self._start(
+                dataclasses.replace(wf, lease=done.lease, resolutions=None, pickup_latency=None)
+            )
+            return True
+        if held:
+            # Ended, or (fallback, stale) the copy went ahead of what was written: a claim
+            # replays it instead.
+            self._drop_sticky(wf.id, entry)
+        ended = done.outcome if done.outcome in _RUN_STATUSES else None
+        if done.outcome != "stale":
+            self.metrics.activation_ran(wf.queue, time.monotonic() - started, ended)
+        if ended is not None:
+            log.info("%s workflow %s id=%s", ended, wf.name, wf.id)
+        return done.outcome != "stale"
+
+    def _drop_sticky(self, workflow_id: str, entry: _Sticky) -> None:
+        if self._sticky.get(workflow_id) is entry:
+            del self._sticky[workflow_id]
+        entry.instance.close()
 
     # ---- recording outcomes in batches ---------------------------------------------------
 

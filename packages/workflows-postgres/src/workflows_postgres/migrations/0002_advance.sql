@@ -1,0 +1,329 @@
+-- One commit per workflow step: a worker that ran an activity of a workflow it holds in memory
+-- records the outcome and the workflow's next activation together (advance below).
+
+-- A step's result is what the code was handed: `json` keeps the text as written, where jsonb
+-- would reorder keys and print 1e16 as an integer. The worker that hands a value straight
+-- from an activity to the code gets exactly what a replay reads back.
+ALTER TABLE {s}.workflow_steps
+    ALTER COLUMN result TYPE json USING result::json,
+    ALTER COLUMN error TYPE json USING error::json;
+
+-- The new steps and started executions of activations (the items in p_items), each step or
+-- execution row tagged with its activation's item number.
+CREATE FUNCTION {s}.insert_commands(
+    p_worker uuid, p_wfs uuid[], p_items integer[],
+    s_item integer[], s_seq integer[], s_kind text[], s_name text[], s_status text[],
+    s_exec uuid[], s_seconds float8[], s_result text[], s_delivered integer[],
+    c_item integer[], c_id uuid[], c_kind text[], c_name text[], c_queue text[],
+    c_priority integer[], c_args text[], c_retries integer[], c_timeout float8[],
+    c_version integer[], c_wf_timeout float8[], c_seq integer[], c_eager boolean[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(s_seq) > 0 THEN
+        INSERT INTO {s}.workflow_steps
+            (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
+        SELECT p_wfs[r.item], r.seq, r.kind, r.name, r.status, r.exec,
+               CASE WHEN r.seconds IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => r.seconds) END,
+               r.result::json, r.delivered
+        FROM unnest(s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result,
+                    s_delivered)
+             AS r(item, seq, kind, name, status, exec, seconds, result, delivered)
+        WHERE r.item = ANY (p_items);
+    END IF;
+    IF cardinality(c_id) > 0 THEN
+        INSERT INTO {s}.executions
+            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
+             deadline, parent_id, parent_seq, status, worker_id, lease, attempts, started_at)
+        SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::jsonb, r.retries, r.timeout,
+               r.version,
+               CASE WHEN r.wf_timeout IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => r.wf_timeout) END,
+               p_wfs[r.item], r.seq,
+               CASE WHEN r.eager THEN 'running' ELSE 'pending' END,
+               CASE WHEN r.eager THEN p_worker END,
+               CASE WHEN r.eager THEN 1 ELSE 0 END,
+               CASE WHEN r.eager THEN 1 ELSE 0 END,
+               CASE WHEN r.eager THEN now() END
+        FROM unnest(c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries,
+                    c_timeout, c_version, c_wf_timeout, c_seq, c_eager)
+             AS r(item, id, kind, name, queue, priority, args, retries, timeout, version,
+                  wf_timeout, seq, eager)
+        WHERE r.item = ANY (p_items);
+        PERFORM pg_notify('{work}', q.queue)
+        FROM (SELECT DISTINCT r.queue
+              FROM unnest(c_item, c_queue, c_eager) AS r(item, queue, eager)
+              WHERE NOT r.eager AND r.item = ANY (p_items)) q;
+    END IF;
+END;
+$$;
+
+-- Signals sent before the workflow waited for them: each name hands its oldest unconsumed
+-- signal to the first open wait of that name. True if any wait got one.
+CREATE FUNCTION {s}.consume_signals(p_wf uuid, p_names text[]) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    sig_name text;
+    woke boolean := false;
+BEGIN
+    FOREACH sig_name IN ARRAY p_names LOOP
+        WITH step AS (
+            SELECT st.seq FROM {s}.workflow_steps st
+            WHERE st.workflow_id = p_wf AND st.kind = 'signal' AND st.name = sig_name
+              AND st.status = 'scheduled'
+            ORDER BY st.seq LIMIT 1
+        ), sig AS (
+            UPDATE {s}.workflow_signals g SET consumed_seq = (SELECT seq FROM step)
+            WHERE g.id = (SELECT g2.id FROM {s}.workflow_signals g2
+                          WHERE g2.workflow_id = p_wf AND g2.name = sig_name
+                            AND g2.consumed_seq IS NULL
+                          ORDER BY g2.id LIMIT 1)
+              AND EXISTS (SELECT 1 FROM step)
+            RETURNING g.payload, g.consumed_seq
+        )
+        UPDATE {s}.workflow_steps st
+        SET status = 'completed', result = sig.payload, resolved_at = now()
+        FROM sig
+        WHERE st.workflow_id = p_wf AND st.seq = sig.consumed_seq;
+        IF FOUND THEN
+            woke := true;
+        END IF;
+    END LOOP;
+    RETURN woke;
+END;
+$$;
+
+-- One activation of a workflow claimed under p_lease (see apply_activation), its steps and
+-- executions being those tagged p_item in the arrays, p_wfs[p_item] the workflow. Returns the
+-- workflow's new status, or NULL when the claim was lost.
+CREATE FUNCTION {s}.activate(
+    p_worker uuid, p_wfs uuid[], p_item integer, p_lease bigint, p_wakeups bigint,
+    p_number integer, p_delivered integer[], p_signals text[],
+    p_outcome text, p_result text, p_error text,
+    s_item integer[], s_seq integer[], s_kind text[], s_name text[], s_status text[],
+    s_exec uuid[], s_seconds float8[], s_result text[], s_delivered integer[],
+    c_item integer[], c_id uuid[], c_kind text[], c_name text[], c_queue text[],
+    c_priority integer[], c_args text[], c_retries integer[], c_timeout float8[],
+    c_version integer[], c_wf_timeout float8[], c_seq integer[], c_eager boolean[]
+) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    p_wf uuid := p_wfs[p_item];
+    wf record;
+    woke boolean;
+    final text;
+BEGIN
+    SELECT e.wakeups, e.cancel_requested, e.queue, e.parent_id, e.parent_seq INTO wf
+    FROM {s}.executions e
+    WHERE e.id = p_wf AND e.lease = p_lease AND e.status = 'running'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF wf.cancel_requested THEN
+        RETURN 'cancelled';
+    END IF;
+    IF cardinality(p_delivered) > 0 THEN
+        UPDATE {s}.workflow_steps SET delivered_in = p_number
+        WHERE workflow_id = p_wf AND seq = ANY (p_delivered);
+    END IF;
+    PERFORM {s}.insert_commands(
+        p_worker, p_wfs, ARRAY[p_item],
+        s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result, s_delivered,
+        c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries, c_timeout,
+        c_version, c_wf_timeout, c_seq, c_eager);
+    woke := cardinality(p_signals) > 0 AND {s}.consume_signals(p_wf, p_signals);
+    IF p_outcome = 'blocked' THEN
+        UPDATE {s}.executions
+        SET status = CASE WHEN wakeups = p_wakeups AND NOT woke THEN 'waiting' ELSE 'pending' END,
+            run_at = now(), worker_id = NULL, sticky_worker_id = p_worker
+        WHERE id = p_wf
+        RETURNING status INTO final;
+        IF final = 'pending' THEN
+            PERFORM pg_notify('{work}', wf.queue);
+        END IF;
+        RETURN final;
+    END IF;
+    UPDATE {s}.executions
+    SET status = p_outcome, result = p_result::jsonb, error = p_error::jsonb,
+        finished_at = now(), worker_id = NULL
+    WHERE id = p_wf;
+    PERFORM pg_notify('{done}', p_wf::text);
+    IF wf.parent_id IS NOT NULL THEN
+        UPDATE {s}.workflow_steps
+        SET status = p_outcome, result = p_result::json, error = p_error::json,
+            resolved_at = now()
+        WHERE workflow_id = wf.parent_id AND seq = wf.parent_seq AND status = 'scheduled';
+        IF FOUND THEN
+            UPDATE {s}.executions
+            SET wakeups = wakeups + 1,
+                status = CASE WHEN status = 'waiting' THEN 'pending' ELSE status END,
+                run_at = CASE WHEN status = 'waiting' THEN now() ELSE run_at END
+            WHERE id = wf.parent_id
+            RETURNING status, queue INTO wf;
+            IF wf.status = 'pending' THEN
+                PERFORM pg_notify('{work}', wf.queue);
+            END IF;
+        END IF;
+    END IF;
+    RETURN p_outcome;
+END;
+$$;
+
+-- Same contract as in 0001, through activate().
+CREATE OR REPLACE FUNCTION {s}.apply_activation(
+    p_wf uuid, p_lease bigint, p_worker uuid, p_wakeups bigint, p_number integer,
+    p_delivered integer[],
+    s_seq integer[], s_kind text[], s_name text[], s_status text[], s_exec uuid[],
+    s_seconds float8[], s_result text[], s_delivered integer[],
+    c_id uuid[], c_kind text[], c_name text[], c_queue text[], c_priority integer[],
+    c_args text[], c_retries integer[], c_timeout float8[], c_version integer[],
+    c_wf_timeout float8[], c_seq integer[], c_eager boolean[],
+    p_signals text[], p_outcome text, p_result text, p_error text
+) RETURNS text
+LANGUAGE sql AS $$
+    SELECT {s}.activate(
+        p_worker, ARRAY[p_wf], 1, p_lease, p_wakeups, p_number, p_delivered, p_signals,
+        p_outcome, p_result, p_error,
+        array_fill(1, ARRAY[cardinality(s_seq)]), s_seq, s_kind, s_name, s_status, s_exec,
+        s_seconds, s_result, s_delivered,
+        array_fill(1, ARRAY[cardinality(c_id)]), c_id, c_kind, c_name, c_queue, c_priority,
+        c_args, c_retries, c_timeout, c_version, c_wf_timeout, c_seq, c_eager)
+$$;
+
+-- A worker's batch of workflow activations, one commit for all (item i: i_* [i]; its new
+-- steps, executions, delivered resolutions and awaited signals are the rows tagged i). Two
+-- kinds of item:
+--   * an activation of a workflow the worker claimed (i_act NULL): as apply_activation;
+--   * an activity's final outcome (i_act) with the activation the worker's copy of the
+--     workflow ran on it: written together when the workflow is still as that copy saw it
+--     (waiting on this worker, same lease and wakeups, not cancelled).
+-- Items go in order, so several of one workflow chain. For each item, returns:
+--   stale     the claim (the workflow's or the activity's) was lost: nothing written;
+--   fallback  the workflow changed meanwhile (signal, cancel, another claim): the outcome is
+--             recorded as any other (step resolved but not delivered, workflow woken) and the
+--             activation dropped;
+--   waiting / pending / completed / failed / cancelled  the activation was applied;
+--   claimed   the activation ends a workflow that still has executions running: it is left
+--             claimed by the caller (lease given), which applies it and closes them.
+-- The workflow row is locked before the activity's, as activate() and cancel do.
+CREATE FUNCTION {s}.advance(
+    p_worker uuid,
+    i_wf uuid[], i_lease bigint[], i_wakeups bigint[], i_number integer[],
+    i_outcome text[], i_wf_result text[], i_wf_error text[],
+    i_act uuid[], i_act_lease bigint[], i_seq integer[], i_status text[], i_result text[],
+    i_error text[],
+    d_item integer[], d_seq integer[], g_item integer[], g_name text[],
+    s_item integer[], s_seq integer[], s_kind text[], s_name text[], s_status text[],
+    s_exec uuid[], s_seconds float8[], s_result text[], s_delivered integer[],
+    c_item integer[], c_id uuid[], c_kind text[], c_name text[], c_queue text[],
+    c_priority integer[], c_args text[], c_retries integer[], c_timeout float8[],
+    c_version integer[], c_wf_timeout float8[], c_seq integer[], c_eager boolean[]
+) RETURNS TABLE (item integer, outcome text, lease bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+    wf record;
+    found_wf boolean;
+    fast boolean;
+    cur_lease bigint;
+    delivered integer[];
+    names text[];
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(i_wf), 0) LOOP
+        item := i;
+        lease := NULL;
+        cur_lease := i_lease[i];
+        delivered := ARRAY(SELECT r.seq FROM unnest(d_item, d_seq) AS r(item, seq)
+                           WHERE r.item = i);
+        names := ARRAY(SELECT r.name FROM unnest(g_item, g_name) AS r(item, name)
+                       WHERE r.item = i);
+        IF i_act[i] IS NOT NULL THEN
+            SELECT e.status, e.lease, e.wakeups, e.sticky_worker_id, e.cancel_requested, e.queue
+            INTO wf
+            FROM {s}.executions e WHERE e.id = i_wf[i]
+            FOR UPDATE;
+            found_wf := FOUND;
+            UPDATE {s}.executions e
+            SET status = i_status[i], result = i_result[i]::jsonb,
+                error = COALESCE(i_error[i]::jsonb, e.error), finished_at = now(),
+                worker_id = NULL
+            WHERE e.id = i_act[i] AND e.lease = i_act_lease[i] AND e.status = 'running';
+            IF NOT FOUND THEN
+                outcome := 'stale';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            fast := found_wf AND wf.status = 'waiting' AND wf.lease = i_lease[i]
+                    AND wf.wakeups = i_wakeups[i] AND wf.sticky_worker_id = p_worker
+                    AND NOT wf.cancel_requested;
+            UPDATE {s}.workflow_steps st
+            SET status = i_status[i], result = i_result[i]::json, error = i_error[i]::json,
+                resolved_at = now(), delivered_in = CASE WHEN fast THEN i_number[i] END
+            WHERE st.workflow_id = i_wf[i] AND st.seq = i_seq[i] AND st.status = 'scheduled';
+            IF NOT FOUND THEN
+                -- The step was closed meanwhile (the workflow cancelled or ended).
+                outcome := 'fallback';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            IF NOT fast THEN
+                UPDATE {s}.executions w
+                SET wakeups = w.wakeups + 1,
+                    status = CASE WHEN w.status = 'waiting' THEN 'pending' ELSE w.status END,
+                    run_at = CASE WHEN w.status = 'waiting' THEN now() ELSE w.run_at END
+                WHERE w.id = i_wf[i]
+                RETURNING w.status INTO wf.status;
+                IF wf.status = 'pending' THEN
+                    PERFORM pg_notify('{work}', wf.queue);
+                END IF;
+                outcome := 'fallback';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            IF i_outcome[i] = 'blocked' THEN
+                -- Still waiting here: the row stays as it is, only its steps change.
+                PERFORM {s}.insert_commands(
+                    p_worker, i_wf, ARRAY[i],
+                    s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result,
+                    s_delivered,
+                    c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries,
+                    c_timeout, c_version, c_wf_timeout, c_seq, c_eager);
+                IF cardinality(names) > 0 AND {s}.consume_signals(i_wf[i], names) THEN
+                    UPDATE {s}.executions w SET status = 'pending', run_at = now()
+                    WHERE w.id = i_wf[i];
+                    PERFORM pg_notify('{work}', wf.queue);
+                    outcome := 'pending';
+                ELSE
+                    outcome := 'waiting';
+                END IF;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            -- The activation ends the workflow: claim it, then apply it as any other.
+            UPDATE {s}.executions w
+            SET status = 'running', lease = w.lease + 1, worker_id = p_worker
+            WHERE w.id = i_wf[i]
+            RETURNING w.lease INTO cur_lease;
+        END IF;
+        IF i_outcome[i] <> 'blocked' AND EXISTS (
+            SELECT 1 FROM {s}.executions x
+            WHERE x.parent_id = i_wf[i] AND x.status IN ('pending', 'running', 'waiting')
+        ) THEN
+            -- What it started and never waited for ends with it: the caller does that.
+            outcome := 'claimed';
+            lease := cur_lease;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        outcome := coalesce({s}.activate(
+            p_worker, i_wf, i, cur_lease, i_wakeups[i], i_number[i], delivered, names,
+            i_outcome[i], i_wf_result[i], i_wf_error[i],
+            s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result, s_delivered,
+            c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries, c_timeout,
+            c_version, c_wf_timeout, c_seq, c_eager), 'stale');
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
