@@ -276,11 +276,18 @@ def _schedule_step(
     options = _step_options(function, opts)
     # Encode now so a bad or oversized argument raises at the call, where the workflow can
     # catch it, not later in the worker.
-    codec.encode_call(args, kwargs, max_bytes=_max_payload_bytes())
+    limit = instance.max_payload_bytes
+    encoded = codec.encode_call(
+        args, kwargs, max_bytes=_max_payload_bytes() if limit is None else limit
+    )
     if function.kind == "workflow":
-        return instance.step(StartChild(-1, function.path, args, kwargs, options))
+        return instance.step(
+            StartChild(-1, function.path, args, kwargs, options, encoded_args=encoded)
+        )
     if function.kind == "activity":
-        return instance.step(ScheduleActivity(-1, function.path, args, kwargs, options))
+        return instance.step(
+            ScheduleActivity(-1, function.path, args, kwargs, options, encoded_args=encoded)
+        )
     raise WorkflowsError(
         f"{function.path} is a @job; inside a workflow run @activity functions or child workflows"
     )

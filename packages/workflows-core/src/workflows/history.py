@@ -48,6 +48,8 @@ class ScheduleActivity:
     kwargs: dict[str, Any]
     options: StepOptions = field(default_factory=StepOptions)
     kind: Literal["activity"] = "activity"
+    # The arguments' JSON, made once where the call was checked (not part of what it is).
+    encoded_args: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class StartChild:
     kwargs: dict[str, Any]
     options: StepOptions = field(default_factory=StepOptions)
     kind: Literal["child"] = "child"
+    # The arguments' JSON, made once where the call was checked (not part of what it is).
+    encoded_args: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

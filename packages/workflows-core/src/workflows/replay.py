@@ -134,8 +134,11 @@ class WorkflowInstance:
         kwargs: dict[str, Any] | None = None,
         *,
         name: str = "",
+        max_payload_bytes: int | None = None,
     ) -> None:
         self.name = name or getattr(fn, "__qualname__", "workflow")
+        # The worker's WORKFLOWS_MAX_PAYLOAD_BYTES, so steps need not read the environment.
+        self.max_payload_bytes = max_payload_bytes
         self._fn = fn
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
@@ -162,13 +165,14 @@ class WorkflowInstance:
         history: Iterable[StepRecord],
         *,
         name: str = "",
+        max_payload_bytes: int | None = None,
     ) -> tuple[WorkflowInstance, Activation]:
         """Rebuild an instance from history and run it up to where history ends.
 
         Resolutions already handed to the code are handed over again in their recorded groups;
         those recorded but never handed over form the returned activation's ``delivered``.
         """
-        instance = cls(fn, args, kwargs, name=name)
+        instance = cls(fn, args, kwargs, name=name, max_payload_bytes=max_payload_bytes)
         records = sorted(history, key=lambda r: r.seq)
         # Steps start out unresolved; resolutions come back group by group.
         for record in records:

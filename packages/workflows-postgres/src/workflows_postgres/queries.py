@@ -359,6 +359,10 @@ SELECT item, outcome, lease FROM {s}.advance($1::uuid,
     $35::int[], $36::float8[], $37::int[], $38::float8[], $39::int[], $40::bool[])
 """
 
+RUNNING_HERE = """
+SELECT id::text AS id, lease FROM {s}.executions WHERE status = 'running' AND worker_id = $1::uuid
+"""
+
 RELEASE = """
 UPDATE {s}.executions
 SET status = 'pending', worker_id = NULL, run_at = now() + make_interval(secs => $3::float8),

@@ -430,8 +430,16 @@ class PostgresStore:
 
     async def release(self, claimed: Claimed, delay: float = 0.0) -> bool:
         """Give an execution back to pending without counting the attempt."""
-        row = await self.pool.fetchrow(self.sql(Q.RELEASE), claimed.id, claimed.lease, delay)
+        return await self.release_id(claimed.id, claimed.lease, delay)
+
+    async def release_id(self, execution_id: str, lease: int, delay: float = 0.0) -> bool:
+        row = await self.pool.fetchrow(self.sql(Q.RELEASE), execution_id, lease, delay)
         return row is not None
+
+    async def running_here(self, worker_id: str) -> set[tuple[str, int]]:
+        """The executions the database says ``worker_id`` runs, as (id, lease)."""
+        rows = await self.pool.fetch(self.sql(Q.RUNNING_HERE), worker_id)
+        return {(row["id"], row["lease"]) for row in rows}
 
     async def load_history(self, workflow_id: str) -> list[StepRecord]:
         rows = await self.pool.fetch(self.sql(Q.LOAD_HISTORY), workflow_id)
@@ -580,7 +588,10 @@ class PostgresStore:
                         c.name,
                         queue,
                         o.priority or 0,
-                        codec.encode_call(c.args, c.kwargs, max_bytes=settings.max_payload_bytes),
+                        c.encoded_args
+                        or codec.encode_call(
+                            c.args, c.kwargs, max_bytes=settings.max_payload_bytes
+                        ),
                         0 if is_wf else retries,
                         None if is_wf else float(timeout),
                         o.version if is_wf else None,

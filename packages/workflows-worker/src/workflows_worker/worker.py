@@ -102,6 +102,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._advances: list[tuple[Advance, asyncio.Future[Advanced]]] = []
+        # Batches of activations being written, and the workflows they are of.
+        self._batches: set[asyncio.Task[None]] = set()
+        self._advancing: set[str] = set()
         self._look = True
         self._sticky: OrderedDict[str, _Sticky] = OrderedDict()
         self._versions: dict[str, int] = {}
@@ -109,6 +112,7 @@ class Worker:
         self._healthy = False
         self._server: MetricsServer | None = None
         self._last_beat: float | None = None
+        self._suspects: set[tuple[str, int]] = set()
         self._beating_since = 0.0
         self.executed = 0
 
@@ -212,24 +216,7 @@ class Worker:
             self._wake.clear()
             stopping = self._stopping.is_set()
             batch, self._outcomes = self._outcomes, []
-            advances, self._advances = self._advances, []
-            if advances:
-                try:
-                    advanced = await store.advance(self.id, [a for a, _ in advances])
-                    backoff = 0.1
-                except _DB_ERRORS as exc:
-                    log.warning(
-                        "database round failed (%s); retrying in %.1f s", codec_line(exc), backoff
-                    )
-                    self._advances = advances + self._advances
-                    self._outcomes = batch + self._outcomes
-                    self._look = True
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                for (_, waiter), result in zip(advances, advanced, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(result)
+            self._dispatch_advances()
             now = loop.time()
             if now >= next_poll:
                 self._look = True
@@ -242,9 +229,7 @@ class Worker:
             )
             want = max(free - resumable, 0) if self._look or batch else 0
             if not batch and not want:
-                if advances:
-                    continue
-                if stopping and not self._inflight:
+                if stopping and not self._inflight and not self._batches:
                     return
                 if self.burst and not self._inflight and not self._outcomes:
                     with contextlib.suppress(*_DB_ERRORS):
@@ -282,6 +267,61 @@ class Worker:
                 self._look = True
             for c in claimed:
                 self._start(c)
+
+    def _dispatch_advances(self) -> None:
+        """Start writing the activations handed over, in up to two batches at once.
+
+        Two, so the database writes one while this worker runs the code the other's results
+        let go on. A workflow has one item in flight at most: its next waits for that one.
+        """
+        if not self._advances or len(self._batches) >= _MAX_BATCHES:
+            return
+        take: list[tuple[Advance, asyncio.Future[Advanced]]] = []
+        keep: list[tuple[Advance, asyncio.Future[Advanced]]] = []
+        for pair in self._advances:
+            wf_id = pair[0].workflow.id
+            if wf_id in self._advancing:
+                keep.append(pair)
+            else:
+                self._advancing.add(wf_id)
+                take.append(pair)
+        self._advances = keep
+        if take:
+            task = asyncio.create_task(self._write_batch(take), name="workflows-advance")
+            self._batches.add(task)
+
+    async def _write_batch(self, items: list[tuple[Advance, asyncio.Future[Advanced]]]) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            advanced = await store.advance(self.id, [a for a, _ in items])
+        except _DB_ERRORS as exc:
+            # Written or not (a reply lost after the commit), it is safe to send again: what
+            # was written is fenced off (stale), and the audit frees what it left running.
+            log.warning(
+                "writing %d workflow activations failed (%s); retrying in 0.5 s",
+                len(items),
+                codec_line(exc),
+            )
+            await asyncio.sleep(0.5)
+            self._advances = items + self._advances
+        except BaseException:
+            # Not the database's doing: the waiting executions must not hang on it.
+            for _, waiter in items:
+                if not waiter.done():
+                    waiter.set_result(Advanced("stale"))
+            raise
+        else:
+            for (_, waiter), result in zip(items, advanced, strict=True):
+                if not waiter.done():
+                    waiter.set_result(result)
+        finally:
+            for item, _ in items:
+                self._advancing.discard(item.workflow.id)
+            task = asyncio.current_task()
+            if task is not None:
+                self._batches.discard(task)
+            self._wake.set()
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -505,7 +545,12 @@ class Worker:
             try:
                 args, kwargs = codec.decode_call(c.args)
                 instance, activation = WorkflowInstance.replay(
-                    fn.fn, args, kwargs, history, name=c.name
+                    fn.fn,
+                    args,
+                    kwargs,
+                    history,
+                    name=c.name,
+                    max_payload_bytes=self.settings.max_payload_bytes,
                 )
             except Exception as exc:
                 # Arguments that do not fit the function (a signature changed by a deploy)
@@ -883,10 +928,34 @@ class Worker:
                 self.metrics.execution_recovered(queue, "workflow")
             self._look = True
             self._wake.set()
+        await self._audit()
         self.metrics.set_workers_alive(
             await store.workers_alive(self.settings.worker_heartbeat_timeout)
         )
         self.metrics.set_queue_depth(await store.queue_depths(self.queues))
+
+    async def _audit(self) -> None:
+        """Free what the database says runs here but nothing here runs.
+
+        A claim or activation committed whose reply never came back (the connection cut just
+        then) leaves executions running under this worker, which beats on, so no peer would
+        ever recover them. Seen on two heartbeats in a row (a reply in transit is started
+        long before the next), each goes back to pending, the attempt not counted.
+        """
+        store = self.store
+        assert store is not None
+        running = {(i, lease) for i, lease in await store.running_here(self.id)}
+        orphans = {(i, lease) for i, lease in running if i not in self._inflight}
+        stranded, self._suspects = orphans & self._suspects, orphans
+        for execution_id, lease in sorted(stranded):
+            if execution_id in self._inflight:
+                continue
+            self._suspects.discard((execution_id, lease))
+            if await store.release_id(execution_id, lease):
+                log.warning(
+                    "released %s: it was running here with nothing running it (a reply lost)",
+                    execution_id,
+                )
 
 
 def _backoff(settings: Settings, attempt: int) -> float:
@@ -899,6 +968,7 @@ def _error(exc: BaseException, type_name: str) -> dict[str, Any]:
     return {"type": type_name, "message": str(exc)}
 
 
+_MAX_BATCHES = 2
 _RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "retried"})
 
 
