@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import workflows
+from tests.integration import jobs_app
 from tests.integration.conftest import StartWorker, wait_status
 from workflows import (
     ConfigurationError,
@@ -690,3 +691,24 @@ async def test_payloads_over_the_limit_are_refused_at_enqueue(
     assert await store.pool.fetchval("SELECT count(*) FROM workflows.workflow_signals") == 0
     # Just under the limit is fine.
     assert await echo.queue("x" * 900)
+
+
+async def test_an_execution_left_running_here_by_a_lost_reply_is_freed(
+    store: PostgresStore, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim that committed while its reply was lost: the database says this (live,
+    # beating) worker runs the job, the worker knows nothing of it. No peer would recover it.
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "0.1")
+    worker = await start_worker("work")
+    job_id = await jobs_app.record.options(delay=3600).queue("lost-reply")
+    await store.pool.execute(
+        "UPDATE workflows.executions SET status = 'running', worker_id = $2::uuid, "
+        "lease = lease + 1, attempts = attempts + 1, run_at = now() WHERE id = $1::uuid",
+        job_id,
+        worker.id,
+    )
+    status = await wait_status(store, job_id, {"completed", "failed"})
+    assert status["status"] == "completed"
+    # The lost attempt is not counted: the run that completed it is its first.
+    assert status["attempts"] == 1
+    assert jobs_app.calls.count(("record", "lost-reply")) == 1

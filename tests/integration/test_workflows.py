@@ -308,3 +308,41 @@ async def test_non_determinism_fails_naming_the_divergence(
     message = status["error"]["message"]
     assert "step 0" in message
     assert "workflows_app:step_a" in message and "workflows_app:step_b" in message
+
+
+SHAPE_SEEN = {"keys": ["b", "a", "c"], "a": "1e+16", "inner": ["z", "y"]}
+
+
+@pytest.mark.parametrize("sticky", ["0", "100"])
+async def test_workflow_sees_an_activity_result_exactly_as_returned(
+    store: PostgresStore,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    sticky: str,
+) -> None:
+    # With a copy in memory the result goes straight to the code; without, it comes back from
+    # the database. Either way: the same keys in the same order, a float still a float.
+    monkeypatch.setenv("WORKFLOWS_WORKER_STICKY_CACHE", sticky)
+    await start_worker("orders")
+    wf = await app.sees_shape.queue(False)
+    assert await workflows.get_result(wf, timeout=30) == SHAPE_SEEN
+
+
+async def test_replay_reads_back_the_value_the_code_was_handed(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    first = await start_worker("orders")
+    wf = await app.sees_shape.queue(True)
+    await wait_steps(store, wf, 2)
+    await wait_status(store, wf, {"waiting"})
+    first.stop()
+    for _ in range(1000):
+        if not first.healthy():
+            break
+        await asyncio.sleep(0.01)
+    # A worker that never saw the workflow replays it from what was stored.
+    second = await start_worker("orders")
+    await workflows.send_signal(wf, "go", None)
+    assert await workflows.get_result(wf, timeout=30) == SHAPE_SEEN
+    assert app.runs.get("shaped", 0) <= 1
+    assert second.executed >= 1

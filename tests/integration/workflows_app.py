@@ -176,3 +176,21 @@ async def evolving_v2_body(order: str) -> list[str]:
 
 async def diverging_body(order: str) -> list[str]:
     return [await step_b.run()]
+
+
+# Key order a jsonb column would sort, and a float it would print as an integer.
+SHAPED = {"b": 1, "a": 1e16, "c": [1.5, {"z": None, "y": "\u00e9"}]}
+
+
+@activity(queue="orders")
+async def shaped() -> dict[str, Any]:
+    ran("shaped")
+    return SHAPED
+
+
+@workflow(queue="orders")
+async def sees_shape(wait: bool) -> dict[str, Any]:
+    value = await shaped.run()
+    if wait:
+        await wait_for_signal("go")
+    return {"keys": list(value), "a": repr(value["a"]), "inner": list(value["c"][1])}

@@ -170,7 +170,7 @@ SELECT (SELECT count(*) FROM upd, LATERAL (SELECT pg_notify('{done}', upd.id::te
 
 RESOLVE_PARENT_STEP = """
 UPDATE {s}.workflow_steps
-SET status = $3, result = $4::jsonb, error = $5::jsonb, resolved_at = now()
+SET status = $3, result = $4::json, error = $5::json, resolved_at = now()
 WHERE workflow_id = $1::uuid AND seq = $2 AND status = 'scheduled'
 RETURNING seq
 """
@@ -251,9 +251,11 @@ WITH v AS (
     RETURNING e.id, e.kind, e.queue, e.status, e.parent_id, e.parent_seq, e.result, e.error,
               e.run_at
 ), steps AS (
+    -- The step keeps the outcome's text as the worker wrote it (json, not jsonb: see 0002).
     UPDATE {s}.workflow_steps st
-    SET status = upd.status, result = upd.result, error = upd.error, resolved_at = now()
-    FROM upd
+    SET status = upd.status, result = v.result::json,
+        error = COALESCE(v.error::json, upd.error::json), resolved_at = now()
+    FROM upd JOIN v ON v.id = upd.id
     WHERE upd.parent_id IS NOT NULL AND upd.status IN ('completed', 'failed', 'cancelled')
       AND st.workflow_id = upd.parent_id AND st.seq = upd.parent_seq AND st.status = 'scheduled'
     RETURNING st.workflow_id, st.seq, st.kind, st.name, st.status, st.result, st.error
