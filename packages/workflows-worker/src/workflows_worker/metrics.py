@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -105,6 +106,10 @@ class WorkerMetrics:
 
     def __init__(self, queues: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Series by (family, label values): labels() takes a lock and builds a key on every
+        # call, a cost paid several times per workflow step. Label values here are bounded
+        # (the worker's queues, kinds, statuses).
+        self._series_cache: dict[tuple[int, tuple[str, ...]], Any] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._executions = Counter(
@@ -154,36 +159,43 @@ class WorkerMetrics:
         for queue in queues:
             self._in_progress.labels(queue=queue)
 
+    def _series(self, family: Any, *values: str) -> Any:
+        key = (id(family), values)
+        series = self._series_cache.get(key)
+        if series is None:
+            series = self._series_cache[key] = family.labels(*values)
+        return series
+
     def execution_started(self, queue: str, kind: str, pickup_latency: float | None) -> None:
-        self._in_progress.labels(queue=queue).inc()
+        self._series(self._in_progress, queue).inc()
         if pickup_latency is not None:
             # The latency subtracts a database timestamp from a worker clock: a little skew
             # between the hosts can make it negative, which would corrupt the histogram's sum.
-            self._pickup.labels(queue=queue).observe(max(pickup_latency, 0.0))
+            self._series(self._pickup, queue).observe(max(pickup_latency, 0.0))
 
     def execution_finished(
         self, queue: str, kind: str, status: str, duration: float | None
     ) -> None:
         _check_status(status)
-        self._executions.labels(queue=queue, kind=kind, status=status).inc()
+        self._series(self._executions, queue, kind, status).inc()
         if duration is not None:
-            self._duration.labels(queue=queue, kind=kind).observe(max(duration, 0.0))
+            self._series(self._duration, queue, kind).observe(max(duration, 0.0))
         if status in _RUN_ENDING_STATUSES:
-            self._in_progress.labels(queue=queue).dec()
+            self._series(self._in_progress, queue).dec()
 
     def activation_ran(self, queue: str, duration: float, ended: str | None) -> None:
         """A workflow activation run within an activity's run, on its outcome (no claim of
         its own, so nothing in progress): timed, and counted if it ended the workflow."""
         if ended is not None:
             _check_status(ended)
-            self._executions.labels(queue=queue, kind="workflow", status=ended).inc()
-        self._duration.labels(queue=queue, kind="workflow").observe(max(duration, 0.0))
+            self._series(self._executions, queue, "workflow", ended).inc()
+        self._series(self._duration, queue, "workflow").observe(max(duration, 0.0))
 
     def execution_suspended(self, queue: str, kind: str, duration: float | None) -> None:
         """A workflow activation that ended with the workflow waiting: a run, not an outcome."""
         if duration is not None:
-            self._duration.labels(queue=queue, kind=kind).observe(max(duration, 0.0))
-        self._in_progress.labels(queue=queue).dec()
+            self._series(self._duration, queue, kind).observe(max(duration, 0.0))
+        self._series(self._in_progress, queue).dec()
 
     def execution_recovered(self, queue: str, kind: str, n: int = 1) -> None:
         if n < 0:

@@ -272,15 +272,19 @@ class Worker:
         """Start writing the activations handed over, in up to two batches at once.
 
         Two, so the database writes one while this worker runs the code the other's results
-        let go on. A workflow has one item in flight at most: its next waits for that one.
+        let go on, and two of the server's cores work at once. A workflow has one item in
+        flight at most: its next waits for that one.
         """
         if not self._advances or len(self._batches) >= _MAX_BATCHES:
             return
         take: list[tuple[Advance, asyncio.Future[Advanced]]] = []
         keep: list[tuple[Advance, asyncio.Future[Advanced]]] = []
+        # A batch takes at most 60% of a full round's items, so the rest goes out as a second
+        # batch written alongside instead of waiting (measured best of 30-100%).
+        cap = max(1, -(-self.concurrency * 3 // 5))
         for pair in self._advances:
             wf_id = pair[0].workflow.id
-            if wf_id in self._advancing:
+            if wf_id in self._advancing or len(take) >= cap:
                 keep.append(pair)
             else:
                 self._advancing.add(wf_id)

@@ -230,6 +230,7 @@ DECLARE
     cur_lease bigint;
     delivered integer[];
     names text[];
+    deferred integer[] := '{}';
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(i_wf), 0) LOOP
         item := i;
@@ -282,15 +283,22 @@ BEGIN
                 RETURN NEXT;
                 CONTINUE;
             END IF;
+            IF i_outcome[i] = 'blocked' AND cardinality(names) = 0 THEN
+                -- Still waiting here: the row stays as it is; its new steps and executions
+                -- are inserted with those of the batch's other such items, at the end.
+                deferred := deferred || i;
+                outcome := 'waiting';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
             IF i_outcome[i] = 'blocked' THEN
-                -- Still waiting here: the row stays as it is, only its steps change.
                 PERFORM {s}.insert_commands(
                     p_worker, i_wf, ARRAY[i],
                     s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result,
                     s_delivered,
                     c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries,
                     c_timeout, c_version, c_wf_timeout, c_seq, c_eager);
-                IF cardinality(names) > 0 AND {s}.consume_signals(i_wf[i], names) THEN
+                IF {s}.consume_signals(i_wf[i], names) THEN
                     UPDATE {s}.executions w SET status = 'pending', run_at = now()
                     WHERE w.id = i_wf[i];
                     PERFORM pg_notify('{work}', wf.queue);
@@ -325,5 +333,12 @@ BEGIN
             c_version, c_wf_timeout, c_seq, c_eager), 'stale');
         RETURN NEXT;
     END LOOP;
+    IF cardinality(deferred) > 0 THEN
+        PERFORM {s}.insert_commands(
+            p_worker, i_wf, deferred,
+            s_item, s_seq, s_kind, s_name, s_status, s_exec, s_seconds, s_result, s_delivered,
+            c_item, c_id, c_kind, c_name, c_queue, c_priority, c_args, c_retries, c_timeout,
+            c_version, c_wf_timeout, c_seq, c_eager);
+    END IF;
 END;
 $$;
