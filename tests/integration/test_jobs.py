@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,7 @@ import psycopg
 import pytest
 
 import workflows
-from tests.integration import jobs_app
+from tests.integration import jobs_app, workflows_app
 from tests.integration.conftest import StartWorker, wait_status
 from workflows import ConfigurationError, SchemaNotReadyError, SerializationError
 from workflows.api import Function
@@ -346,6 +347,58 @@ async def test_queue_many_enqueues_in_order_with_ids(store: PostgresStore) -> No
     assert len(ids) == len(set(ids)) == 50
     status = await store.get_status(ids[7])
     assert status["args"]["args"] == ["7"]
+
+
+async def test_queue_many_rows_are_those_queue_makes(store: PostgresStore) -> None:
+    n = 200
+    now = await store.pool.fetchval("SELECT now()")
+    ids = await jobs_app.record.queue_many([((str(i),), {}) for i in range(n)])
+    later = await jobs_app.record.options(delay=60, priority=3).queue_many(
+        [((f"later-{i}",), {}) for i in range(n)]
+    )
+    flows = await workflows_app.approval.options(timeout=120).queue_many(
+        [((f"order-{i}",), {}) for i in range(n)]
+    )
+    assert len(set(ids + later + flows)) == 3 * n
+    rows = {
+        str(r["id"]): r
+        for r in await store.pool.fetch(
+            "SELECT id, kind, queue, priority, args, status, max_retries, timeout_seconds, "
+            "extract(epoch FROM run_at - created_at) AS delay, "
+            "extract(epoch FROM deadline - created_at) AS ttl, created_at "
+            "FROM workflows.executions"
+        )
+    }
+    for i, execution_id in enumerate(ids):
+        row = rows[execution_id]
+        assert json.loads(row["args"]) == {"args": [str(i)], "kwargs": {}}
+        assert (row["kind"], row["queue"], row["status"]) == ("job", "work", "pending")
+        assert row["delay"] == 0 and row["ttl"] is None
+        assert row["max_retries"] == 0 and row["timeout_seconds"] == 300
+        assert row["created_at"] >= now
+    for i, execution_id in enumerate(later):
+        row = rows[execution_id]
+        assert json.loads(row["args"])["args"] == [f"later-{i}"]
+        assert row["delay"] == 60 and row["priority"] == 3
+    for execution_id in flows:
+        row = rows[execution_id]
+        assert (row["kind"], row["queue"]) == ("workflow", "orders")
+        assert row["ttl"] == 120 and row["timeout_seconds"] is None
+
+
+async def test_queue_many_announces_its_queue(store: PostgresStore) -> None:
+    n = 300
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(store.dsn)
+    try:
+        await listener.add_listener(
+            "workflows_work", lambda _c, _p, _ch, payload: heard.put_nowait(payload)
+        )
+        ids = await jobs_app.record.queue_many([((f"bulk-{i}",), {}) for i in range(n)])
+        assert len(ids) == n
+        assert await asyncio.wait_for(heard.get(), 10) == "work"
+    finally:
+        await listener.close()
 
 
 async def test_unmigrated_database_says_run_migrate(empty_database_url: str) -> None:
