@@ -494,7 +494,7 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
         if final is None:
             return ActivationResult(None)
-        eager = _eager_claims(claimed.id, children) if final in ("waiting", "pending") else []
+        eager = eager_claims(claimed.id, children) if final in ("waiting", "pending") else []
         return ActivationResult(str(final), eager)
 
     async def advance(self, worker_id: str, items: Sequence[Advance]) -> list[Advanced]:
@@ -547,7 +547,7 @@ class PostgresStore:
             outcome = row["outcome"]
             it = items[k]
             eager = (
-                _eager_claims(it.workflow.id, it.children)
+                eager_claims(it.workflow.id, it.children)
                 if outcome in ("waiting", "pending")
                 else []
             )
@@ -728,7 +728,7 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-def _eager_claims(workflow_id: str, children: list[tuple[Any, ...]]) -> list[Claimed]:
+def eager_claims(workflow_id: str, children: list[tuple[Any, ...]]) -> list[Claimed]:
     """The executions an activation started already claimed by its worker (``step_rows``)."""
     return [
         Claimed(

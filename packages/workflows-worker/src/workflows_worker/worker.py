@@ -32,6 +32,7 @@ from workflows_postgres.store import (
     Outcome,
     PostgresStore,
     Recovered,
+    eager_claims,
 )
 from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
@@ -113,6 +114,10 @@ class Worker:
         self._server: MetricsServer | None = None
         self._last_beat: float | None = None
         self._suspects: set[tuple[str, int]] = set()
+        # Tasks waiting for their outcome (or activation) to be written, and activities run
+        # ahead of the write that starts them whose write did not happen.
+        self._writing = 0
+        self._abandoned: set[str] = set()
         self._beating_since = 0.0
         self.executed = 0
 
@@ -221,7 +226,9 @@ class Worker:
             if now >= next_poll:
                 self._look = True
                 next_poll = now + poll
-            free = 0 if stopping else self.concurrency - len(self._inflight) + len(batch)
+            # Executions waiting for their outcome to be written run no code: their slots are
+            # free (so under load claims go with the outcomes that free them).
+            free = 0 if stopping else self.concurrency - len(self._inflight) + self._writing
             # Outcomes that resolve a workflow held here may claim it straight back: keep
             # their slots for that.
             resumable = sum(
@@ -279,12 +286,9 @@ class Worker:
             return
         take: list[tuple[Advance, asyncio.Future[Advanced]]] = []
         keep: list[tuple[Advance, asyncio.Future[Advanced]]] = []
-        # A batch takes at most 60% of a full round's items, so the rest goes out as a second
-        # batch written alongside instead of waiting (measured best of 30-100%).
-        cap = max(1, -(-self.concurrency * 3 // 5))
         for pair in self._advances:
             wf_id = pair[0].workflow.id
-            if wf_id in self._advancing or len(take) >= cap:
+            if wf_id in self._advancing:
                 keep.append(pair)
             else:
                 self._advancing.add(wf_id)
@@ -356,6 +360,7 @@ class Worker:
         finally:
             self._inflight.pop(c.id, None)
             self._cancel_requested.discard(c.id)
+            self._abandoned.discard(c.id)
             self.executed += 1
             elapsed = time.monotonic() - started
             if status in _RUN_STATUSES:
@@ -393,6 +398,10 @@ class Worker:
 
     async def _on_cancelled(self, c: Claimed) -> str:
         assert self.store is not None
+        if c.id in self._abandoned:
+            self._abandoned.discard(c.id)
+            log.debug("dropped activity %s id=%s: run ahead of a write that failed", c.name, c.id)
+            return "stale"
         if c.id in self._cancel_requested:
             error = {"type": "ExecutionCancelledError", "message": "cancelled on request"}
             await self._record(
@@ -768,14 +777,25 @@ class Worker:
             )
             wf_status, wf_result, wf_error = self._ending(activation)
             item = self._item(wf, activation, wf_status, wf_result, wf_error, activity=c, **outcome)
+        # The activities the activation starts here run now, ahead of its write: theirs is
+        # written after it (a workflow has one item in flight), and if it never is, they are
+        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs.
+        early = eager_claims(wf.id, item.children)
+        for child in early:
+            self._start(child)
         entry.inflight += 1
+        self._writing += 1
         try:
             done = await self._send(item)
+        except asyncio.CancelledError:
+            self._abandon(early)
+            raise
         finally:
             entry.inflight -= 1
+            self._writing -= 1
         held = self._sticky.get(wf.id) is entry
-        for eager in done.eager:
-            self._start(eager)
+        if done.outcome not in ("waiting", "pending"):
+            self._abandon(early)
         if done.outcome in ("waiting", "pending"):
             self.metrics.activation_ran(wf.queue, time.monotonic() - started, None)
             return True
@@ -799,6 +819,14 @@ class Worker:
             log.info("%s workflow %s id=%s", ended, wf.name, wf.id)
         return done.outcome != "stale"
 
+    def _abandon(self, claims: list[Claimed]) -> None:
+        """Stop activities run ahead of a write that did not happen (nothing records them)."""
+        for c in claims:
+            task = self._inflight.get(c.id)
+            if task is not None and not task.done():
+                self._abandoned.add(c.id)
+                task.cancel()
+
     def _drop_sticky(self, workflow_id: str, entry: _Sticky) -> None:
         if self._sticky.get(workflow_id) is entry:
             del self._sticky[workflow_id]
@@ -811,8 +839,12 @@ class Worker:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._outcomes.append((outcome, future))
         self._wake.set()
-        # Shielded: a shutdown cancel must not lose an outcome already decided.
-        return await asyncio.shield(future)
+        self._writing += 1
+        try:
+            # Shielded: a shutdown cancel must not lose an outcome already decided.
+            return await asyncio.shield(future)
+        finally:
+            self._writing -= 1
 
     # ---- notifications -------------------------------------------------------------------
 
