@@ -779,8 +779,10 @@ class Worker:
             item = self._item(wf, activation, wf_status, wf_result, wf_error, activity=c, **outcome)
         # The activities the activation starts here run now, ahead of its write: theirs is
         # written after it (a workflow has one item in flight), and if it never is, they are
-        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs.
-        early = eager_claims(wf.id, item.children)
+        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. One
+        # activation ahead at most: behind an earlier one still being written, they wait.
+        ahead = entry.inflight == 0
+        early = eager_claims(wf.id, item.children) if ahead else []
         for child in early:
             self._start(child)
         entry.inflight += 1
@@ -796,6 +798,9 @@ class Worker:
         held = self._sticky.get(wf.id) is entry
         if done.outcome not in ("waiting", "pending"):
             self._abandon(early)
+        elif not ahead:
+            for child in done.eager:
+                self._start(child)
         if done.outcome in ("waiting", "pending"):
             self.metrics.activation_ran(wf.queue, time.monotonic() - started, None)
             return True
