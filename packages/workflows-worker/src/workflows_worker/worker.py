@@ -279,16 +279,19 @@ class Worker:
         """Start writing the activations handed over, in up to two batches at once.
 
         Two, so the database writes one while this worker runs the code the other's results
-        let go on, and two of the server's cores work at once. A workflow has one item in
-        flight at most: its next waits for that one.
+        let go on, and two of the server's cores work at once. A workflow's items are in one
+        batch at a time: its next wait for that one.
         """
         if not self._advances or len(self._batches) >= _MAX_BATCHES:
             return
         take: list[tuple[Advance, asyncio.Future[Advanced]]] = []
         keep: list[tuple[Advance, asyncio.Future[Advanced]]] = []
+        busy = set(self._advancing)
         for pair in self._advances:
             wf_id = pair[0].workflow.id
-            if wf_id in self._advancing:
+            # All of a workflow's items may go in one batch, which keeps their order; none
+            # while another batch has one of them.
+            if wf_id in busy:
                 keep.append(pair)
             else:
                 self._advancing.add(wf_id)

@@ -199,7 +199,8 @@ $$;
 --   * an activity's final outcome (i_act) with the activation the worker's copy of the
 --     workflow ran on it: written together when the workflow is still as that copy saw it
 --     (waiting on this worker, same lease and wakeups, not cancelled).
--- Items go in order, so several of one workflow chain. For each item, returns:
+-- Items go in order, those of one workflow next to each other, so several of one workflow
+-- chain. For each item, returns:
 --   stale     the claim (the workflow's or the activity's) was lost: nothing written;
 --   fallback  the workflow changed meanwhile (signal, cancel, another claim): the outcome is
 --             recorded as any other (step resolved but not delivered, workflow woken) and the
@@ -283,9 +284,11 @@ BEGIN
                 RETURN NEXT;
                 CONTINUE;
             END IF;
-            IF i_outcome[i] = 'blocked' AND cardinality(names) = 0 THEN
+            IF i_outcome[i] = 'blocked' AND cardinality(names) = 0
+               AND (i = cardinality(i_wf) OR i_wf[i + 1] <> i_wf[i]) THEN
                 -- Still waiting here: the row stays as it is; its new steps and executions
-                -- are inserted with those of the batch's other such items, at the end.
+                -- are inserted with those of the batch's other such items, at the end
+                -- (unless the workflow's next item, right after, needs them).
                 deferred := deferred || i;
                 outcome := 'waiting';
                 RETURN NEXT;
