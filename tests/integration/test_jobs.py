@@ -342,6 +342,27 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
     assert "Seq Scan on executions" not in text, text
 
 
+async def test_key_lookups_stay_on_indexes_planned_on_a_small_table(
+    store: PostgresStore,
+) -> None:
+    # A new deployment: a few rows, analyzed. The plan made now is kept for the connection's
+    # life, while the table grows to millions: it must not be a scan of the whole table.
+    await jobs_app.record.queue_many([((str(i),), {}) for i in range(5)])
+    await store.pool.execute("ANALYZE workflows.executions")
+    await store.pool.execute("ANALYZE workflows.workflow_steps")
+    statements = [
+        "UPDATE workflows.executions SET status = 'completed' "
+        "WHERE id = $1::uuid AND lease = $2 AND status = 'running'",
+        "UPDATE workflows.workflow_steps SET status = 'completed' "
+        "WHERE workflow_id = $1::uuid AND seq = $2 AND status = 'scheduled'",
+    ]
+    async with store.pool.acquire() as conn:
+        for sql in statements:
+            plan = await conn.fetch("EXPLAIN " + sql, "00000000-0000-0000-0000-000000000001", 1)
+            text = "\n".join(row[0] for row in plan)
+            assert "Index Scan" in text and "Seq Scan" not in text, text
+
+
 async def test_queue_many_enqueues_in_order_with_ids(store: PostgresStore) -> None:
     ids = await jobs_app.record.queue_many([((str(i),), {}) for i in range(50)])
     assert len(ids) == len(set(ids)) == 50

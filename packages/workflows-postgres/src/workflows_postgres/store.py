@@ -39,8 +39,11 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _NO_WORKER = "00000000-0000-0000-0000-000000000000"
 # Our statements are long CTEs whose best plan does not depend on the values; planning them
 # afresh on every call cost as much as running them. A generic plan's cost estimate can pass
-# jit_above_cost, and compiling it took a second.
-_SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+# jit_above_cost, and compiling it took a second. A generic plan is kept for the connection's
+# life: made while a table is small (a new deployment, statistics of a few rows), it scans the
+# whole table for every key, and kept there while the table grows. Every statement here finds
+# its rows through an index; a scan of the whole table is never the plan to keep.
+_SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_seqscan": "off"}
 
 
 @dataclass(frozen=True)
