@@ -232,10 +232,30 @@ class Handle(Generic[P, R]):
         if self.opts.conn is not None or self.opts.idempotency_key is not None:
             raise ConfigurationError("queue_many takes no conn or idempotency_key option")
         settings = Settings.current()
-        requests = [
-            self.function.request(self.opts, tuple(args), dict(kwargs), settings)
-            for args, kwargs in calls
-        ]
+        if not calls:
+            return []
+        # The options resolve the same for every call: once, then only the arguments differ.
+        (args, kwargs), rest = calls[0], calls[1:]
+        first = self.function.request(self.opts, tuple(args), dict(kwargs), settings)
+        limit = settings.max_payload_bytes
+        requests = [first]
+        for args, kwargs in rest:
+            requests.append(
+                EnqueueRequest(
+                    first.kind,
+                    first.name,
+                    first.queue,
+                    codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit),
+                    first.priority,
+                    first.max_retries,
+                    first.timeout,
+                    first.run_at,
+                    first.delay,
+                    None,
+                    first.version,
+                    first.workflow_timeout,
+                )
+            )
         return await async_store().enqueue_many(requests)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 from workflows.errors import ConfigurationError
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building the requests of a 1,000-job queue_many() cost more than a sixth of the call.
+@dataclass(slots=True)
 class EnqueueRequest:
     kind: str
     name: str
