@@ -124,7 +124,8 @@ class Advance:
 class Advanced:
     """What :meth:`PostgresStore.advance` did with one item (see the SQL function)."""
 
-    outcome: str  # stale | fallback | waiting | pending | claimed
+    # stale | fallback | claimed, or the workflow's new status (waiting, pending, completed...)
+    outcome: str
     lease: int | None = None
     eager: list[Claimed] = field(default_factory=list)
 
@@ -382,19 +383,24 @@ class PostgresStore:
         # Nothing to record (an idle worker woken for new work): the lighter claim alone.
         if not outcomes and conn is None:
             return set(), await self._claim_only(args[6:11])
-        for attempt in range(5):
-            try:
-                if conn is not None:
-                    rows = await conn.fetch(self.sql(Q.PUMP), *args)
-                else:
-                    rows = await self.pool.fetch(self.sql(Q.PUMP), *args)
-                break
-            except _RETRYABLE:
-                if attempt == 4 or conn is not None:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        if conn is not None:
+            rows = await conn.fetch(self.sql(Q.PUMP), *args)
+        else:
+            rows = await self._fetch_retrying(Q.PUMP, args)
         recorded = set(rows[0]["recorded"] or ()) if rows else set()
         return recorded, [_claimed(row) for row in rows if row["id"] is not None]
+
+    async def _fetch_retrying(self, template: str, args: Sequence[Any]) -> list[Any]:
+        """One statement on a pooled connection, again when it lost a deadlock or conflict."""
+        for attempt in range(5):
+            try:
+                rows: list[Any] = await self.pool.fetch(self.sql(template), *args)
+                return rows
+            except _RETRYABLE:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def _claim_only(self, params: tuple[Any, ...]) -> list[Claimed]:
         """A round with nothing to record (an idle worker woken): the claim alone.
@@ -536,14 +542,7 @@ class PostgresStore:
             *_columns(steps, 9),
             *_columns(children, 13),
         )
-        for attempt in range(5):
-            try:
-                rows = await self.pool.fetch(self.sql(Q.ADVANCE), *args)
-                break
-            except _RETRYABLE:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        rows = await self._fetch_retrying(Q.ADVANCE, args)
         results: list[Advanced] = [Advanced("stale")] * len(items)
         for row in rows:
             k = order[row["item"] - 1]
@@ -554,8 +553,6 @@ class PostgresStore:
                 if outcome in ("waiting", "pending")
                 else []
             )
-            if outcome is None:
-                outcome = "stale"
             results[k] = Advanced(outcome, row["lease"], eager)
         return results
 

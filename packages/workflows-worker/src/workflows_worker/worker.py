@@ -988,7 +988,7 @@ class Worker:
         """
         store = self.store
         assert store is not None
-        running = {(i, lease) for i, lease in await store.running_here(self.id)}
+        running = await store.running_here(self.id)
         orphans = {(i, lease) for i, lease in running if i not in self._inflight}
         stranded, self._suspects = orphans & self._suspects, orphans
         for execution_id, lease in sorted(stranded):
