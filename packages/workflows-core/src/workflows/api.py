@@ -238,25 +238,11 @@ class Handle(Generic[P, R]):
         (args, kwargs), rest = calls[0], calls[1:]
         first = self.function.request(self.opts, tuple(args), dict(kwargs), settings)
         limit = settings.max_payload_bytes
-        requests = [first]
-        for args, kwargs in rest:
-            requests.append(
-                EnqueueRequest(
-                    first.kind,
-                    first.name,
-                    first.queue,
-                    codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit),
-                    first.priority,
-                    first.max_retries,
-                    first.timeout,
-                    first.run_at,
-                    first.delay,
-                    None,
-                    first.version,
-                    first.workflow_timeout,
-                )
-            )
-        return await async_store().enqueue_many(requests)
+        payloads = [first.args]
+        payloads.extend(
+            codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit) for args, kwargs in rest
+        )
+        return await async_store().enqueue_many(first, payloads)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Inside a workflow: run as a durable step with these options."""

@@ -7,6 +7,7 @@ Core never imports a database driver: the PostgreSQL store registers itself when
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,8 +15,8 @@ from typing import Any, Protocol
 from workflows.errors import ConfigurationError
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
-# building the requests of a 1,000-job queue_many() cost more than a sixth of the call.
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, a cost paid on
+# every enqueue.
 @dataclass(slots=True)
 class EnqueueRequest:
     kind: str
@@ -35,7 +36,9 @@ class EnqueueRequest:
 class AsyncStore(Protocol):
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
 
-    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]: ...
+    async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
+        """A run per JSON payload (of arguments), each with ``options`` (its ``args`` unused)."""
+        ...
 
     async def send_signal(self, workflow_id: str, name: str, payload: str) -> None: ...
 
@@ -49,7 +52,7 @@ class AsyncStore(Protocol):
 class SyncStore(Protocol):
     def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
 
-    def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]: ...
+    def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]: ...
 
     def send_signal(self, workflow_id: str, name: str, payload: str) -> None: ...
 

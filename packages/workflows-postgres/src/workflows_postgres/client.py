@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from workflows.config import Settings
@@ -50,8 +51,8 @@ class _LazyStore:
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
         return await (self._store or await self.get()).enqueue(request, conn)
 
-    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
-        return await (self._store or await self.get()).enqueue_many(requests)
+    async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
+        return await (self._store or await self.get()).enqueue_many(options, payloads)
 
     async def send_signal(self, workflow_id: str, name: str, payload: str) -> None:
         await (self._store or await self.get()).send_signal(workflow_id, name, payload)

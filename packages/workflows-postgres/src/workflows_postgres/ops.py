@@ -63,23 +63,24 @@ def enqueue(request: EnqueueRequest) -> Op[str]:
     raise WorkflowsError(f"could not enqueue with idempotency key {r.idempotency_key!r}")
 
 
-def enqueue_many(requests: Sequence[EnqueueRequest]) -> Op[list[str]]:
-    if not requests:
+def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[str]]:
+    if not payloads:
         return []
+    r = options
     rows = yield Call(
         Q.ENQUEUE_MANY,
         (
-            [r.kind for r in requests],
-            [r.name for r in requests],
-            [r.queue for r in requests],
-            [r.priority for r in requests],
-            [r.args for r in requests],
-            [r.max_retries for r in requests],
-            [_float(r.timeout) for r in requests],
-            [r.run_at for r in requests],
-            [_float(r.delay) for r in requests],
-            [r.version for r in requests],
-            [_float(r.workflow_timeout) for r in requests],
+            r.kind,
+            r.name,
+            r.queue,
+            r.priority,
+            list(payloads),
+            r.max_retries,
+            _float(r.timeout),
+            r.run_at,
+            _float(r.delay),
+            r.version,
+            _float(r.workflow_timeout),
         ),
     )
     return [str(row["id"]) for row in rows]

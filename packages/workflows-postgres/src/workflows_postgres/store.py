@@ -287,8 +287,8 @@ class PostgresStore:
         result: str = await self.run(ops.enqueue, request, transaction=False)
         return result
 
-    async def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
-        result: list[str] = await self.run(ops.enqueue_many, requests, transaction=False)
+    async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
+        result: list[str] = await self.run(ops.enqueue_many, options, payloads, transaction=False)
         return result
 
     async def send_signal(self, workflow_id: str, name: str, payload: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -105,8 +106,8 @@ class SyncStore:
             return self._drive(conn, ops.enqueue(request))
         return self.run(ops.enqueue(request), transaction=False)
 
-    def enqueue_many(self, requests: list[EnqueueRequest]) -> list[str]:
-        return self.run(ops.enqueue_many(requests), transaction=False)
+    def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
+        return self.run(ops.enqueue_many(options, payloads), transaction=False)
 
     def send_signal(self, workflow_id: str, name: str, payload: str) -> None:
         self.run(ops.send_signal(workflow_id, name, payload))
