@@ -26,20 +26,50 @@ EXECUTION_COLUMNS = """
     e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
 """
 
+# A job to run now goes straight to an idle worker that offered itself for its queue (see
+# 0003): inserted running under it, its claim sent in the notification on {start} as
+# "<worker id>\n<fields as JSON>\n<arguments>". It fits the 8,000-byte payload limit or stays
+# pending, as does every other enqueue, which announces its queue on {work}.
 ENQUEUE = """
-WITH ins AS (
+WITH a AS (
+    SELECT $5::jsonb AS args
+), offer AS (
+    DELETE FROM {s}.worker_offers o
+    WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
+                         WHERE f.queues @> ARRAY[$3::text] AND f.expires_at > now()
+                         LIMIT 1 FOR UPDATE SKIP LOCKED)
+      AND $1 = 'job' AND $8::timestamptz IS NULL AND COALESCE($9::float8, 0) <= 0
+      AND $10::text IS NULL
+      AND octet_length((SELECT args::text FROM a)) + octet_length($2) + octet_length($3) <= 7000
+      -- Free: the worker's listening session is gone, and the worker with it.
+      AND NOT pg_try_advisory_xact_lock_shared(o.lock_key)
+    RETURNING o.worker_id
+), ins AS (
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         idempotency_key, version, deadline)
-    VALUES (gen_random_uuid(), $1, $2, $3, $4, $5::jsonb, $6, $7,
-            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
-            $10, $11, now() + make_interval(secs => $12::float8))
+         idempotency_key, version, deadline, status, worker_id, lease, attempts, started_at)
+    SELECT gen_random_uuid(), $1, $2, $3, $4, a.args, $6, $7,
+           COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
+           $10, $11, now() + make_interval(secs => $12::float8),
+           CASE WHEN h.worker_id IS NULL THEN 'pending' ELSE 'running' END, h.worker_id,
+           CASE WHEN h.worker_id IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN h.worker_id IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN h.worker_id IS NULL THEN NULL ELSE now() END
+    FROM a LEFT JOIN offer h ON true
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING e.id, e.run_at
+    RETURNING e.id, e.run_at, e.worker_id, e.name, e.queue, e.args, e.max_retries,
+              e.timeout_seconds
 )
 SELECT ins.id::text AS id,
-       (SELECT count(*) FROM (SELECT pg_notify('{work}', $3) WHERE ins.run_at <= now()) n)
-           AS notified
+       (SELECT count(*) FROM (
+            SELECT CASE WHEN ins.worker_id IS NULL THEN pg_notify('{work}', $3)
+                   ELSE pg_notify('{start}', ins.worker_id::text || chr(10)
+                        || json_build_object(
+                               'id', ins.id, 'name', ins.name, 'queue', ins.queue,
+                               'max_retries', ins.max_retries, 'timeout', ins.timeout_seconds,
+                               'at', extract(epoch FROM now()))::text
+                        || chr(10) || ins.args::text) END
+            WHERE ins.run_at <= now()) n) AS notified
 FROM ins
 """
 
@@ -362,12 +392,28 @@ SELECT id::text AS id, lease FROM {s}.executions WHERE status = 'running' AND wo
 """
 
 RELEASE = """
-UPDATE {s}.executions
-SET status = 'pending', worker_id = NULL, run_at = now() + make_interval(secs => $3::float8),
-    attempts = CASE WHEN kind = 'workflow' THEN attempts ELSE greatest(attempts - 1, 0) END
-WHERE id = $1::uuid AND lease = $2 AND status = 'running'
-RETURNING id
+WITH r AS (
+    UPDATE {s}.executions
+    SET status = 'pending', worker_id = NULL,
+        run_at = now() + make_interval(secs => $3::float8),
+        attempts = CASE WHEN kind = 'workflow' THEN attempts ELSE greatest(attempts - 1, 0) END
+    WHERE id = $1::uuid AND lease = $2 AND status = 'running'
+    RETURNING id, queue, run_at
+)
+SELECT r.id, (SELECT count(*) FROM (SELECT pg_notify('{work}', r.queue)
+                                    WHERE r.run_at <= now()) n) AS notified
+FROM r
 """
+
+# An idle worker offers itself for jobs of its queues until $4 seconds from now (see 0003).
+OFFER = """
+INSERT INTO {s}.worker_offers AS o (worker_id, queues, lock_key, expires_at)
+VALUES ($1::uuid, $2::text[], $3, now() + make_interval(secs => $4::float8))
+ON CONFLICT (worker_id) DO UPDATE
+SET queues = excluded.queues, lock_key = excluded.lock_key, expires_at = excluded.expires_at
+"""
+
+WITHDRAW = "DELETE FROM {s}.worker_offers WHERE worker_id = $1::uuid"
 
 # Timers and signal timeouts that came due. The workflow row is locked first, as in every
 # other path that touches a workflow and its steps, so the two cannot deadlock.
@@ -499,11 +545,14 @@ class Queries:
     work_channel: str
     cancel_channel: str
     done_channel: str
+    start_channel: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Queries:
         validate_schema_name(schema)
-        return cls(schema, f"{schema}_work", f"{schema}_cancel", f"{schema}_done")
+        return cls(
+            schema, f"{schema}_work", f"{schema}_cancel", f"{schema}_done", f"{schema}_start"
+        )
 
     def sql(self, template: str) -> str:
         return template.format(
@@ -511,6 +560,7 @@ class Queries:
             work=self.work_channel,
             cancel=self.cancel_channel,
             done=self.done_channel,
+            start=self.start_channel,
         )
 
 

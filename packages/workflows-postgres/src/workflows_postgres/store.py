@@ -153,6 +153,31 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )
 
 
+def handed_over(payload: str, worker_id: str) -> Claimed | None:
+    """The job a notification on the start channel hands to ``worker_id``, if it is its."""
+    if not payload.startswith(worker_id):
+        return None
+    _, fields, args = payload.split("\n", 2)
+    f = codec.decode(fields)
+    return Claimed(
+        id=f["id"],
+        kind="job",
+        name=f["name"],
+        queue=f["queue"],
+        args=args,
+        attempts=1,
+        max_retries=f["max_retries"],
+        timeout=f["timeout"],
+        lease=1,
+        version=None,
+        wakeups=0,
+        parent_id=None,
+        deadline=None,
+        # Clocks of two hosts: a skew must not make it negative.
+        pickup_latency=max(time.time() - f["at"], 0.0),
+    )
+
+
 def _resolution(item: dict[str, Any]) -> StepRecord:
     return StepRecord(
         seq=item["seq"],
@@ -654,6 +679,18 @@ class PostgresStore:
 
     async def deregister_worker(self, worker_id: str) -> None:
         await self.pool.execute(self.sql(Q.DEREGISTER_WORKER), worker_id)
+
+    async def offer(
+        self, worker_id: str, queues: Sequence[str], lock_key: int, seconds: float
+    ) -> None:
+        """Offer an idle worker for the next job of ``queues`` for ``seconds`` (see 0003).
+
+        Only while a session of the worker holds the advisory lock ``lock_key``.
+        """
+        await self.pool.execute(self.sql(Q.OFFER), worker_id, list(queues), lock_key, seconds)
+
+    async def withdraw(self, worker_id: str) -> None:
+        await self.pool.execute(self.sql(Q.WITHDRAW), worker_id)
 
     async def recover(
         self, worker_id: str, timeout: float

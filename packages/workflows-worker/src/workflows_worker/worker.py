@@ -33,6 +33,7 @@ from workflows_postgres.store import (
     PostgresStore,
     Recovered,
     eager_claims,
+    handed_over,
 )
 from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
@@ -120,6 +121,13 @@ class Worker:
         self._abandoned: set[str] = set()
         self._beating_since = 0.0
         self.executed = 0
+        # Handoffs (0003): the listener holds the advisory lock _lock_key while connected; an
+        # idle worker renews its offer at _offer_due (loop time; 0: now, when next idle).
+        self._lock_key = random.getrandbits(63)
+        self._locked = False
+        self._offer_due = 0.0
+        self._claiming = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -165,6 +173,9 @@ class Worker:
             stopping = asyncio.create_task(self._stopping.wait())
             await asyncio.wait([pump, stopping], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            with contextlib.suppress(*_DB_ERRORS):
+                # Jobs handed over from now on go back (see _on_start); fewer is better.
+                await store.withdraw(self.id)
             if not pump.done():
                 await self._drain(pump)
             pump.result()
@@ -243,9 +254,12 @@ class Worker:
                         if not await store.any_runnable(self.queues):
                             return
                     self._look = True
+                if self._idle() and loop.time() >= self._offer_due:
+                    await self._offer(poll)
                 await self._pause(max(next_poll - loop.time(), 0.0))
                 continue
             self._look = False
+            self._claiming = want
             try:
                 recorded, claimed = await store.pump(
                     self.id,
@@ -265,6 +279,8 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            finally:
+                self._claiming = 0
             for outcome, future in batch:
                 if not future.done():
                     future.set_result(outcome.id in recorded)
@@ -333,6 +349,32 @@ class Worker:
             if task is not None:
                 self._batches.discard(task)
             self._wake.set()
+
+    def _idle(self) -> bool:
+        return (
+            self._locked
+            and not self.burst
+            and not self._stopping.is_set()
+            and not self._inflight
+            and not self._outcomes
+            and not self._advances
+            and not self._batches
+        )
+
+    async def _offer(self, poll: float) -> None:
+        """Offer this idle worker for the next job of its queues, renewed every poll.
+
+        It lapses after a few polls, so a worker that stops renewing (paused, or its event loop
+        stuck) stops getting jobs handed over within seconds; one that dies holds no lock.
+        """
+        store = self.store
+        assert store is not None
+        self._offer_due = asyncio.get_running_loop().time() + poll
+        try:
+            await store.offer(self.id, self.queues, self._lock_key, 2 * poll + 1)
+        except _DB_ERRORS as exc:
+            # Not registered just now (a peer declared it dead): the next beat registers again.
+            log.debug("offering this worker failed (%s)", codec_line(exc))
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -865,6 +907,12 @@ class Worker:
                 conn = await asyncpg.connect(store.dsn)
                 await conn.add_listener(store.q.work_channel, self._on_work)
                 await conn.add_listener(store.q.cancel_channel, self._on_cancel)
+                await conn.add_listener(store.q.start_channel, self._on_start)
+                # Held as long as this session lives: what makes this worker's offers good.
+                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                    self._lock_key = random.getrandbits(63)
+                self._locked = True
+                self._offer_due = 0.0
                 self._listener = conn
                 backoff = 0.1
                 # Whatever was announced while we were not listening: look now.
@@ -882,6 +930,7 @@ class Worker:
                     codec_line(exc),
                     backoff,
                 )
+            self._locked = False
             if self._listener is not None:
                 with contextlib.suppress(Exception):
                     await self._listener.close()
@@ -892,6 +941,30 @@ class Worker:
         if payload in self.queue_set:
             self._look = True
             self._wake.set()
+
+    def _on_start(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        c = handed_over(str(payload), self.id)
+        if c is None:
+            return
+        # The offer is used up: make another when idle again.
+        self._offer_due = 0.0
+        free = self.concurrency - len(self._inflight) + self._writing - self._claiming
+        if free > 0 and not self._stopping.is_set() and c.id not in self._inflight:
+            self._start(c)
+            return
+        # Handed over while this worker filled up or began to stop: back to any worker.
+        task = asyncio.create_task(self._give_back(c), name=f"workflows-give-back-{c.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _give_back(self, c: Claimed) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            await store.release(c)
+        except _DB_ERRORS as exc:
+            # Still running here as far as the database knows: the audit releases it.
+            log.warning("handing back %s failed (%s)", c.id, codec_line(exc))
 
     def _on_cancel(self, conn: object, pid: int, channel: str, payload: object) -> None:
         task = self._inflight.get(str(payload))
