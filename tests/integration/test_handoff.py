@@ -228,3 +228,35 @@ async def test_a_job_handed_to_a_worker_that_filled_up_goes_back_and_runs_once(
     assert (status["status"], status["attempts"]) == ("completed", 1)
     assert (await wait_status(store, busy, {"completed"}))["result"] == "busy"
     assert ran == ["busy", "late"]
+
+
+async def test_a_job_enqueued_in_the_callers_transaction_is_not_handed_over(
+    store: PostgresStore, offerer: Offerer
+) -> None:
+    # Handed over, it would hold the worker's offer for as long as the caller's transaction.
+    await offerer.conn.execute("SELECT pg_advisory_lock($1)", offerer.lock_key)
+    await offerer.offer()
+    async with store.pool.acquire() as conn, conn.transaction():
+        job_id = await note.options(conn=conn).queue("in my transaction")
+    assert (await row(store, job_id))["status"] == "pending"
+    assert offerer.id in await offers(store)
+
+
+async def test_renewing_or_withdrawing_an_offer_never_waits_for_an_enqueue_taking_it(
+    store: PostgresStore, offerer: Offerer
+) -> None:
+    await offerer.offer()
+    async with store.pool.acquire() as conn, conn.transaction():
+        # An enqueue in the middle of taking the offer holds its row.
+        await conn.execute(
+            "SELECT 1 FROM workflows.worker_offers WHERE worker_id = $1::uuid FOR UPDATE",
+            offerer.id,
+        )
+        await asyncio.wait_for(offerer.offer(seconds=120), 5)
+        await asyncio.wait_for(store.withdraw(offerer.id), 5)
+    # Left as it was: the enqueue's commit decides.
+    assert await store.pool.fetchval(
+        "SELECT expires_at < now() + interval '90 seconds' FROM workflows.worker_offers "
+        "WHERE worker_id = $1::uuid",
+        offerer.id,
+    )

@@ -35,7 +35,11 @@ def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def enqueue(request: EnqueueRequest) -> Op[str]:
+def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
+    """Insert one run; ``handoff``: it may go straight to an idle worker (see queries.ENQUEUE).
+
+    Not in a caller's transaction: it would hold the worker's offer until it ends.
+    """
     r = request
     args = (
         r.kind,
@@ -50,6 +54,7 @@ def enqueue(request: EnqueueRequest) -> Op[str]:
         r.idempotency_key,
         r.version,
         _float(r.workflow_timeout),
+        handoff,
     )
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
     # the follow-up read finds the winner; a rolled-back winner lets the insert through.

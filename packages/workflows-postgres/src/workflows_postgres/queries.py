@@ -26,8 +26,9 @@ EXECUTION_COLUMNS = """
     e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
 """
 
-# A job to run now goes straight to an idle worker that offered itself for its queue (see
-# 0003): inserted running under it, its claim sent in the notification on {start} as
+# A job to run now ($13: not in a caller's transaction) goes straight to an idle worker that
+# offered itself for its queue (see 0003): inserted running under it, its claim sent in the
+# notification on {start} as
 # "<worker id>\n<fields as JSON>\n<arguments>". It fits the 8,000-byte payload limit or stays
 # pending, as does every other enqueue, which announces its queue on {work}.
 ENQUEUE = """
@@ -38,7 +39,7 @@ WITH a AS (
     WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
                          WHERE f.queues @> ARRAY[$3::text] AND f.expires_at > now()
                          LIMIT 1 FOR UPDATE SKIP LOCKED)
-      AND $1 = 'job' AND $8::timestamptz IS NULL AND COALESCE($9::float8, 0) <= 0
+      AND $13::bool AND $1 = 'job' AND $8::timestamptz IS NULL AND COALESCE($9::float8, 0) <= 0
       AND $10::text IS NULL
       AND octet_length((SELECT args::text FROM a)) + octet_length($2) + octet_length($3) <= 7000
       -- Free: the worker's listening session is gone, and the worker with it.
@@ -406,14 +407,29 @@ FROM r
 """
 
 # An idle worker offers itself for jobs of its queues until $4 seconds from now (see 0003).
+# Never waiting: an offer an enqueue is taking right now is left to it (its commit hands the
+# job over), and a consumed one is not made again in the same breath.
 OFFER = """
-INSERT INTO {s}.worker_offers AS o (worker_id, queues, lock_key, expires_at)
-VALUES ($1::uuid, $2::text[], $3, now() + make_interval(secs => $4::float8))
-ON CONFLICT (worker_id) DO UPDATE
-SET queues = excluded.queues, lock_key = excluded.lock_key, expires_at = excluded.expires_at
+WITH held AS (
+    SELECT worker_id FROM {s}.worker_offers WHERE worker_id = $1::uuid
+    FOR UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE {s}.worker_offers o
+    SET queues = $2::text[], lock_key = $3, expires_at = now() + make_interval(secs => $4::float8)
+    FROM held WHERE o.worker_id = held.worker_id
+    RETURNING o.worker_id
+)
+INSERT INTO {s}.worker_offers (worker_id, queues, lock_key, expires_at)
+SELECT $1::uuid, $2::text[], $3, now() + make_interval(secs => $4::float8)
+WHERE NOT EXISTS (SELECT 1 FROM {s}.worker_offers WHERE worker_id = $1::uuid)
+ON CONFLICT (worker_id) DO NOTHING
 """
 
-WITHDRAW = "DELETE FROM {s}.worker_offers WHERE worker_id = $1::uuid"
+WITHDRAW = """
+DELETE FROM {s}.worker_offers
+WHERE worker_id IN (SELECT worker_id FROM {s}.worker_offers WHERE worker_id = $1::uuid
+                    FOR UPDATE SKIP LOCKED)
+"""
 
 # Timers and signal timeouts that came due. The workflow row is locked first, as in every
 # other path that touches a workflow and its steps, so the two cannot deadlock.

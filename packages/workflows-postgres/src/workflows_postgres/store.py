@@ -308,7 +308,7 @@ class PostgresStore:
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
         if conn is not None:
             # The caller's transaction: the row and its notification exist only if it commits.
-            return await self._drive(conn, ops.enqueue(request))
+            return await self._drive(conn, ops.enqueue(request, handoff=False))
         result: str = await self.run(ops.enqueue, request, transaction=False)
         return result
 

@@ -103,7 +103,7 @@ class SyncStore:
     def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
         if conn is not None:
             # The caller's transaction: the row and its notification exist only if it commits.
-            return self._drive(conn, ops.enqueue(request))
+            return self._drive(conn, ops.enqueue(request, handoff=False))
         return self.run(ops.enqueue(request), transaction=False)
 
     def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:

@@ -189,6 +189,9 @@ class Worker:
             for entry in self._sticky.values():
                 entry.instance.close()
             self._sticky.clear()
+            if self._background:
+                # Jobs being given back: else they wait for a peer to recover them.
+                await asyncio.wait(self._background, timeout=5)
             with contextlib.suppress(*_DB_ERRORS):
                 await store.deregister_worker(self.id)
             if self._listener is not None:
