@@ -216,7 +216,7 @@ class Handle(Generic[P, R]):
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("psycopg"):
             raise ConfigurationError("a psycopg connection goes with .queue_sync(), not .queue()")
-        return await async_store().enqueue(request, conn)
+        return await async_store(settings).enqueue(request, conn)
 
     def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
         settings = Settings.current()
@@ -226,7 +226,7 @@ class Handle(Generic[P, R]):
             raise ConfigurationError(
                 "an asyncpg connection goes with await .queue(), not .queue_sync()"
             )
-        return sync_store().enqueue(request, conn)
+        return sync_store(settings).enqueue(request, conn)
 
     async def queue_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[str]:
         if self.opts.conn is not None or self.opts.idempotency_key is not None:
@@ -242,7 +242,7 @@ class Handle(Generic[P, R]):
         payloads.extend(
             codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit) for args, kwargs in rest
         )
-        return await async_store().enqueue_many(first, payloads)
+        return await async_store(settings).enqueue_many(first, payloads)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Inside a workflow: run as a durable step with these options."""

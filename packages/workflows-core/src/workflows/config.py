@@ -105,7 +105,7 @@ class Settings:
         Producers call this on every enqueue; parsing every variable each time cost more than
         a tenth of the call.
         """
-        key = tuple(os.environ.get(name) for name in _ENV_NAMES)
+        key = tuple(map(os.environ.get, _ENV_NAMES))
         cached = _current.get(key)
         if cached is None:
             cached = cls.from_env()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from workflows.config import Settings
 from workflows.errors import ConfigurationError
 
 
@@ -74,12 +75,13 @@ def _client_module() -> Any:
         ) from None
 
 
-def async_store() -> AsyncStore:
-    """The process's async store for the running event loop (configured from ``WORKFLOWS_*``)."""
-    store: AsyncStore = _client_module().async_store()
+def async_store(settings: Settings | None = None) -> AsyncStore:
+    """The process's async store for the running event loop (configured from ``WORKFLOWS_*``;
+    ``settings``: the caller's ``Settings.current()``, not read again)."""
+    store: AsyncStore = _client_module().async_store(settings)
     return store
 
 
-def sync_store() -> SyncStore:
-    store: SyncStore = _client_module().sync_store()
+def sync_store(settings: Settings | None = None) -> SyncStore:
+    store: SyncStore = _client_module().sync_store(settings)
     return store

@@ -71,8 +71,8 @@ class _LazyStore:
 _closing: set[asyncio.Task[None]] = set()
 
 
-def async_store() -> _LazyStore:
-    settings = Settings.current()
+def async_store(settings: Settings | None = None) -> _LazyStore:
+    settings = settings or Settings.current()
     loop = asyncio.get_running_loop()
     with _lock:
         store = _async.get(loop)
@@ -87,8 +87,8 @@ def async_store() -> _LazyStore:
     return fresh
 
 
-def sync_store() -> SyncStore:
-    settings = Settings.current()
+def sync_store(settings: Settings | None = None) -> SyncStore:
+    settings = settings or Settings.current()
     with _lock:
         store = _sync.get(_key(settings))
         if store is None:
