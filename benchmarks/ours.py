@@ -146,7 +146,7 @@ class Ours(System):
             f"""
             INSERT INTO {SCHEMA}.executions
                 (id, kind, name, queue, args, max_retries, timeout_seconds, run_at)
-            SELECT gen_random_uuid(), 'job', 'benchmarks.ours:noop', $1,
+            SELECT {SCHEMA}.new_id(), 'job', 'benchmarks.ours:noop', $1,
                    '{{"args": [0], "kwargs": {{}}}}'::jsonb, 3, 300,
                    now() - make_interval(secs => ($2 - g) / 1000.0)
             FROM generate_series(1, $2) AS g

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -441,3 +442,16 @@ def test_decorators_reject_bad_definitions() -> None:
 
     with pytest.raises(ConfigurationError, match="module-level"):
         outer()
+
+
+async def test_execution_ids_are_time_ordered_uuids(store: PostgresStore) -> None:
+    # Version 7: the first 48 bits are the creation time in Unix milliseconds, so a backlog's
+    # oldest rows (claimed first) sit together in the primary key.
+    before = await store.pool.fetchval("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)")
+    ids = [await jobs_app.record.queue("one")]
+    ids += await jobs_app.record.queue_many([((str(i),), {}) for i in range(20)])
+    after = await store.pool.fetchval("SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)")
+    for execution_id in ids:
+        value = uuid.UUID(execution_id)
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        assert before <= value.int >> 80 <= after

@@ -49,7 +49,7 @@ WITH a AS (
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          idempotency_key, version, deadline, status, worker_id, lease, attempts, started_at)
-    SELECT gen_random_uuid(), $1, $2, $3, $4, a.args, $6, $7,
+    SELECT {s}.new_id(), $1, $2, $3, $4, a.args, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
            $10, $11, now() + make_interval(secs => $12::float8),
            CASE WHEN h.worker_id IS NULL THEN 'pending' ELSE 'running' END, h.worker_id,
@@ -85,7 +85,7 @@ WITH ins AS (
     INSERT INTO {s}.executions
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          version, deadline)
-    SELECT gen_random_uuid(), $1, $2, $3, $4, a.args::jsonb, $6, $7,
+    SELECT {s}.new_id(), $1, $2, $3, $4, a.args::jsonb, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
            $10, now() + make_interval(secs => $11::float8)
     FROM unnest($5::text[]) WITH ORDINALITY AS a(args, ord)
