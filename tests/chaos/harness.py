@@ -238,6 +238,14 @@ class Expected:
         return [*self.jobs, *self.workflows]
 
 
+def wait_for(db: Db, sql: str, params: Sequence[Any], what: str, timeout: float = 30) -> None:
+    """Poll until ``sql`` gives something true."""
+    end = time.monotonic() + timeout
+    while not db.value(sql, params):
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
 def unfinished(db: Db, ids: Sequence[str]) -> int:
     return int(
         db.value(

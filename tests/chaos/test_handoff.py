@@ -7,19 +7,10 @@ heartbeat timeout and a recovery.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.chaos import chaos_app
-from tests.chaos.harness import Db, Expected, Fleet, check_invariants
-
-
-def wait_for(db: Db, sql: str, params: tuple[object, ...], what: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not db.value(sql, params):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.005)
+from tests.chaos.harness import Db, Expected, Fleet, check_invariants, wait_for
 
 
 @pytest.mark.timeout(120)

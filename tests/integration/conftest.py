@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -78,4 +79,19 @@ async def wait_status(
             return status
         if loop.time() > end:
             raise AssertionError(f"{execution_id} stuck at {status['status']}, wanted {statuses}")
+        await asyncio.sleep(0.02)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    """Poll ``check`` (plain or async) until it returns something true."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)

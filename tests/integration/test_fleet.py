@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import workflows
 from tests.integration import jobs_app
-from tests.integration.conftest import StartWorker, wait_status
+from tests.integration.conftest import StartWorker, until, wait_status
 from workflows import (
     ConfigurationError,
     SerializationError,
@@ -158,21 +157,6 @@ async def running(*queues: str, **kwargs: Any) -> AsyncIterator[tuple[Worker, as
         worker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 30)
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    """Poll ``check`` (plain or async) until it returns something true."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def heartbeat_row(store: PostgresStore, worker_id: str) -> Any:

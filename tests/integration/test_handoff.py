@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.integration.conftest import StartWorker, wait_status
+from tests.integration.conftest import StartWorker, until, wait_status
 from workflows import job, workflow
 from workflows_postgres.store import PostgresStore, handed_over
 
@@ -48,19 +48,6 @@ async def flow(key: str) -> str:
 def _reset() -> None:
     ran.clear()
     gates.clear()
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def row(store: PostgresStore, execution_id: str) -> Any:
