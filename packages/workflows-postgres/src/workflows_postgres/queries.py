@@ -425,6 +425,9 @@ WHERE NOT EXISTS (SELECT 1 FROM {s}.worker_offers WHERE worker_id = $1::uuid)
 ON CONFLICT (worker_id) DO NOTHING
 """
 
+# Taken by a worker's listening session and held while it lives: offers name this key.
+HOLD_OFFER_LOCK = "SELECT pg_try_advisory_lock($1)"
+
 WITHDRAW = """
 DELETE FROM {s}.worker_offers
 WHERE worker_id IN (SELECT worker_id FROM {s}.worker_offers WHERE worker_id = $1::uuid

@@ -24,6 +24,7 @@ from workflows.config import Settings
 from workflows.errors import SerializationError
 from workflows.history import Activation, StepRecord, WaitSignal
 from workflows.replay import WorkflowInstance
+from workflows_postgres import queries as Q
 from workflows_postgres.store import (
     ActivationResult,
     Advance,
@@ -367,8 +368,8 @@ class Worker:
     async def _offer(self, poll: float) -> None:
         """Offer this idle worker for the next job of its queues, renewed every poll.
 
-        It lapses after a few polls, so a worker that stops renewing (paused, or its event loop
-        stuck) stops getting jobs handed over within seconds; one that dies holds no lock.
+        It lapses after two polls and a second, so a worker that stops renewing (paused, or its
+        event loop stuck) stops getting jobs handed over within seconds; a dead one holds no lock.
         """
         store = self.store
         assert store is not None
@@ -912,7 +913,7 @@ class Worker:
                 await conn.add_listener(store.q.cancel_channel, self._on_cancel)
                 await conn.add_listener(store.q.start_channel, self._on_start)
                 # Held as long as this session lives: what makes this worker's offers good.
-                while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                while not await conn.fetchval(store.sql(Q.HOLD_OFFER_LOCK), self._lock_key):
                     self._lock_key = random.getrandbits(63)
                 self._locked = True
                 self._offer_due = 0.0
