@@ -4,36 +4,73 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from workflows.config import Settings
-from workflows.errors import ExecutionNotFoundError, WorkflowsError
+from workflows.errors import SchemaNotReadyError, WorkflowsError
 from workflows_cli import render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 
+# Exit codes. click exits 2 on a usage error, so "run `workflows migrate`" has a code of its
+# own: a deploy script can migrate and retry on 3 alone.
+EXIT_ERROR = 1
+EXIT_NOT_MIGRATED = 3
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a command that failed with ``exc``."""
+    return EXIT_NOT_MIGRATED if isinstance(exc, SchemaNotReadyError) else EXIT_ERROR
+
 
 def clean_errors(fn: F) -> F:
-    """One line on stderr and a non-zero exit instead of a traceback."""
+    """One line on stderr and a non-zero exit (see ``exit_code``) instead of a traceback.
+
+    This library's errors, the database drivers' (a missing privilege, a lost connection) and
+    the operating system's (a port in use); anything else is a bug and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ExecutionNotFoundError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
         except WorkflowsError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2 if "migrate" in str(exc) else 1)
+            _fail(str(exc), exit_code(exc))
+        except Exception as exc:
+            message = _outside_error(exc)
+            if message is None:
+                raise
+            _fail(message, exit_code(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _outside_error(exc: Exception) -> str | None:
+    """A driver's or the OS's error as a message, None for anything else."""
+    import asyncpg
+    import psycopg
+
+    if isinstance(exc, psycopg.Error | asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"database error: {exc}"
+    if isinstance(exc, OSError):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from workflows_postgres.connect import scrub
+
+    # Drivers' messages may hold a DETAIL or HINT line, or quote the connection string.
+    line = " ".join(part.strip() for part in message.strip().splitlines()) or "failed"
+    click.echo(f"error: {scrub(line, os.environ.get('WORKFLOWS_DATABASE_URL'))}", err=True)
+    sys.exit(code)
 
 
 def _store() -> Any:
@@ -59,12 +96,12 @@ def cli() -> None:
 @clean_errors
 def migrate() -> None:
     """Create or upgrade the schema (idempotent; safe when run concurrently)."""
-    from workflows_postgres.connect import resolve_dsn
-    from workflows_postgres.migrate import apply_migrations, latest_version
+    from workflows import admin
+    from workflows_postgres.migrate import latest_version
 
     setup_logging("WARNING")
     settings = Settings.from_env()
-    applied = apply_migrations(resolve_dsn(settings), settings.schema)
+    applied = admin.migrate()
     if applied:
         click.echo(
             f"applied migrations {', '.join(str(v) for v in applied)} to schema {settings.schema!r}"

@@ -41,6 +41,7 @@ def details(status: dict[str, Any]) -> str:
         "priority",
         "attempts",
         "max_retries",
+        "timeout",
         "parent_id",
         "created_at",
         "started_at",

@@ -39,7 +39,8 @@ def cli() -> None:
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /metrics and /healthz [default: WORKFLOWS_WORKER_METRICS_PORT].",
+    help="Serve /metrics and /healthz on this port, 0 for a free one the OS picks "
+    "[default: WORKFLOWS_WORKER_METRICS_PORT].",
 )
 @click.option(
     "--log-level",
@@ -61,6 +62,8 @@ def worker(
     from workflows_worker.worker import Worker
 
     setup_logging(log_level)
+    # Before any application code runs: a bad setting is reported as itself.
+    settings = Settings.from_env()
     add_cwd_to_path()
     try:
         import_app_modules(list(apps))
@@ -68,7 +71,7 @@ def worker(
         raise WorkflowsError(f"cannot import --app module: {type(exc).__name__}: {exc}") from None
     w = Worker(
         list(queues),
-        settings=Settings.from_env(),
+        settings=settings,
         concurrency=concurrency,
         burst=burst,
         metrics_port=metrics_port,

@@ -1,5 +1,6 @@
 """workflows: durable jobs and workflows on PostgreSQL alone."""
 
+from workflows.admin import migrate, migrate_sync
 from workflows.api import (
     ActivityFunction,
     JobFunction,
@@ -27,11 +28,13 @@ from workflows.errors import (
     ExecutionFailedError,
     ExecutionNotFoundError,
     NonDeterminismError,
+    PermissionDeniedError,
     SchemaNotReadyError,
     SerializationError,
     SignalError,
     SignalTimeoutError,
     VersionError,
+    WorkflowNotFoundError,
     WorkflowsError,
     WorkflowTimeoutError,
 )
@@ -49,12 +52,14 @@ __all__ = [
     "ExecutionNotFoundError",
     "JobFunction",
     "NonDeterminismError",
+    "PermissionDeniedError",
     "SchemaNotReadyError",
     "SerializationError",
     "SignalError",
     "SignalTimeoutError",
     "VersionError",
     "WorkflowFunction",
+    "WorkflowNotFoundError",
     "WorkflowTimeoutError",
     "WorkflowsError",
     "activity",
@@ -65,6 +70,8 @@ __all__ = [
     "get_status_sync",
     "get_version",
     "job",
+    "migrate",
+    "migrate_sync",
     "send_signal",
     "send_signal_sync",
     "sleep",

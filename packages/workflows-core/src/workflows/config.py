@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -12,43 +14,23 @@ from typing import Any
 from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.errors import ConfigurationError
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+# The longest notification channel is "<schema>_cancel" (see workflows_postgres.queries), and
+# PostgreSQL refuses or truncates channel names past 63 bytes: a longer schema would leave the
+# workers listening on a channel nobody notifies.
+MAX_SCHEMA_LENGTH = 63 - len("_cancel")
+# `public` holds the application's own tables; `pg_*` and `information_schema` are PostgreSQL's.
+_RESERVED_SCHEMAS = frozenset({"public", "information_schema"})
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
+# ---- parsing: the text of a variable -> a value (ValueError if it is not one) -------------
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _optional_port(raw: str) -> int | None:
-    if raw.strip() == "":
-        return None
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError("must be a TCP port (1-65535)")
-    return value
-
-
-def _schema(raw: str) -> str:
-    if not _IDENTIFIER.match(raw):
-        raise ValueError("must be a lower-case SQL identifier (letters, digits, underscore)")
-    return raw
+def _optional_int(raw: str) -> int | None:
+    return None if raw == "" else int(raw)
 
 
 def _optional_str(raw: str) -> str | None:
@@ -59,9 +41,84 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    # Blank items are skipped, so a trailing comma (or an empty variable) is harmless.
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+# ---- checks: a value, however it was built -> ValueError if it cannot work ----------------
+
+
+def _positive_float(value: float) -> None:
+    # float() reads "nan" and "inf": a NaN compares false with everything (every check of a
+    # timeout against it passes or fails silently) and PostgreSQL's make_interval refuses
+    # infinity, so either would fail far from its cause.
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("must be a finite number greater than 0")
+
+
+def _positive_int(value: int) -> None:
+    if value < 1:
+        raise ValueError("must be at least 1")
+
+
+def _non_negative_int(value: int) -> None:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+
+
+def _port(value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise ValueError(
+            "must be a TCP port (1-65535), 0 for a free port the OS picks, or empty for none"
+        )
+
+
+def _host(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    # fullmatch: `$` would let a trailing newline through.
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError(
+            "must be an IP address or a host name (0.0.0.0: every IPv4 interface, "
+            "127.0.0.1: this machine only)"
+        )
+
+
+def _module_names(value: tuple[str, ...]) -> None:
+    if not isinstance(value, tuple):
+        raise ValueError("must be a tuple of module names")
+    for name in value:
+        if not (isinstance(name, str) and all(p.isidentifier() for p in name.split("."))):
+            raise ValueError(
+                f"{name!r} is not a module name (dotted Python identifiers, comma-separated)"
+            )
+
+
+def _schema(name: str) -> None:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError("must be a lower-case SQL identifier (letters, digits, underscore)")
+    if len(name) > MAX_SCHEMA_LENGTH:
+        raise ValueError(
+            f"must be at most {MAX_SCHEMA_LENGTH} characters: its notification channels "
+            "(<schema>_cancel the longest) must fit PostgreSQL's 63-byte limit on channel names"
+        )
+    if name in _RESERVED_SCHEMAS or name.startswith("pg_"):
+        raise ValueError(
+            "is reserved (public, information_schema, pg_*): use a schema of the library's own"
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every knob, with the documented defaults. Field ``x`` is read from ``WORKFLOWS_X``."""
+    """Every knob, with the documented defaults. Field ``x`` is read from ``WORKFLOWS_X``.
+
+    Built from the environment or in code, the values are checked the same way: an invalid
+    one raises ``ConfigurationError`` naming its variable.
+    """
 
     database_url: str | None = None
     schema: str = "workflows"
@@ -71,7 +128,12 @@ class Settings:
     worker_poll_interval: float = 1.0
     worker_max_concurrent: int = 10
     worker_shutdown_grace: float = 30.0
+    # None: no metrics server; 0: a free port the OS picks (the worker logs it).
     worker_metrics_port: int | None = None
+    # Every interface by default, so a scrape from outside a container reaches it.
+    worker_metrics_host: str = "0.0.0.0"
+    # Module names or prefixes (dotted), from a comma-separated WORKFLOWS_WORKER_IMPORTS.
+    worker_imports: tuple[str, ...] = ()
     default_timeout: float = 300.0
     default_workflow_timeout: float = 3600.0
     default_retries: int = 3
@@ -80,12 +142,30 @@ class Settings:
     retry_backoff_max: float = 300.0
     worker_sticky_cache: int = 1000
 
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            value = getattr(self, name)
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ConfigurationError(f"{_env_name(name)}={value!r}: {exc}") from None
+        interval, timeout = self.worker_heartbeat_interval, self.worker_heartbeat_timeout
+        # Peers declare a worker dead after `timeout` seconds without a beat. With fewer than
+        # two beats in that window, one late beat (a slow query, a pause) has a live worker's
+        # executions recovered and run a second time.
+        if not interval < timeout / 2:
+            raise ConfigurationError(
+                f"WORKFLOWS_WORKER_HEARTBEAT_INTERVAL ({interval:g}) must be below half of "
+                f"WORKFLOWS_WORKER_HEARTBEAT_TIMEOUT ({timeout:g}), so that one late "
+                "heartbeat does not get a live worker declared dead"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in fields(cls):
-            key = "WORKFLOWS_" + field.name.upper()
+            key = _env_name(field.name)
             raw = env.get(key)
             if raw is None:
                 continue
@@ -114,16 +194,42 @@ class Settings:
         return cached
 
 
+def _env_name(field: str) -> str:
+    return "WORKFLOWS_" + field.upper()
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _optional_str,
-    "schema": _schema,
+    "schema": str,
     "data_dir": _optional_path,
+    "worker_heartbeat_interval": float,
+    "worker_heartbeat_timeout": float,
+    "worker_poll_interval": float,
+    "worker_max_concurrent": int,
+    "worker_shutdown_grace": float,
+    "worker_metrics_port": _optional_int,
+    "worker_metrics_host": str,
+    "worker_imports": _names,
+    "default_timeout": float,
+    "default_workflow_timeout": float,
+    "default_retries": int,
+    "max_payload_bytes": int,
+    "retry_backoff": float,
+    "retry_backoff_max": float,
+    "worker_sticky_cache": int,
+}
+
+# database_url has none on purpose: its message would quote a password.
+_CHECKS: dict[str, Callable[[Any], None]] = {
+    "schema": _schema,
     "worker_heartbeat_interval": _positive_float,
     "worker_heartbeat_timeout": _positive_float,
     "worker_poll_interval": _positive_float,
     "worker_max_concurrent": _positive_int,
     "worker_shutdown_grace": _positive_float,
-    "worker_metrics_port": _optional_port,
+    "worker_metrics_port": _port,
+    "worker_metrics_host": _host,
+    "worker_imports": _module_names,
     "default_timeout": _positive_float,
     "default_workflow_timeout": _positive_float,
     "default_retries": _non_negative_int,
@@ -134,12 +240,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-_ENV_NAMES = tuple("WORKFLOWS_" + name.upper() for name in _PARSERS)
+_ENV_NAMES = tuple(_env_name(name) for name in _PARSERS)
 _current: dict[tuple[str | None, ...], Settings] = {}
 
 
 def validate_schema_name(name: str) -> str:
+    """``name`` if it can be this library's schema, else ``ConfigurationError`` saying why."""
     try:
-        return _schema(name)
+        _schema(name)
     except ValueError as exc:
         raise ConfigurationError(f"schema {name!r}: {exc}") from None
+    return name

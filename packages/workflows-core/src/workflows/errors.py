@@ -25,12 +25,22 @@ class DatabaseUnavailableError(WorkflowsError):
     """The database cannot be reached with the configured URL."""
 
 
+class PermissionDeniedError(WorkflowsError, PermissionError):
+    """The database role lacks a privilege the operation needs (for ``migrate``: to create
+    or change the schema)."""
+
+
 class ExecutionNotFoundError(WorkflowsError, LookupError):
     """No execution has that id."""
 
 
 class SignalError(WorkflowsError):
-    """A signal cannot be delivered (unknown or finished workflow)."""
+    """A signal cannot be delivered (unknown or finished workflow, or not a workflow)."""
+
+
+class WorkflowNotFoundError(ExecutionNotFoundError, SignalError):
+    """No workflow has that id (or the id is not one): what ``send_signal`` raises for every
+    kind of missing workflow. Both an ``ExecutionNotFoundError`` and a ``SignalError``."""
 
 
 class NonDeterminismError(WorkflowsError):

@@ -12,7 +12,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from workflows import codec
-from workflows.errors import ExecutionNotFoundError, SignalError, WorkflowsError
+from workflows.errors import (
+    ExecutionNotFoundError,
+    SignalError,
+    WorkflowNotFoundError,
+    WorkflowsError,
+)
 from workflows.store import EnqueueRequest
 from workflows_postgres import queries as Q
 
@@ -121,13 +126,16 @@ def status_dict(row: Row) -> dict[str, Any]:
     }
 
 
-def _check_id(execution_id: str) -> str:
+def _check_id(execution_id: str, what: str = "execution") -> str:
+    """``execution_id`` as a canonical UUID; not found (``what``: an execution or a workflow)
+    if it is not one, since no execution could have it."""
     import uuid
 
     try:
         return str(uuid.UUID(str(execution_id)))
     except ValueError:
-        raise ExecutionNotFoundError(f"no execution {execution_id!r} (ids are UUIDs)") from None
+        missing = WorkflowNotFoundError if what == "workflow" else ExecutionNotFoundError
+        raise missing(f"no {what} {execution_id!r} (ids are UUIDs)") from None
 
 
 def get_status(execution_id: str) -> Op[dict[str, Any]]:
@@ -163,13 +171,21 @@ def wake_workflow(workflow_id: str) -> Op[None]:
 
 
 def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
-    workflow_id = _check_id(workflow_id)
+    """Store a signal and wake the workflow if it waits for it.
+
+    Raises ``WorkflowNotFoundError`` for an id no workflow has (malformed or unknown), and
+    ``SignalError`` for a job's id or a finished workflow.
+    """
+    workflow_id = _check_id(workflow_id, "workflow")
     rows = yield Call(Q.LOCK_EXECUTION, (workflow_id,))
     if not rows:
-        raise SignalError(f"no workflow {workflow_id} to signal")
+        raise WorkflowNotFoundError(f"no workflow {workflow_id} to signal")
     target = rows[0]
     if target["kind"] != "workflow":
-        raise SignalError(f"execution {workflow_id} is a {target['kind']}, not a workflow")
+        raise SignalError(
+            f"execution {workflow_id} is a {target['kind']}, not a workflow: "
+            "only workflows take signals"
+        )
     if target["status"] in FINAL_STATUSES:
         raise SignalError(f"workflow {workflow_id} is already {target['status']}")
     yield Call(Q.INSERT_SIGNAL, (workflow_id, name, payload))

@@ -1,0 +1,56 @@
+"""Creating and upgrading the schema from Python, for installs without the CLI.
+
+A producer-only install (``pip install workflows-postgres``) has no ``workflows migrate``
+command; ``workflows.migrate()`` does the same. Core imports no driver: the PostgreSQL package
+is imported when the function runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+
+from workflows.config import Settings, validate_schema_name
+from workflows.errors import ConfigurationError
+
+
+def migrate(database_url: str | None = None, schema: str | None = None) -> list[int]:
+    """Create or upgrade the schema; return the migration versions applied (empty if none).
+
+    ``database_url`` defaults to ``WORKFLOWS_DATABASE_URL`` (unset: the embedded database) and
+    ``schema`` to ``WORKFLOWS_SCHEMA``. Idempotent, and safe when several processes run it at
+    once (the second waits, then finds nothing to do). It blocks: from a coroutine, call it
+    through ``asyncio.to_thread``.
+
+    Raises ``DatabaseUnavailableError`` (the database cannot be reached),
+    ``PermissionDeniedError`` (the role may not create or change the schema: run it as the
+    schema's owner), ``ConfigurationError`` (an invalid setting, or workflows-postgres is not
+    installed); each with a one-line message that shows no password.
+    """
+    connect = _postgres("connect")
+    migrations = _postgres("migrate")
+    settings = Settings.current()
+    if database_url is not None:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    if schema is not None:
+        settings = dataclasses.replace(settings, schema=validate_schema_name(schema))
+    dsn: str = connect.resolve_dsn(settings)
+    with connect.sync_errors(dsn, f"cannot migrate schema {settings.schema!r}"):
+        applied: list[int] = migrations.apply_migrations(dsn, settings.schema)
+    return applied
+
+
+# The `*_sync` spelling of the API's blocking calls; migrate() has no async twin.
+migrate_sync = migrate
+
+
+def _postgres(module: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"workflows_postgres.{module}")
+    except ImportError as exc:
+        if exc.name and not exc.name.startswith("workflows_postgres"):
+            raise
+        raise ConfigurationError(
+            "workflows.migrate() needs the PostgreSQL store: pip install workflows-postgres"
+        ) from None
