@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -23,18 +24,30 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Kind = Literal["job", "activity", "workflow"]
 
-_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_QUEUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 _PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+# Timeouts, delays, timers: PostgreSQL adds them to now() (an interval, a timestamptz) and
+# asyncio schedules them, so a finite bound far past any real use keeps both in range.
+MAX_SECONDS = 10 * 365.25 * 86400  # 10 years
+# Retries fit the integer columns with room for the attempt counter (retries + 1).
+MAX_RETRIES = 1_000_000
+# A btree index entry holds about 2.7 kB; the key's unique index must never refuse one.
+MAX_IDEMPOTENCY_KEY_BYTES = 1000
+MAX_NAME_CHARS = 255
+# asyncpg sends these two instants (in UTC) as -infinity and infinity, not as the dates.
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 # Every decorated function by import path, so a worker can check what it finds.
 REGISTRY: dict[str, Function[..., Any]] = {}
 
 
 def validate_queue(queue: str) -> str:
-    if not isinstance(queue, str) or not _QUEUE.match(queue):
+    # fullmatch: `$` would let a trailing newline through.
+    if not isinstance(queue, str) or not _QUEUE.fullmatch(queue):
         raise ConfigurationError(
-            f"invalid queue name {queue!r}: use 1-128 letters, digits, '_', '.', ':' or '-', "
-            "starting with a letter or digit"
+            f"invalid queue name {_preview(queue)}: use 1-128 letters, digits, '_', '.', ':' "
+            "or '-', starting with a letter or digit"
         )
     return queue
 
@@ -57,15 +70,111 @@ def _function_path(fn: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+def _preview(value: Any) -> str:
+    """A short repr for messages: a hostile value may be megabytes long, or have no repr."""
+    try:
+        text = repr(value)
+    except Exception:
+        # An int past sys.get_int_max_str_digits() has none, nor has a broken __repr__.
+        return f"a value of type {type(value).__name__}"
+    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    minimum: float,
+    maximum: float,
+    integer: bool = False,
+    unit: str = "",
+) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}")
-    if integer and not isinstance(value, int):
-        raise ConfigurationError(f"{name} must be a whole number, got {value!r}")
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, got {value!r}")
+    kind = "a whole number" if integer else "a finite number"
+    allowed = f"{kind} from {_number(minimum)} to {_number(maximum)}{unit}"
+    # NaN compares false with everything: it would pass the bounds without the isfinite.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (integer and not isinstance(value, int))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not minimum <= value <= maximum
+    ):
+        raise ConfigurationError(f"{name} must be {allowed}, got {_preview(value)}")
+
+
+def _check_seconds(name: str, value: Any, *, minimum: float = 0) -> None:
+    _check_number(name, value, minimum=minimum, maximum=MAX_SECONDS, unit=" seconds (10 years)")
+
+
+def _check_retries(value: Any) -> None:
+    _check_number("retries", value, minimum=0, maximum=MAX_RETRIES, integer=True)
+
+
+def _check_priority(value: Any) -> None:
+    _check_number(
+        "priority", value, minimum=_PRIORITY_RANGE[0], maximum=_PRIORITY_RANGE[1], integer=True
+    )
+
+
+def _check_version(value: Any) -> None:
+    _check_number("version", value, minimum=1, maximum=_PRIORITY_RANGE[1], integer=True)
+
+
+def _check_text(name: str, value: Any, *, max_chars: int, max_bytes: int | None = None) -> None:
+    """A non-empty str PostgreSQL can store and index: bounded, no NUL, valid UTF-8."""
+    if max_bytes is None:
+        limit = f"at most {max_chars} characters"
+    else:
+        limit = f"at most {max_bytes} bytes of UTF-8"
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            f"{name} must be a non-empty string ({limit}), got {_preview(value)}"
+        )
+    if len(value) > max_chars:
+        raise ConfigurationError(
+            f"{name} must be {limit}, got {len(value)} characters: {_preview(value)}"
+        )
+    if "\x00" in value:
+        raise ConfigurationError(
+            f"{name} must not contain a NUL character (PostgreSQL text refuses it): "
+            f"{_preview(value)}"
+        )
+    if not value.isascii():
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                f"{name} must be valid Unicode: it contains a lone surrogate: {_preview(value)}"
+            ) from None
+        if max_bytes is not None and size > max_bytes:
+            raise ConfigurationError(f"{name} must be {limit}, got {size} bytes: {_preview(value)}")
+
+
+def _check_run_at(value: Any) -> None:
+    allowed = (
+        "a timezone-aware datetime after 0001-01-01 00:00 UTC and before "
+        "9999-12-31 23:59:59.999999 UTC"
+    )
+    if not isinstance(value, datetime):
+        raise ConfigurationError(f"run_at must be {allowed}, got {_preview(value)}")
+    try:
+        if value.utcoffset() is None:
+            raise ConfigurationError(f"run_at must be {allowed}, got a naive {_preview(value)}")
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError, TypeError):
+        # Near year 1 or 9999 an offset carries the instant outside what datetime holds.
+        raise ConfigurationError(f"run_at must be {allowed}, got {_preview(value)}") from None
+    if not _FIRST_INSTANT < utc < _LAST_INSTANT:
+        raise ConfigurationError(
+            f"run_at must be {allowed} (the driver sends those instants as -infinity and "
+            f"infinity), got {_preview(value)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,21 +191,21 @@ class CallOptions:
     def validated(self) -> CallOptions:
         if self.queue is not None:
             validate_queue(self.queue)
-        _check_number("priority", self.priority, minimum=_PRIORITY_RANGE[0], integer=True)
-        if self.priority is not None and self.priority > _PRIORITY_RANGE[1]:
-            raise ConfigurationError(f"priority must fit in 32 bits, got {self.priority}")
-        _check_number("timeout", self.timeout, minimum=0.001)
-        _check_number("retries", self.retries, minimum=0, integer=True)
-        _check_number("delay", self.delay, minimum=0)
+        _check_priority(self.priority)
+        _check_seconds("timeout", self.timeout, minimum=0.001)
+        _check_retries(self.retries)
+        _check_seconds("delay", self.delay)
         if self.run_at is not None:
-            if not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None:
-                raise ConfigurationError("run_at must be a timezone-aware datetime")
+            _check_run_at(self.run_at)
             if self.delay is not None:
                 raise ConfigurationError("give delay or run_at, not both")
-        if self.idempotency_key is not None and (
-            not isinstance(self.idempotency_key, str) or not self.idempotency_key
-        ):
-            raise ConfigurationError("idempotency_key must be a non-empty string")
+        if self.idempotency_key is not None:
+            _check_text(
+                "idempotency_key",
+                self.idempotency_key,
+                max_chars=MAX_IDEMPOTENCY_KEY_BYTES,
+                max_bytes=MAX_IDEMPOTENCY_KEY_BYTES,
+            )
         return self
 
 
@@ -117,9 +226,10 @@ class Function(Generic[P, R]):
     ) -> None:
         if queue is not None:
             validate_queue(queue)
-        _check_number("retries", retries, minimum=0, integer=True)
-        _check_number("timeout", timeout, minimum=0.001)
-        _check_number("priority", priority, minimum=_PRIORITY_RANGE[0], integer=True)
+        _check_retries(retries)
+        _check_seconds("timeout", timeout, minimum=0.001)
+        _check_priority(priority)
+        _check_version(version)
         self.fn = fn
         self.path = _function_path(fn)
         self.queue_name = queue
@@ -252,13 +362,18 @@ class Handle(Generic[P, R]):
 def _step_options(function: Function[Any, Any], opts: CallOptions) -> StepOptions:
     if opts.delay is not None or opts.run_at is not None or opts.idempotency_key is not None:
         raise ConfigurationError("delay, run_at and idempotency_key do not apply to workflow steps")
-    return StepOptions(
+    options = StepOptions(
         queue=opts.queue or function.queue_name,
         timeout=opts.timeout if opts.timeout is not None else function.timeout,
         retries=opts.retries if opts.retries is not None else function.retries,
         priority=opts.priority if opts.priority is not None else function.priority,
         version=function.version,
     )
+    # The store writes these as they are: checked again here, where the workflow can catch a
+    # bad one, because a Function's attributes and a CallOptions may have been set directly.
+    CallOptions(options.queue, options.priority, options.timeout, options.retries).validated()
+    _check_version(options.version)
+    return options
 
 
 def _max_payload_bytes() -> int:
@@ -412,7 +527,7 @@ def workflow(
     priority: int = 0,
 ) -> Any:
     """A durable workflow: deterministic code whose steps are recorded and replayed."""
-    _check_number("version", version, minimum=1, integer=True)
+    _check_version(version)
     return _decorate(
         WorkflowFunction,
         fn,
@@ -432,24 +547,25 @@ async def wait_for_signal(name: str, timeout: float | None = None) -> Any:
 
     Raises :class:`workflows.SignalTimeoutError` (a ``TimeoutError``) after ``timeout`` seconds.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError("signal name must be a non-empty string")
-    _check_number("timeout", timeout, minimum=0)
+    _check_text("signal name", name, max_chars=MAX_NAME_CHARS)
+    _check_seconds("timeout", timeout)
     instance = _require_instance("wait_for_signal()")
     return await instance.step(WaitSignal(-1, name, timeout))
 
 
 async def sleep(seconds: float) -> None:
     """A durable timer: survives worker restarts and holds no worker slot while it waits."""
-    _check_number("seconds", seconds, minimum=0)
+    _check_seconds("seconds", seconds)
     instance = _require_instance("workflows.sleep()")
     await instance.step(StartTimer(-1, float(seconds)))
 
 
 def get_version(change_id: str, min_supported: int, max_supported: int) -> int:
     """Which side of a code change this execution takes (see README: Versioning)."""
-    if not isinstance(change_id, str) or not change_id:
-        raise ConfigurationError("change_id must be a non-empty string")
+    _check_text("change_id", change_id, max_chars=MAX_NAME_CHARS)
+    # The chosen version is recorded as JSON and compared as an int on replay.
+    for name, value in (("min_supported", min_supported), ("max_supported", max_supported)):
+        _check_number(name, value, minimum=-(2**63), maximum=2**63 - 1, integer=True)
     instance = _require_instance("get_version()")
     return instance.version(change_id, min_supported, max_supported)
 
@@ -458,8 +574,7 @@ def get_version(change_id: str, min_supported: int, max_supported: int) -> int:
 
 
 def _check_signal_args(name: str, payload: Any, settings: Settings) -> str:
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError("signal name must be a non-empty string")
+    _check_text("signal name", name, max_chars=MAX_NAME_CHARS)
     return codec.encode(payload, what="signal payload", max_bytes=settings.max_payload_bytes)
 
 
