@@ -342,7 +342,7 @@ async def test_outcome_recorded_under_an_old_lease_is_discarded_and_the_new_owne
     late = Outcome(job_id, old.lease, "completed", result=json.dumps("old owner"))
     late_retry = Outcome(job_id, old.lease, "pending", error=json.dumps({"type": "X"}))
     assert await store.record_outcomes([late, late_retry]) == set()
-    assert await store.release(old) is False
+    assert await store.release(old, old_owner) is False
     running_now = await store.get_status(job_id)
     assert running_now["status"] == "running" and running_now["result"] is None
     assert await store.record_outcomes(
@@ -358,7 +358,7 @@ async def test_workflow_activation_under_an_old_lease_writes_nothing(store: Post
     owner = str(uuid.uuid4())
     wf = await two_steps.queue("fenced-wf")
     [old] = await store.claim(owner, [QUEUE], 1)
-    await store.release(old)
+    await store.release(old, owner)
     [new] = await store.claim(owner, [QUEUE], 1)
     assert new.lease == old.lease + 1
     applied = await store.apply_activation(
@@ -385,6 +385,8 @@ async def test_worker_that_lost_its_claim_discards_its_late_result_and_logs_it(
     caplog.set_level(logging.INFO, logger="workflows.worker")
     # The worker beats once at start, then not for a minute: as if paused (SIGSTOP, a long GC).
     monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "60")
+    # Settings refuse an interval of half the timeout or more: a live worker would look dead.
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_TIMEOUT", "300")
     job_id = await gated.options(retries=1).queue("paused")
     # One slot, held by the gated job: the worker cannot take the job back itself.
     async with running(QUEUE, concurrency=1) as (paused, _):

@@ -110,8 +110,15 @@ class _DeterministicLoop(asyncio.AbstractEventLoop):
         try:
             while self._ready:
                 handle = self._ready.popleft()
-                if not handle.cancelled():
+                if handle.cancelled():
+                    continue
+                try:
                     handle._run()
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    # asyncio lets these two through to stop the loop: raised by workflow code,
+                    # they would end the worker. They fail the workflow like any exception.
+                    if self.instance._fatal is None:
+                        self.instance._fatal = exc
         finally:
             asyncio.events._set_running_loop(previous)
 

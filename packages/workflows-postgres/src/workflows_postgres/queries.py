@@ -19,29 +19,32 @@ def quote_ident(name: str) -> str:
     return '"' + validate_schema_name(name) + '"'
 
 
+# A workflow's timeout is stored as its deadline, now() + timeout at the insert that also sets
+# created_at to now() (ENQUEUE, ENQUEUE_MANY, a child's in insert_commands): the difference is
+# the timeout exactly, to the microsecond an interval holds.
 EXECUTION_COLUMNS = """
     e.id::text AS id, e.kind, e.name, e.queue, e.status, e.priority, e.attempts, e.max_retries,
-    e.timeout_seconds, e.args::text AS args, e.result::text AS result, e.error::text AS error,
+    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - e.created_at)::float8
+         ELSE e.timeout_seconds END AS timeout_seconds,
+    e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
     e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
 """
 
 # A job to run now ($13: not in a caller's transaction) goes straight to an idle worker that
-# offered itself for its queue (see 0003): inserted running under it, its claim sent in the
-# notification on {start} as
-# "<worker id>\n<fields as JSON>\n<arguments>". It fits the 8,000-byte payload limit or stays
-# pending, as does every other enqueue, which announces its queue on {work}.
+# offered itself for its queue (see 0003): inserted running under it, and announced on {start}
+# as "<worker id> <execution id>". The notification is only a hint: any role that can connect
+# may LISTEN and NOTIFY, so it carries nothing confidential and the worker reads the claim from
+# the table (HANDED_OVER) before it runs anything. Every other enqueue announces its queue on
+# {work}.
 ENQUEUE = """
-WITH a AS (
-    SELECT $5::jsonb AS args
-), offer AS (
+WITH offer AS (
     DELETE FROM {s}.worker_offers o
     WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
                          WHERE f.queues @> ARRAY[$3::text] AND f.expires_at > now()
                          LIMIT 1 FOR UPDATE SKIP LOCKED)
       AND $13::bool AND $1 = 'job' AND $8::timestamptz IS NULL AND COALESCE($9::float8, 0) <= 0
       AND $10::text IS NULL
-      AND octet_length((SELECT args::text FROM a)) + octet_length($2) + octet_length($3) <= 7000
       -- Free: the worker's listening session is gone, and the worker with it.
       AND NOT pg_try_advisory_xact_lock_shared(o.lock_key)
     RETURNING o.worker_id
@@ -49,27 +52,21 @@ WITH a AS (
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          idempotency_key, version, deadline, status, worker_id, lease, attempts, started_at)
-    SELECT {s}.new_id(), $1, $2, $3, $4, a.args, $6, $7,
+    SELECT {s}.new_id(), $1, $2, $3, $4, $5::json, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
            $10, $11, now() + make_interval(secs => $12::float8),
            CASE WHEN h.worker_id IS NULL THEN 'pending' ELSE 'running' END, h.worker_id,
            CASE WHEN h.worker_id IS NULL THEN 0 ELSE 1 END,
            CASE WHEN h.worker_id IS NULL THEN 0 ELSE 1 END,
            CASE WHEN h.worker_id IS NULL THEN NULL ELSE now() END
-    FROM a LEFT JOIN offer h ON true
+    FROM (SELECT 1) one LEFT JOIN offer h ON true
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING e.id, e.run_at, e.worker_id, e.name, e.queue, e.args, e.max_retries,
-              e.timeout_seconds
+    RETURNING e.id, e.run_at, e.worker_id
 )
 SELECT ins.id::text AS id,
        (SELECT count(*) FROM (
             SELECT CASE WHEN ins.worker_id IS NULL THEN pg_notify('{work}', $3)
-                   ELSE pg_notify('{start}', ins.worker_id::text || chr(10)
-                        || json_build_object(
-                               'id', ins.id, 'name', ins.name, 'queue', ins.queue,
-                               'max_retries', ins.max_retries, 'timeout', ins.timeout_seconds,
-                               'at', extract(epoch FROM now()))::text
-                        || chr(10) || ins.args::text) END
+                   ELSE pg_notify('{start}', ins.worker_id::text || ' ' || ins.id::text) END
             WHERE ins.run_at <= now()) n) AS notified
 FROM ins
 """
@@ -85,7 +82,7 @@ WITH ins AS (
     INSERT INTO {s}.executions
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          version, deadline)
-    SELECT {s}.new_id(), $1, $2, $3, $4, a.args::jsonb, $6, $7,
+    SELECT {s}.new_id(), $1, $2, $3, $4, a.args::json, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
            $10, now() + make_interval(secs => $11::float8)
     FROM unnest($5::text[]) WITH ORDINALITY AS a(args, ord)
@@ -122,7 +119,7 @@ FROM {s}.executions WHERE id = $1::uuid FOR UPDATE
 """
 
 INSERT_SIGNAL = """
-INSERT INTO {s}.workflow_signals (workflow_id, name, payload) VALUES ($1::uuid, $2, $3::jsonb)
+INSERT INTO {s}.workflow_signals (workflow_id, name, payload) VALUES ($1::uuid, $2, $3::json)
 """
 
 # Hand the oldest unconsumed signal of the step's name to the first open wait for it.
@@ -244,7 +241,10 @@ cand AS (
     RETURNING e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
               e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
               e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
-              extract(epoch FROM now() - e.run_at)::float8 AS pickup_latency,
+              -- isfinite: a row written by hand (or by an old producer) with run_at
+              -- -infinity must not fail every claim of its queue.
+              CASE WHEN isfinite(e.run_at)
+                   THEN extract(epoch FROM now() - e.run_at)::float8 END AS pickup_latency,
               -- A workflow's resolutions not yet handed to its code: all a sticky copy needs.
               CASE WHEN e.kind = 'workflow' THEN (
                   SELECT json_agg(json_build_object(
@@ -265,7 +265,8 @@ WITH v AS (
 ), upd AS (
     UPDATE {s}.executions e
     SET status = v.status,
-        result = v.result::jsonb,
+        result = v.result::json,
+        releases = 0,
         error = COALESCE(v.error::jsonb, e.error),
         finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE now() END,
         run_at = CASE WHEN v.status = 'pending'
@@ -392,18 +393,44 @@ RUNNING_HERE = """
 SELECT id::text AS id, lease FROM {s}.executions WHERE status = 'running' AND worker_id = $1::uuid
 """
 
+# Back to pending without counting the attempt: only by the worker that holds the claim
+# ($4), and only a few times in a row (releases, 0005): the third in a row counts it, so an
+# execution that keeps coming back (a handoff given back, a shutdown past its grace, a lost
+# reply) still uses up its retries.
 RELEASE = """
 WITH r AS (
     UPDATE {s}.executions
     SET status = 'pending', worker_id = NULL,
         run_at = now() + make_interval(secs => $3::float8),
-        attempts = CASE WHEN kind = 'workflow' THEN attempts ELSE greatest(attempts - 1, 0) END
-    WHERE id = $1::uuid AND lease = $2 AND status = 'running'
+        attempts = CASE WHEN kind = 'workflow' OR releases >= 2 THEN attempts
+                        ELSE greatest(attempts - 1, 0) END,
+        releases = releases + 1
+    WHERE id = $1::uuid AND lease = $2 AND status = 'running' AND worker_id = $4::uuid
     RETURNING id, queue, run_at
 )
 SELECT r.id, (SELECT count(*) FROM (SELECT pg_notify('{work}', r.queue)
                                     WHERE r.run_at <= now()) n) AS notified
 FROM r
+"""
+
+# The claim a notification on {start} says was handed to this worker: believed only if the
+# table says so (running here, first lease, a job), so a forged notification runs nothing.
+HANDED_OVER = """
+SELECT e.id::text AS id, e.kind, e.name, e.queue, e.args::text AS args, e.attempts,
+       e.max_retries, e.timeout_seconds, e.lease, e.version, e.wakeups,
+       e.parent_id::text AS parent_id, e.parent_seq, e.deadline,
+       CASE WHEN isfinite(e.run_at)
+            THEN extract(epoch FROM now() - e.run_at)::float8 END AS pickup_latency,
+       NULL::text AS resolutions
+FROM {s}.executions e
+WHERE e.id = $1::uuid AND e.worker_id = $2::uuid AND e.status = 'running' AND e.lease = 1
+  AND e.kind = 'job'
+"""
+
+# Whether a cancel announced on {cancel} is real: asked for in the table, of the claim held.
+CANCEL_REQUESTED = """
+SELECT cancel_requested FROM {s}.executions
+WHERE id = $1::uuid AND lease = $2 AND worker_id = $3::uuid AND status = 'running'
 """
 
 # An idle worker offers itself for jobs of its queues until $4 seconds from now (see 0003).

@@ -16,7 +16,7 @@ import asyncpg
 
 from workflows import codec
 from workflows.config import Settings
-from workflows.errors import DatabaseUnavailableError
+from workflows.errors import DatabaseUnavailableError, SerializationError
 from workflows.history import (
     RecordVersion,
     ScheduleActivity,
@@ -29,7 +29,7 @@ from workflows.history import (
 from workflows.store import EnqueueRequest
 from workflows_postgres import ops
 from workflows_postgres import queries as Q
-from workflows_postgres.connect import first_line, redact, resolve_dsn, unavailable
+from workflows_postgres.connect import first_line, redact, resolve_dsn, scrub, unavailable
 from workflows_postgres.migrate import latest_version, schema_error
 
 log = logging.getLogger(__name__)
@@ -153,29 +153,19 @@ def _claimed(row: asyncpg.Record) -> Claimed:
     )
 
 
-def handed_over(payload: str, worker_id: str) -> Claimed | None:
-    """The job a notification on the start channel hands to ``worker_id``, if it is its."""
-    if not payload.startswith(worker_id):
+def handed_over(payload: str, worker_id: str) -> str | None:
+    """The execution id a notification on the start channel says was handed to ``worker_id``.
+
+    Only a hint: any role that can connect may send one. :meth:`PostgresStore.take_handoff`
+    reads the claim from the table before anything runs.
+    """
+    target, _, execution_id = payload.partition(" ")
+    if target != worker_id or not execution_id:
         return None
-    _, fields, args = payload.split("\n", 2)
-    f = codec.decode(fields)
-    return Claimed(
-        id=f["id"],
-        kind="job",
-        name=f["name"],
-        queue=f["queue"],
-        args=args,
-        attempts=1,
-        max_retries=f["max_retries"],
-        timeout=f["timeout"],
-        lease=1,
-        version=None,
-        wakeups=0,
-        parent_id=None,
-        deadline=None,
-        # Clocks of two hosts: a skew must not make it negative.
-        pickup_latency=max(time.time() - f["at"], 0.0),
-    )
+    try:
+        return str(uuid.UUID(execution_id))
+    except ValueError:
+        return None
 
 
 def _resolution(item: dict[str, Any]) -> StepRecord:
@@ -284,6 +274,9 @@ class PostgresStore:
             return stop.value  # type: ignore[no-any-return]
         except asyncpg.UndefinedTableError:
             raise schema_error(self.settings.schema, None) from None
+        except asyncpg.DataError as exc:
+            # A value the database cannot hold (a character its encoding lacks): the caller's.
+            raise SerializationError(f"the database refused a value: {first_line(exc)}") from None
 
     async def run(self, make_op: Any, *args: Any, transaction: bool = True) -> Any:
         for attempt in range(5):
@@ -299,7 +292,7 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
             except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
                 raise DatabaseUnavailableError(
-                    f"lost the database connection: {first_line(exc)}"
+                    f"lost the database connection: {scrub(first_line(exc), self.dsn)}"
                 ) from None
         raise AssertionError("unreachable")
 
@@ -462,13 +455,36 @@ class PostgresStore:
         """Record outcomes (a pump that claims nothing); the ids whose claim still held."""
         return (await self.pump(_NO_WORKER, outcomes, (), 0))[0]
 
-    async def release(self, claimed: Claimed, delay: float = 0.0) -> bool:
-        """Give an execution back to pending without counting the attempt."""
-        return await self.release_id(claimed.id, claimed.lease, delay)
+    async def release(self, claimed: Claimed, worker_id: str, delay: float = 0.0) -> bool:
+        """Give an execution back to pending without counting the attempt (a few times in a
+        row at most: see queries.RELEASE)."""
+        return await self.release_id(claimed.id, claimed.lease, worker_id, delay)
 
-    async def release_id(self, execution_id: str, lease: int, delay: float = 0.0) -> bool:
-        row = await self.pool.fetchrow(self.sql(Q.RELEASE), execution_id, lease, delay)
+    async def release_id(
+        self, execution_id: str, lease: int, worker_id: str, delay: float = 0.0
+    ) -> bool:
+        row = await self.pool.fetchrow(self.sql(Q.RELEASE), execution_id, lease, delay, worker_id)
         return row is not None
+
+    async def take_handoff(
+        self, execution_id: str, worker_id: str, conn: asyncpg.Connection | None = None
+    ) -> Claimed | None:
+        """The job handed to ``worker_id`` (see queries.ENQUEUE), if the table says it was.
+
+        ``conn``: the connection the notification came on, idle otherwise, which saves a pool
+        checkout on the pickup path.
+        """
+        source: Any = self.pool if conn is None else conn
+        row = await source.fetchrow(self.sql(Q.HANDED_OVER), execution_id, worker_id)
+        return None if row is None else _claimed(row)
+
+    async def cancel_requested(self, claimed: Claimed, worker_id: str) -> bool:
+        """Whether a cancel of ``claimed`` (held by ``worker_id``) was asked for in the table."""
+        return bool(
+            await self.pool.fetchval(
+                self.sql(Q.CANCEL_REQUESTED), claimed.id, claimed.lease, worker_id
+            )
+        )
 
     async def running_here(self, worker_id: str) -> set[tuple[str, int]]:
         """The executions the database says ``worker_id`` runs, as (id, lease)."""

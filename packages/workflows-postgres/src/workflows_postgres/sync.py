@@ -14,7 +14,7 @@ from workflows.config import Settings
 from workflows.store import EnqueueRequest
 from workflows_postgres import ops
 from workflows_postgres import queries as Q
-from workflows_postgres.connect import connect_sync, first_line, resolve_dsn
+from workflows_postgres.connect import connect_sync, first_line, resolve_dsn, scrub
 from workflows_postgres.migrate import latest_version, schema_error
 
 T = TypeVar("T")
@@ -84,6 +84,12 @@ class SyncStore:
             return stop.value  # type: ignore[no-any-return]
         except psycopg.errors.UndefinedTable:
             raise schema_error(self.settings.schema, None) from None
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            # A value the database cannot hold (a character its encoding lacks; psycopg finds
+            # that out itself when the connection's encoding is not UTF-8): the caller's.
+            from workflows.errors import SerializationError
+
+            raise SerializationError(f"the database refused a value: {first_line(exc)}") from None
 
     def run(self, op: ops.Op[T], *, transaction: bool = True) -> T:
         conn = self._connection()
@@ -96,7 +102,9 @@ class SyncStore:
             self.close()
             from workflows.errors import DatabaseUnavailableError
 
-            raise DatabaseUnavailableError(f"database error: {first_line(exc)}") from None
+            raise DatabaseUnavailableError(
+                f"database error: {scrub(first_line(exc), self._dsn)}"
+            ) from None
 
     # ---- workflows.store.SyncStore ---------------------------------------------------------
 

@@ -6,10 +6,13 @@ tests start many) would otherwise collide on the global registry with "Duplicate
 
 from __future__ import annotations
 
+import io
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from socketserver import ThreadingMixIn
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -43,6 +46,9 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "workflows_queue_depth",
         "workflows_workers_alive",
         "workflows_worker_recoveries_total",
+        "workflows_event_loop_lag_seconds",
+        "workflows_event_loop_blocked_total",
+        "workflows_sync_threads_stuck",
     }
 )
 
@@ -154,6 +160,23 @@ class WorkerMetrics:
             "Dead workers whose executions this worker recovered.",
             registry=self.registry,
         )
+        self._loop_lag = Gauge(
+            "workflows_event_loop_lag_seconds",
+            "How late this worker's event loop is now (a blocked loop runs no other execution).",
+            registry=self.registry,
+        )
+        self._loop_blocked = Counter(
+            "workflows_event_loop_blocked_total",
+            "Times code blocked this worker's event loop past the threshold, by the function "
+            "found running (or 'unknown').",
+            ("name",),
+            registry=self.registry,
+        )
+        self._stuck_threads = Gauge(
+            "workflows_sync_threads_stuck",
+            "Threads of this worker still running a plain-def call past its timeout.",
+            registry=self.registry,
+        )
         self._depth_lock = threading.Lock()
         self._depth_keys: set[tuple[str, str]] = set()
         for queue in queues:
@@ -226,6 +249,15 @@ class WorkerMetrics:
     def worker_recovered(self) -> None:
         self._recoveries.inc()
 
+    def set_loop_lag(self, seconds: float) -> None:
+        self._loop_lag.set(max(seconds, 0.0))
+
+    def loop_blocked(self, name: str) -> None:
+        self._loop_blocked.labels(name=name).inc()
+
+    def set_stuck_threads(self, n: int) -> None:
+        self._stuck_threads.set(n)
+
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
@@ -244,14 +276,170 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def setup(self) -> None:
+        # The server read the request head before it gave the request a thread, and hands it
+        # over with the connection (see _BoundedWSGIServer).
+        head, conn = self.request
+        self.connection = conn
+        self.rfile = io.BytesIO(head)
+        self.wfile = conn.makefile("wb")
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    # Request threads must not keep a stopping worker process alive.
-    daemon_threads = True
+
+@dataclass
+class _Reading:
+    """A connection whose request head has not all arrived yet."""
+
+    conn: socket.socket
+    address: Any
+    deadline: float  # time.monotonic() past which it is dropped
+    head: bytearray = field(default_factory=bytearray)
+
+
+class _BoundedWSGIServer(WSGIServer):
+    """A WSGI server that gives a thread only to a whole request, and to few at once.
+
+    Its one serving thread accepts connections and reads their request heads without
+    blocking, so an idle or trickling client holds a file descriptor for at most
+    ``head_timeout`` and never a thread; past ``max_reading`` such connections the oldest is
+    dropped (a probe sends its request at once). A whole request gets a daemon thread, at
+    most ``max_handlers`` at once; one more is answered 503 on the spot. A handler can then
+    block only writing its answer to a client that does not read, ``send_timeout`` per write.
+    """
+
+    max_handlers = 8
+    max_reading = 64
+    head_timeout = 10.0
+    send_timeout = 5.0
+    max_head_bytes = 16384
+    # The listen backlog: a burst of connects waits there for the accept loop.
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
         self.address_family = family
         super().__init__(address, _QuietHandler)
+        self.socket.setblocking(False)
+        self._slots = threading.BoundedSemaphore(self.max_handlers)
+        self._reading: dict[socket.socket, _Reading] = {}
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            try:
+                while not self._stopping.is_set():
+                    for key, _ in selector.select(poll_interval):
+                        if key.data is None:
+                            self._accept(selector)
+                        else:
+                            self._read(selector, key.data)
+                    self._expire(selector)
+            finally:
+                for reading in list(self._reading.values()):
+                    self._drop(selector, reading)
+                self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (running on another thread) and wait until it returned."""
+        self._stopping.set()
+        self._stopped.wait()
+
+    def _accept(self, selector: selectors.BaseSelector) -> None:
+        # Every connection waiting in the backlog, not one per wake-up.
+        for _ in range(self.request_queue_size):
+            try:
+                conn, address = self.socket.accept()
+            except OSError:
+                # None left (BlockingIOError), or none to be had now (out of descriptors):
+                # the next wake-up tries again.
+                return
+            conn.setblocking(False)
+            if len(self._reading) >= self.max_reading:
+                self._drop(selector, next(iter(self._reading.values())))
+            reading = _Reading(conn, address, time.monotonic() + self.head_timeout)
+            self._reading[conn] = reading
+            selector.register(conn, selectors.EVENT_READ, reading)
+
+    def _read(self, selector: selectors.BaseSelector, reading: _Reading) -> None:
+        try:
+            chunk = reading.conn.recv(self.max_head_bytes)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            # Closed or reset before a whole request: no one to answer.
+            self._drop(selector, reading)
+            return
+        reading.head += chunk
+        if b"\r\n\r\n" not in reading.head and b"\n\n" not in reading.head:
+            if len(reading.head) >= self.max_head_bytes:
+                self._forget(selector, reading)
+                _answer_now(reading.conn, "431 Request Header Fields Too Large")
+            return
+        self._forget(selector, reading)
+        if not self._slots.acquire(blocking=False):
+            _answer_now(reading.conn, "503 Service Unavailable")
+            return
+        reading.conn.settimeout(self.send_timeout)
+        thread = threading.Thread(
+            target=self._handle,
+            args=(reading.conn, reading.address, bytes(reading.head)),
+            name=f"workflows-metrics-{self.server_address[1]}-request",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:
+            # The process is out of threads: a busy answer beats none.
+            self._slots.release()
+            _answer_now(reading.conn, "503 Service Unavailable")
+
+    def _handle(self, conn: socket.socket, address: Any, head: bytes) -> None:
+        try:
+            self.finish_request((head, conn), address)
+        except OSError:
+            pass  # the client went away or stopped reading: no one left to answer
+        except Exception:
+            self.handle_error(conn, address)
+        finally:
+            self.shutdown_request(conn)
+            self._slots.release()
+
+    def _expire(self, selector: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        # In accept order, so the first one not yet due ends the search.
+        while self._reading:
+            oldest = next(iter(self._reading.values()))
+            if oldest.deadline > now:
+                return
+            self._drop(selector, oldest)
+
+    def _forget(self, selector: selectors.BaseSelector, reading: _Reading) -> None:
+        selector.unregister(reading.conn)
+        del self._reading[reading.conn]
+
+    def _drop(self, selector: selectors.BaseSelector, reading: _Reading) -> None:
+        self._forget(selector, reading)
+        reading.conn.close()
+
+
+def _answer_now(conn: socket.socket, status: str) -> None:
+    """Answer ``status`` and close, from the serving thread: a few bytes into a send buffer
+    that holds nothing yet never block."""
+    body = status.encode()
+    head = (
+        f"HTTP/1.0 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        conn.setblocking(False)
+        conn.send(head.encode() + body)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 class MetricsServer:
@@ -260,7 +448,7 @@ class MetricsServer:
     The server never runs on the worker's event loop, so a busy or blocked loop still answers
     scrapes. ``health`` is therefore called on a server thread: it must only read state
     (a flag, a timestamp), never touch the loop. ``stop()`` blocks briefly; from a coroutine
-    call it through ``asyncio.to_thread``.
+    call it through ``asyncio.to_thread``. Its threads are bounded: see ``_BoundedWSGIServer``.
     """
 
     _POLL_INTERVAL = 0.1
@@ -276,7 +464,7 @@ class MetricsServer:
         self._health = health
         self._host = host
         self._requested_port = port
-        self._server: _ThreadingWSGIServer | None = None
+        self._server: _BoundedWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -286,6 +474,14 @@ class MetricsServer:
             return self._requested_port
         return int(self._server.server_address[1])
 
+    @property
+    def host(self) -> str:
+        """The bound address once started (``0.0.0.0``: every IPv4 interface), else the
+        requested host."""
+        if self._server is None:
+            return self._host
+        return str(self._server.server_address[0])
+
     def start(self) -> None:
         """Bind and serve; raises ``OSError`` at once if the port is taken."""
         if self._server is not None:
@@ -293,7 +489,7 @@ class MetricsServer:
         family, _, _, _, address = socket.getaddrinfo(
             self._host, self._requested_port, type=socket.SOCK_STREAM
         )[0]
-        server = _ThreadingWSGIServer((str(address[0]), int(address[1])), family)
+        server = _BoundedWSGIServer((str(address[0]), int(address[1])), family)
         server.set_app(self._app)
         thread = threading.Thread(
             target=server.serve_forever,

@@ -25,6 +25,7 @@ from workflows.errors import SerializationError
 from workflows.history import Activation, StepRecord, WaitSignal
 from workflows.replay import WorkflowInstance
 from workflows_postgres import queries as Q
+from workflows_postgres.connect import first_line
 from workflows_postgres.store import (
     ActivationResult,
     Advance,
@@ -36,8 +37,10 @@ from workflows_postgres.store import (
     eager_claims,
     handed_over,
 )
-from workflows_worker.imports import FunctionNotFound, known_workflow_versions, resolve
+from workflows_worker.imports import FunctionNotFound, ImportPolicy, known_workflow_versions
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
+from workflows_worker.sync_pool import SyncPool
+from workflows_worker.watchdog import HeartbeatThread, LoopWatch
 
 log = logging.getLogger("workflows.worker")
 
@@ -50,6 +53,32 @@ _DB_ERRORS = (
     asyncpg.InternalClientError,
     workflows.DatabaseUnavailableError,
 )
+
+
+class UnstorableOutcomeError(Exception):
+    """The database refused one item of a batched write (a value it cannot hold)."""
+
+
+def _poison(exc: BaseException) -> bool:
+    """Whether a failed write may be one item's doing rather than the database's state.
+
+    Data exceptions (class 22: a character the database's encoding lacks, a value out of
+    range), integrity (23) and program limits (54), or a value the driver cannot encode. Any
+    other error (the connection, privileges, a shutdown) would fail every item alike.
+    """
+    if isinstance(exc, UnicodeError | OverflowError):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23", "54")
+
+
+def _unstorable(exc: BaseException) -> dict[str, Any]:
+    # ASCII: the message itself must be storable in whatever encoding refused the value.
+    detail = first_line(exc).encode("ascii", "backslashreplace").decode("ascii")[:500]
+    return {
+        "type": "UnstorableOutcome",
+        "message": f"the database refused to store this execution's outcome: {detail}",
+    }
 
 
 @dataclass
@@ -112,15 +141,14 @@ class Worker:
         self._sticky: OrderedDict[str, _Sticky] = OrderedDict()
         self._versions: dict[str, int] = {}
         self._listener: asyncpg.Connection | None = None
+        self._listener_lock = asyncio.Lock()
         self._healthy = False
         self._server: MetricsServer | None = None
-        self._last_beat: float | None = None
         self._suspects: set[tuple[str, int]] = set()
         # Tasks waiting for their outcome (or activation) to be written, and activities run
         # ahead of the write that starts them whose write did not happen.
         self._writing = 0
         self._abandoned: set[str] = set()
-        self._beating_since = 0.0
         self.executed = 0
         # Handoffs (0003): the listener holds the advisory lock _lock_key while connected; an
         # idle worker renews its offer at _offer_due (loop time; 0: now, when next idle).
@@ -129,6 +157,14 @@ class Worker:
         self._offer_due = 0.0
         self._claiming = 0
         self._background: set[asyncio.Task[None]] = set()
+        # Claims of what runs here, by id (a cancel announced is checked against its lease).
+        self._claims: dict[str, Claimed] = {}
+        self._imports = ImportPolicy.from_settings(self.settings)
+        self._pool = SyncPool(self.concurrency)
+        self._watch = LoopWatch(on_block=self._loop_blocked, on_lag=self.metrics.set_loop_lag)
+        self._heart: HeartbeatThread | None = None
+        # Since when every write of outcomes has failed (None: the last one went through).
+        self._failing_since: float | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -149,12 +185,25 @@ class Worker:
         )
         store = self.store
         self._versions = known_workflow_versions()
-        await store.register_worker(
-            self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
+        registration = (socket.gethostname(), os.getpid(), self.queues, workflows.__version__)
+        await store.register_worker(self.id, *registration)
+        self._watch.start()
+        self._heart = HeartbeatThread(
+            store.dsn,
+            self.settings.schema,
+            self.id,
+            interval=self.settings.worker_heartbeat_interval,
+            timeout=self.settings.worker_heartbeat_timeout,
+            registration=registration,
+            loop_watch=self._watch,
         )
+        self._heart.start()
         if self.metrics_port is not None:
             self._server = MetricsServer(
-                self.metrics.registry, self.healthy, port=self.metrics_port
+                self.metrics.registry,
+                self.healthy,
+                host=self.settings.worker_metrics_host,
+                port=self.metrics_port,
             )
             self._server.start()
             log.info("metrics on :%d/metrics", self._server.port)
@@ -193,18 +242,55 @@ class Worker:
             if self._background:
                 # Jobs being given back: else they wait for a peer to recover them.
                 await asyncio.wait(self._background, timeout=5)
-            with contextlib.suppress(*_DB_ERRORS):
-                await store.deregister_worker(self.id)
             if self._listener is not None:
                 with contextlib.suppress(Exception):
                     await self._listener.close()
+            # Before deregistering: a beat after it would register the worker again.
+            await asyncio.to_thread(self._heart.stop)
+            with contextlib.suppress(*_DB_ERRORS):
+                await store.deregister_worker(self.id)
+            await self._watch.stop()
+            # Threads stuck in calls past their timeout are daemons: the process still exits.
+            self._pool.close()
             await store.close()
             if self._server is not None:
                 await asyncio.to_thread(self._server.stop)
             log.info("worker %s stopped after %d executions", self.id[:8], self.executed)
 
     def healthy(self) -> bool:
-        return self._healthy and self._listener is not None and not self._listener.is_closed()
+        """For ``/healthz``, called on the metrics server's thread: reads state only."""
+        return (
+            self._healthy
+            and self._listener is not None
+            and not self._listener.is_closed()
+            and not self._watch.blocked
+            and not self._pool.exhausted
+            and not self._writes_failing()
+        )
+
+    def _writes_failing(self) -> bool:
+        since = self._failing_since
+        return since is not None and (
+            time.monotonic() - since > self.settings.worker_heartbeat_timeout
+        )
+
+    def _capacity(self) -> int:
+        """Executions this worker can run at once: its concurrency, less the threads stuck in
+        calls past their timeout (each holds its slot until the call returns)."""
+        return self.concurrency - self._pool.stuck
+
+    def _free_slots(self) -> int:
+        """Slots free for new claims: the one place that says how many."""
+        if self._stopping.is_set() or self._writes_failing():
+            # A worker whose writes keep failing claims nothing more it could not record.
+            return 0
+        # Executions waiting for their outcome to be written run no code: their slots are
+        # free (so under load claims go with the outcomes that free them).
+        return max(self._capacity() - len(self._inflight) + self._writing, 0)
+
+    def _loop_blocked(self, name: str, seconds: float) -> None:
+        # Called on the watch thread: prometheus_client's metrics are thread-safe.
+        self.metrics.loop_blocked(name)
 
     async def _drain(self, pump: asyncio.Task[None]) -> None:
         """In-flight work gets the grace period; what is still running then goes back."""
@@ -241,9 +327,7 @@ class Worker:
             if now >= next_poll:
                 self._look = True
                 next_poll = now + poll
-            # Executions waiting for their outcome to be written run no code: their slots are
-            # free (so under load claims go with the outcomes that free them).
-            free = 0 if stopping else self.concurrency - len(self._inflight) + self._writing
+            free = self._free_slots()
             # Outcomes that resolve a workflow held here may claim it straight back: keep
             # their slots for that.
             resumable = sum(
@@ -274,10 +358,24 @@ class Worker:
                     resume_sticky=not stopping,
                 )
                 backoff = 0.1
-            except _DB_ERRORS as exc:
-                log.warning(
-                    "database round failed (%s); retrying in %.1f s", codec_line(exc), backoff
-                )
+                self._failing_since = None
+            except Exception as exc:
+                if len(batch) > 1 and _poison(exc):
+                    # One item's value, perhaps: each alone, so only that one fails.
+                    await self._record_one_by_one(batch, not stopping)
+                    self._look = True
+                    continue
+                if len(batch) == 1 and _poison(exc):
+                    batch[0][1].set_exception(UnstorableOutcomeError(codec_line(exc)))
+                    continue
+                if not isinstance(exc, _DB_ERRORS):
+                    log.exception("database round failed")
+                else:
+                    log.warning(
+                        "database round failed (%s); retrying in %.1f s", codec_line(exc), backoff
+                    )
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 self._outcomes = batch + self._outcomes
                 self._look = True
                 await asyncio.sleep(backoff)
@@ -292,6 +390,32 @@ class Worker:
             # notification that came in meanwhile has set it already: never clear it here.)
             if want and len(claimed) == want:
                 self._look = True
+            for c in claimed:
+                self._start(c)
+
+    async def _record_one_by_one(
+        self, batch: list[tuple[Outcome, asyncio.Future[bool]]], resume_sticky: bool
+    ) -> None:
+        """Record a batch the database refused item by item: whatever it still refuses alone
+        fails its own execution (the waiting task records a clean error instead)."""
+        store = self.store
+        assert store is not None
+        for outcome, future in batch:
+            try:
+                recorded, claimed = await store.pump(
+                    self.id, [outcome], self.queues, 0, self._versions, resume_sticky=resume_sticky
+                )
+            except Exception as exc:
+                if _poison(exc):
+                    log.warning(
+                        "the database refused the outcome of %s: %s", outcome.id, codec_line(exc)
+                    )
+                    future.set_exception(UnstorableOutcomeError(codec_line(exc)))
+                else:
+                    # Not this item's doing: it goes with the next round.
+                    self._outcomes.append((outcome, future))
+                continue
+            future.set_result(outcome.id in recorded)
             for c in claimed:
                 self._start(c)
 
@@ -326,7 +450,12 @@ class Worker:
         assert store is not None
         try:
             advanced = await store.advance(self.id, [a for a, _ in items])
-        except _DB_ERRORS as exc:
+            self._failing_since = None
+        except Exception as exc:
+            if _poison(exc):
+                # One item's value, perhaps: each alone, so only that one fails.
+                await self._advance_one_by_one(items)
+                return
             # Written or not (a reply lost after the commit), it is safe to send again: what
             # was written is fenced off (stale), and the audit frees what it left running.
             log.warning(
@@ -334,6 +463,8 @@ class Worker:
                 len(items),
                 codec_line(exc),
             )
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
             await asyncio.sleep(0.5)
             self._advances = items + self._advances
         except BaseException:
@@ -354,6 +485,32 @@ class Worker:
                 self._batches.discard(task)
             self._wake.set()
 
+    async def _advance_one_by_one(
+        self, items: list[tuple[Advance, asyncio.Future[Advanced]]]
+    ) -> None:
+        """Write a batch the database refused item by item: whatever it still refuses alone
+        fails its own execution (its task writes a clean error instead)."""
+        store = self.store
+        assert store is not None
+        for n, (item, waiter) in enumerate(items):
+            try:
+                (result,) = await store.advance(self.id, [item])
+            except Exception as exc:
+                if not _poison(exc):
+                    # Not this item's doing: it and the rest go with the next batch.
+                    self._advances = items[n:] + self._advances
+                    return
+                log.warning(
+                    "the database refused an activation of workflow %s: %s",
+                    item.workflow.id,
+                    codec_line(exc),
+                )
+                if not waiter.done():
+                    waiter.set_exception(UnstorableOutcomeError(codec_line(exc)))
+                continue
+            if not waiter.done():
+                waiter.set_result(result)
+
     def _idle(self) -> bool:
         return (
             self._locked
@@ -363,6 +520,8 @@ class Worker:
             and not self._outcomes
             and not self._advances
             and not self._batches
+            # Threads stuck in calls past their timeout: a job handed over would go back.
+            and self._free_slots() > 0
         )
 
     async def _offer(self, poll: float) -> None:
@@ -387,6 +546,7 @@ class Worker:
     def _start(self, c: Claimed) -> None:
         task = asyncio.create_task(self._execute(c), name=f"workflows-{c.kind}-{c.id}")
         self._inflight[c.id] = task
+        self._claims[c.id] = c
 
     # ---- executing -----------------------------------------------------------------------
 
@@ -401,13 +561,20 @@ class Worker:
                 status = await self._run_function(c)
         except asyncio.CancelledError:
             status = await self._on_cancelled(c)
-        except Exception:
-            log.exception("internal error running %s %s", c.kind, c.id)
-            # Handed back, not failed: the metrics count a run without an outcome.
+        except _DB_ERRORS as exc:
+            # Typically the database went away mid-activation: give it back (uncounted, a few
+            # times in a row at most).
+            log.warning("database error running %s %s (%s)", c.kind, c.id, codec_line(exc))
             status = "released"
             await self._hand_back(c, delay=1.0)
+        except Exception as exc:
+            # A fault of this worker's, not of the code it ran: the attempt still counts, or
+            # the same execution could come back here forever.
+            log.exception("internal error running %s %s", c.kind, c.id)
+            status = await self._internal_error(c, exc, started)
         finally:
             self._inflight.pop(c.id, None)
+            self._claims.pop(c.id, None)
             self._cancel_requested.discard(c.id)
             self._abandoned.discard(c.id)
             self.executed += 1
@@ -419,17 +586,28 @@ class Worker:
                 self.metrics.execution_suspended(c.queue, c.kind, elapsed)
             self._wake.set()
 
-    async def _hand_back(self, c: Claimed, delay: float) -> None:
-        """Release ``c`` without counting the attempt, however long the database is away.
+    async def _internal_error(self, c: Claimed, exc: Exception, started: float) -> str:
+        error = {"type": "InternalError", "message": f"worker error: {codec.safe_str(exc)}"}
+        try:
+            if c.kind == "workflow":
+                return await self._fail_workflow(c, error)
+            return await self._fail(c, error, started, isolated=True)
+        except Exception:
+            log.exception("recording the failure of %s %s failed", c.kind, c.id)
+            await self._hand_back(c, delay=1.0)
+            return "released"
 
-        Typically the database went away mid-activation; this worker stays alive and beating,
-        so no peer would ever recover an execution it left running: it must get it back.
+    async def _hand_back(self, c: Claimed, delay: float) -> None:
+        """Release ``c`` (see queries.RELEASE), however long the database is away.
+
+        This worker stays alive and beating, so no peer would ever recover an execution it
+        left running: it must give it back.
         """
         assert self.store is not None
         backoff = 0.1
         while True:
             try:
-                await self.store.release(c, delay=delay)
+                await self.store.release(c, self.id, delay=delay)
                 return
             except _DB_ERRORS as exc:
                 log.warning(
@@ -464,64 +642,84 @@ class Worker:
             )
             log.info("cancelled %s %s id=%s", c.kind, c.name, c.id)
             return "cancelled"
-        # Shutdown past its grace: give the execution back without counting the attempt.
+        # Shutdown past its grace: give the execution back (uncounted, a few times at most).
         with contextlib.suppress(*_DB_ERRORS):
-            await self.store.release(c)
+            await self.store.release(c, self.id)
         log.info("released %s %s id=%s back to pending", c.kind, c.name, c.id)
         return "released"
 
     async def _run_function(self, c: Claimed) -> str:
         log.info("started %s %s id=%s attempt=%d", c.kind, c.name, c.id, c.attempts)
         started = time.monotonic()
+        if c.attempts > c.max_retries + 1:
+            # Given back so often that the attempts counted (queries.RELEASE) passed the limit.
+            error = {
+                "type": "AttemptsExhaustedError",
+                "message": f"attempt {c.attempts} of {c.max_retries + 1}: released back to "
+                "pending too many times in a row",
+            }
+            return await self._finish(c, "failed", None, error, started)
         try:
-            fn = resolve(c.name, c.kind)
+            fn = self._imports.resolve(c.name, c.kind)
         except FunctionNotFound as exc:
             # Retrying cannot make a missing function appear: fail for good, now.
             return await self._finish(c, "failed", None, _error(exc, "FunctionNotFound"), started)
         deadline = asyncio.timeout(c.timeout)
+        task = asyncio.current_task()
         try:
             args, kwargs = codec.decode_call(c.args)
             async with deadline:
                 if fn.is_async:
                     value = await fn.fn(*args, **kwargs)
                 else:
-                    value = await asyncio.to_thread(fn.fn, *args, **kwargs)
-        except asyncio.CancelledError:
-            raise
-        except (Exception, SystemExit) as exc:
-            # SystemExit too (sys.exit(), argparse, click): escaping the task it would end the
-            # whole worker, and every restart would take the same execution and die again.
+                    value = await self._pool.run(fn.fn, *args, **kwargs)
+        except asyncio.CancelledError as exc:
+            if task is not None and task.cancelling():
+                raise  # this worker's own cancel: a cancel request, or the shutdown
+            # Raised by the code itself (a library leaking one): a failure like any other.
+            return await self._fail(c, codec.error_payload(exc), started)
+        except BaseException as exc:
+            # Whatever the code raises fails this attempt and nothing else: SystemExit
+            # (sys.exit(), argparse, click), KeyboardInterrupt and GeneratorExit would end
+            # the worker, and every restart would take the same execution and die again.
             if isinstance(exc, TimeoutError) and deadline.expired():
                 timed_out = TimeoutError(f"timed out after {c.timeout} s")
                 return await self._fail(c, _error(timed_out, "TimeoutError"), started)
             return await self._fail(c, codec.error_payload(exc), started)
         try:
             text = codec.encode(value, what="result", max_bytes=self.settings.max_payload_bytes)
-        except SerializationError as exc:
-            return await self._finish(
-                c, "failed", None, codec.error_payload(exc, with_traceback=False), started
-            )
+        except Exception as exc:
+            # Counted like any failure: a result need not come out the same on a retry.
+            return await self._fail(c, codec.error_payload(exc, with_traceback=False), started)
         return await self._finish(c, "completed", text, None, started)
 
-    async def _fail(self, c: Claimed, error: dict[str, Any], started: float) -> str:
-        if c.attempts <= c.max_retries:
-            delay = _backoff(self.settings, c.attempts)
+    async def _fail(
+        self, c: Claimed, error: dict[str, Any], started: float, *, isolated: bool = False
+    ) -> str:
+        """A failed attempt: retried after a backoff while retries remain, else failed."""
+        if c.attempts > c.max_retries:
+            return await self._finish(c, "failed", None, error, started, isolated=isolated)
+        delay = _backoff(self.settings, c.attempts)
+        try:
             ok = await self._record(
                 Outcome(c.id, c.lease, "pending", error=codec.encode(error), retry_delay=delay)
             )
-            log.info(
-                "failed %s %s id=%s attempt=%d (%s: %s); retry in %.2f s%s",
-                c.kind,
-                c.name,
-                c.id,
-                c.attempts,
-                error.get("type"),
-                error.get("message"),
-                delay,
-                "" if ok else " [stale claim: discarded]",
-            )
-            return "retried"
-        return await self._finish(c, "failed", None, error, started)
+        except UnstorableOutcomeError as exc:
+            if isolated:
+                raise
+            return await self._fail(c, _unstorable(exc), started, isolated=True)
+        log.info(
+            "failed %s %s id=%s attempt=%d (%s: %s); retry in %.2f s%s",
+            c.kind,
+            c.name,
+            c.id,
+            c.attempts,
+            error.get("type"),
+            error.get("message"),
+            delay,
+            "" if ok else " [stale claim: discarded]",
+        )
+        return "retried"
 
     async def _finish(
         self,
@@ -530,15 +728,28 @@ class Worker:
         result: str | None,
         error: dict[str, Any] | None,
         started: float,
+        *,
+        isolated: bool = False,
     ) -> str:
         error_text = None if error is None else codec.encode(error)
-        ok = await self._advance(c, status, result, error_text)
-        if ok is None:
-            ok = await self._record(
-                Outcome(
-                    c.id, c.lease, status, result=result, error=error_text, parent_id=c.parent_id
+        try:
+            ok = await self._advance(c, status, result, error_text)
+            if ok is None:
+                ok = await self._record(
+                    Outcome(
+                        c.id,
+                        c.lease,
+                        status,
+                        result=result,
+                        error=error_text,
+                        parent_id=c.parent_id,
+                    )
                 )
-            )
+        except UnstorableOutcomeError as exc:
+            if isolated:
+                raise
+            # The database refused this outcome's value: the attempt fails with a clean error.
+            return await self._fail(c, _unstorable(exc), started, isolated=True)
         if not ok:
             log.warning(
                 "discarded the result of %s %s id=%s: its claim was taken over",
@@ -570,13 +781,13 @@ class Worker:
         store = self.store
         assert store is not None
         try:
-            fn = resolve(c.name, "workflow")
+            fn = self._imports.resolve(c.name, "workflow")
         except FunctionNotFound as exc:
             return await self._fail_workflow(c, _error(exc, "FunctionNotFound"))
         if fn.version is not None and c.version is not None and c.version > fn.version:
             # Written by newer code: leave it for a worker that has that code.
             self._versions[c.name] = fn.version
-            await store.release(c, delay=0.0)
+            await store.release(c, self.id, delay=0.0)
             log.info(
                 "left workflow %s id=%s (version %d) for a worker newer than version %d",
                 c.name,
@@ -627,6 +838,10 @@ class Worker:
             # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
             instance.close()
             return await self._fail_workflow(c, codec.error_payload(exc, with_traceback=False))
+        except UnstorableOutcomeError as exc:
+            # A value the database refused (its result, a step's arguments): as deterministic.
+            instance.close()
+            return await self._fail_workflow(c, _unstorable(exc))
         if applied.status is None:
             instance.close()
             log.warning(
@@ -723,7 +938,7 @@ class Worker:
             activation.commands,
             self.queue_set,
             # The slot of what led here passes to the first activity; more only if free.
-            max(1, self.concurrency - len(self._inflight) + 1),
+            max(1, self._capacity() - len(self._inflight) + 1),
         )
         return Advance(
             workflow=wf,
@@ -838,8 +1053,10 @@ class Worker:
         self._writing += 1
         try:
             done = await self._send(item)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, UnstorableOutcomeError):
+            # Not written: what ran ahead of it is stopped, and a claim replays the workflow.
             self._abandon(early)
+            self._drop_sticky(wf.id, entry)
             raise
         finally:
             entry.inflight -= 1
@@ -925,7 +1142,9 @@ class Worker:
                 while not conn.is_closed():
                     await asyncio.sleep(self.settings.worker_poll_interval)
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await conn.execute("SELECT 1", timeout=5)
+                        # Shared with the handoff reads (one query at a time on a connection).
+                        async with self._listener_lock:
+                            await conn.execute("SELECT 1", timeout=5)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -947,33 +1166,82 @@ class Worker:
             self._wake.set()
 
     def _on_start(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        c = handed_over(str(payload), self.id)
-        if c is None:
+        # A hint (any role that can connect may NOTIFY): the claim is read from the table
+        # before anything runs, so a forged one runs, imports and learns nothing.
+        execution_id = handed_over(str(payload), self.id)
+        if execution_id is None or execution_id in self._inflight:
             return
         # The offer is used up: make another when idle again.
         self._offer_due = 0.0
-        free = self.concurrency - len(self._inflight) + self._writing - self._claiming
-        if free > 0 and not self._stopping.is_set() and c.id not in self._inflight:
-            self._start(c)
+        if self._free_slots() - self._claiming > 0:
+            # The slot is taken now, while the claim is read.
+            self._inflight[execution_id] = asyncio.create_task(
+                self._take_handoff(execution_id), name=f"workflows-job-{execution_id}"
+            )
             return
         # Handed over while this worker filled up or began to stop: back to any worker.
-        task = asyncio.create_task(self._give_back(c), name=f"workflows-give-back-{c.id}")
+        task = asyncio.create_task(
+            self._give_back(execution_id), name=f"workflows-give-back-{execution_id}"
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _give_back(self, c: Claimed) -> None:
+    async def _take_handoff(self, execution_id: str) -> None:
         store = self.store
         assert store is not None
         try:
-            await store.release(c)
+            listener = self._listener
+            if listener is not None and not listener.is_closed():
+                async with self._listener_lock:
+                    c = await store.take_handoff(execution_id, self.id, listener)
+            else:
+                c = await store.take_handoff(execution_id, self.id)
+        except _DB_ERRORS as exc:
+            # If it was real, it stays running here unknown: the audit gives it back.
+            log.warning(
+                "reading the job handed over as %s failed (%s)", execution_id, codec_line(exc)
+            )
+            c = None
+        except asyncio.CancelledError:
+            self._inflight.pop(execution_id, None)
+            raise
+        if c is None:
+            self._inflight.pop(execution_id, None)
+            self._wake.set()
+            return
+        self._claims[c.id] = c
+        await self._execute(c)
+
+    async def _give_back(self, execution_id: str) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            # Fenced on this worker and the handoff's lease: a forged id releases nothing.
+            await store.release_id(execution_id, 1, self.id)
         except _DB_ERRORS as exc:
             # Still running here as far as the database knows: the audit releases it.
-            log.warning("handing back %s failed (%s)", c.id, codec_line(exc))
+            log.warning("handing back %s failed (%s)", execution_id, codec_line(exc))
 
     def _on_cancel(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        task = self._inflight.get(str(payload))
-        if task is not None:
-            self._cancel_requested.add(str(payload))
+        # A hint, like the start channel: the table says whether a cancel was asked for.
+        c = self._claims.get(str(payload))
+        if c is None:
+            return
+        task = asyncio.create_task(self._check_cancel(c), name=f"workflows-cancel-{c.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _check_cancel(self, c: Claimed) -> None:
+        store = self.store
+        assert store is not None
+        try:
+            requested = await store.cancel_requested(c, self.id)
+        except _DB_ERRORS as exc:
+            log.warning("checking a cancel of %s failed (%s)", c.id, codec_line(exc))
+            return
+        task = self._inflight.get(c.id)
+        if requested and task is not None and self._claims.get(c.id) is c:
+            self._cancel_requested.add(c.id)
             task.cancel()
 
     # ---- timers, deadlines, heartbeats, recovery -----------------------------------------
@@ -1000,34 +1268,33 @@ class Worker:
             except _DB_ERRORS as exc:
                 log.warning("maintenance failed (%s)", codec_line(exc))
             except Exception:
-                # This loop is the heartbeat: were it to end, the worker would go on claiming
-                # while its peers recover everything it runs, again and again.
+                # Were this loop to end, timers would stop firing and dead peers would stay
+                # unrecovered: log and go on.
                 log.exception("maintenance failed")
             await asyncio.sleep(
                 min(self.settings.worker_poll_interval, self.settings.worker_heartbeat_interval)
             )
 
     async def _beat(self) -> None:
+        """Each heartbeat interval: recover dead peers, audit, sample the gauges.
+
+        The heartbeat itself is beaten from a thread (watchdog.HeartbeatThread), so a loop
+        blocked by a job does not get this worker declared dead while it still runs.
+        """
         store = self.store
-        assert store is not None
-        if not await store.heartbeat(self.id):
-            log.warning("worker %s was declared dead by a peer; registering again", self.id[:8])
-            await store.register_worker(
-                self.id, socket.gethostname(), os.getpid(), self.queues, workflows.__version__
-            )
+        heart = self._heart
+        assert store is not None and heart is not None
         now = time.monotonic()
         timeout = self.settings.worker_heartbeat_timeout
-        if self._last_beat is None or now - self._last_beat > timeout / 2:
-            # This worker could not beat for a while (it just started, the database was down or
-            # out of reach, the process was paused): its peers perhaps could not either. Judge
-            # nobody until its own beats have been on time for a whole timeout, the time a live
-            # peer needs to beat again; else a database restart declares every worker dead.
-            self._beating_since = now
-        self._last_beat = now
         dead: list[dict[str, Any]] = []
         outcomes: list[Recovered] = []
         requeued: list[str] = []
-        if now - self._beating_since >= timeout:
+        # Judge nobody until this worker's own beats have been on time for a whole timeout
+        # (the time a live peer needs to beat again): after the database was away or this
+        # process paused, its peers perhaps could not beat either; else a database restart
+        # declares every worker dead.
+        last = heart.last_beat
+        if last is not None and now - last <= timeout / 2 and now - heart.steady_since >= timeout:
             dead, outcomes, requeued = await store.recover(self.id, timeout)
         for worker in dead:
             self.metrics.worker_recovered()
@@ -1050,6 +1317,7 @@ class Worker:
             self._look = True
             self._wake.set()
         await self._audit()
+        self.metrics.set_stuck_threads(self._pool.stuck)
         self.metrics.set_workers_alive(
             await store.workers_alive(self.settings.worker_heartbeat_timeout)
         )
@@ -1072,7 +1340,7 @@ class Worker:
             if execution_id in self._inflight:
                 continue
             self._suspects.discard((execution_id, lease))
-            if await store.release_id(execution_id, lease):
+            if await store.release_id(execution_id, lease, self.id):
                 log.warning(
                     "released %s: it was running here with nothing running it (a reply lost)",
                     execution_id,
