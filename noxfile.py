@@ -46,7 +46,9 @@ def _provide_promtool(session: nox.Session) -> None:
     """Put promtool on the session's PATH unless the machine has one (kept in nox's cache)."""
     if shutil.which("promtool") is not None:
         return
-    cached = session.cache_dir / "promtool"
+    # Absolute: the fetch works in a folder of its own, and the link must hold from anywhere.
+    cached = (ROOT / session.cache_dir / "promtool").resolve()
+    cached.parent.mkdir(parents=True, exist_ok=True)
     if not cached.is_file():
         _fetch_promtool(session, cached)
     link = Path(session.bin) / "promtool"

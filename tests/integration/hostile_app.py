@@ -18,12 +18,12 @@ async def echo(value: Any = None) -> Any:
 
 
 @activity(retries=0)
-async def poison_retries() -> None:
+def poison_retries() -> None:
     """Never runs: its retries were set past what the store's integer column holds."""
 
 
 @activity(retries=0)
-async def poison_timeout() -> None:
+def poison_timeout() -> None:
     """Never runs: its timeout was set to NaN."""
 
 

@@ -508,3 +508,22 @@ async def test_arguments_and_results_read_back_exactly_as_encoded(
         assert raw["result"] == '{"zeta":1,"alpha":1e+16,"mid":-0.0}'
         status = await workflows.get_status(execution)
         assert list(status["args"]["args"][0]) == ["zeta", "alpha", "mid"]
+
+
+async def test_release_is_uncounted_only_twice_in_a_row_and_only_by_the_claim_holder(
+    store: PostgresStore,
+) -> None:
+    owner, other = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.register_worker(owner, "host", 1, [QUEUE], "0")
+    job_id = await echo.options(retries=5).queue("released")
+    attempts = []
+    for _ in range(3):
+        [claimed] = await store.claim(owner, [QUEUE], 1)
+        # Another worker cannot give it back (a forged give-back names any id).
+        assert await store.release(claimed, other) is False
+        assert await store.release(claimed, owner) is True
+        attempts.append((await store.get_status(job_id))["attempts"])
+    # Given back uncounted twice; the third time in a row the attempt counts.
+    assert attempts == [0, 0, 1]
+    [claimed] = await store.claim(owner, [QUEUE], 1)
+    assert claimed.attempts == 2

@@ -24,6 +24,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 # with json.loads, which stops near the interpreter's recursion limit (1,000 frames by
 # default, some of them already in use): 512 leaves room for both.
 MAX_DEPTH = 512
+_DEPTH_SCAN_FROM = 2 * MAX_DEPTH
 # What an error's stored message keeps; the traceback keeps its last MAX_TRACEBACK_CHARS.
 MAX_MESSAGE_CHARS = 4000
 MAX_TRACEBACK_CHARS = 8000
@@ -64,7 +65,7 @@ def encode(value: Any, *, what: str = "value", max_bytes: int | None = None) -> 
             f"{what} is nested too deeply to encode as JSON (at most {MAX_DEPTH} levels)"
         ) from None
     except (TypeError, ValueError, OverflowError) as exc:
-        raise SerializationError(f"{what} is not JSON-serializable: {exc}") from None
+        raise SerializationError(f"{what} is not JSON-serializable: {safe_str(exc)}") from None
     # A memchr in the common case (no backslash at all); the regex only for a likely NUL.
     if "\\" in text and "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise SerializationError(f"{what} contains a NUL character (\\u0000), which jsonb refuses")
@@ -87,12 +88,12 @@ def encode(value: Any, *, what: str = "value", max_bytes: int | None = None) -> 
             "(WORKFLOWS_MAX_PAYLOAD_BYTES)"
         )
     # Nesting deeper than MAX_DEPTH takes more than 2 * MAX_DEPTH characters.
-    if size > 2 * MAX_DEPTH and _depth(text.encode() if data is None else data) > MAX_DEPTH:
+    if size > _DEPTH_SCAN_FROM and _depth(text.encode() if data is None else data) > MAX_DEPTH:
         raise SerializationError(
             f"{what} is nested more than {MAX_DEPTH} levels deep, which is refused so that "
             "PostgreSQL and the worker's JSON decoder can both read it back"
         )
-    if len(text) > _PG_NUMERIC_DIGITS and _has_long_number(text):
+    if size > _PG_NUMERIC_DIGITS and _has_long_number(text):
         raise SerializationError(
             f"{what} holds a number of more than {_PG_NUMERIC_DIGITS} digits, "
             "more than PostgreSQL's numeric holds"

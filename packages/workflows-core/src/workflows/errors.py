@@ -10,11 +10,18 @@ class WorkflowsError(Exception):
 
 
 class ConfigurationError(WorkflowsError):
-    """A ``WORKFLOWS_*`` setting or a decorator argument is invalid."""
+    """A ``WORKFLOWS_*`` setting or a decorator argument is invalid.
+
+    Also every bad call option (``.options()``, ``sleep``, ``wait_for_signal``, ``get_version``,
+    a signal's name): raised before anything reaches the database.
+    """
 
 
 class SerializationError(WorkflowsError, TypeError):
-    """A value cannot be stored as JSON (or is larger than ``WORKFLOWS_MAX_PAYLOAD_BYTES``)."""
+    """A value cannot be stored as JSON (or is larger than ``WORKFLOWS_MAX_PAYLOAD_BYTES``).
+
+    That includes U+0000, lone surrogates and nesting deeper than ``codec.MAX_DEPTH`` levels.
+    """
 
 
 class SchemaNotReadyError(WorkflowsError):

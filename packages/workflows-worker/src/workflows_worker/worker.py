@@ -1348,13 +1348,14 @@ class Worker:
 
 
 def _backoff(settings: Settings, attempt: int) -> float:
-    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** (attempt - 1))
+    # Capped exponent: retries may number up to a million, and 2.0 ** 1024 overflows.
+    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2 ** min(attempt - 1, 64))
     # Jitter spreads the retries of many executions that failed together.
     return float(ceiling * random.uniform(0.5, 1.0))
 
 
 def _error(exc: BaseException, type_name: str) -> dict[str, Any]:
-    return {"type": type_name, "message": str(exc)}
+    return {"type": type_name, "message": codec.safe_str(exc)}
 
 
 _MAX_BATCHES = 2
