@@ -8,11 +8,9 @@ is imported when the function runs.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from types import ModuleType
 
 from workflows.config import Settings, validate_schema_name
-from workflows.errors import ConfigurationError
+from workflows.store import postgres_module
 
 
 def migrate(database_url: str | None = None, schema: str | None = None) -> list[int]:
@@ -28,8 +26,8 @@ def migrate(database_url: str | None = None, schema: str | None = None) -> list[
     schema's owner), ``ConfigurationError`` (an invalid setting, or workflows-postgres is not
     installed); each with a one-line message that shows no password.
     """
-    connect = _postgres("connect")
-    migrations = _postgres("migrate")
+    connect = postgres_module("connect", "workflows.migrate()")
+    migrations = postgres_module("migrate", "workflows.migrate()")
     settings = Settings.current()
     if database_url is not None:
         settings = dataclasses.replace(settings, database_url=database_url)
@@ -43,14 +41,3 @@ def migrate(database_url: str | None = None, schema: str | None = None) -> list[
 
 # The `*_sync` spelling of the API's blocking calls; migrate() has no async twin.
 migrate_sync = migrate
-
-
-def _postgres(module: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"workflows_postgres.{module}")
-    except ImportError as exc:
-        if exc.name and not exc.name.startswith("workflows_postgres"):
-            raise
-        raise ConfigurationError(
-            "workflows.migrate() needs the PostgreSQL store: pip install workflows-postgres"
-        ) from None

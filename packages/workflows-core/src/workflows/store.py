@@ -64,15 +64,20 @@ class SyncStore(Protocol):
     def cancel(self, execution_id: str) -> str: ...
 
 
-def _client_module() -> Any:
+def postgres_module(name: str, needed_by: str) -> Any:
+    """``workflows_postgres.<name>``, imported on first use: core never needs it to import."""
     try:
-        return importlib.import_module("workflows_postgres.client")
+        return importlib.import_module(f"workflows_postgres.{name}")
     except ImportError as exc:
         if exc.name and not exc.name.startswith("workflows_postgres"):
             raise
         raise ConfigurationError(
-            "no store installed: pip install workflows-postgres (or currant)"
+            f"{needed_by} needs the PostgreSQL store: pip install workflows-postgres (or currant)"
         ) from None
+
+
+def _client_module() -> Any:
+    return postgres_module("client", "enqueueing and the client API")
 
 
 def async_store(settings: Settings | None = None) -> AsyncStore:

@@ -688,11 +688,6 @@ class PostgresStore:
             self.sql(Q.REGISTER_WORKER), worker_id, hostname, pid, list(queues), code_version
         )
 
-    async def heartbeat(self, worker_id: str) -> bool:
-        """False when this worker's row is gone: a peer declared it dead."""
-        row = await self.pool.fetchrow(self.sql(Q.HEARTBEAT), worker_id)
-        return row is not None
-
     async def deregister_worker(self, worker_id: str) -> None:
         await self.pool.execute(self.sql(Q.DEREGISTER_WORKER), worker_id)
 

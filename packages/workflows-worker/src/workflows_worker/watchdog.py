@@ -55,7 +55,6 @@ class LoopWatch:
         self._on_block = on_block
         self._on_lag = on_lag
         self._reported = False
-        self.lag = 0.0
 
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
@@ -90,7 +89,6 @@ class LoopWatch:
     def _watch(self) -> None:
         while not self._stop.wait(_TICK):
             late = self.blocked_for
-            self.lag = late
             if self._on_lag is not None:
                 self._on_lag(late)
             if late > BLOCKED_AFTER and not self._reported:
@@ -163,7 +161,6 @@ class HeartbeatThread:
         self._conn: Any = None
         self.last_beat: float | None = None
         self.steady_since = time.monotonic()
-        self.declared_dead = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="workflows-heartbeat", daemon=True)
@@ -205,7 +202,6 @@ class HeartbeatThread:
         conn: psycopg.Connection[Any] = self._conn
         row = conn.execute(self._sql(Q.HEARTBEAT), {"p1": self._worker_id}).fetchone()
         if row is None:
-            self.declared_dead += 1
             log.warning(
                 "worker %s was declared dead by a peer; registering again", self._worker_id[:8]
             )

@@ -360,13 +360,11 @@ class Worker:
                 backoff = 0.1
                 self._failing_since = None
             except Exception as exc:
-                if len(batch) > 1 and _poison(exc):
-                    # One item's value, perhaps: each alone, so only that one fails.
+                if batch and _poison(exc):
+                    # One item's value, perhaps (or the claim's): each alone, without the
+                    # claim, so only an item still refused fails.
                     await self._record_one_by_one(batch, not stopping)
                     self._look = True
-                    continue
-                if len(batch) == 1 and _poison(exc):
-                    batch[0][1].set_exception(UnstorableOutcomeError(codec_line(exc)))
                     continue
                 if not isinstance(exc, _DB_ERRORS):
                     log.exception("database round failed")
