@@ -1,11 +1,14 @@
-"""Task runner for the monorepo: `nox` runs tests, lint and types; `nox -s chaos|bench|demo`."""
+"""Task runner for the monorepo: `nox` runs tests, lint and types;
+`nox -s install_check|chaos|bench|demo`."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import nox
@@ -93,6 +96,101 @@ def _fetch_promtool(session: nox.Session, dest: Path) -> None:
         session.error(PROMTOOL_MISSING)
 
 
+# Each package by its short name (core, postgres, ...): its folder, the [project] table of its
+# pyproject.toml and its import name (that of its src folder: workflows-core is `workflows`).
+PROJECTS = {
+    path.parent.name.removeprefix("workflows-"): (
+        path.parent,
+        tomllib.loads(path.read_text())["project"],
+        next(p.name for p in (path.parent / "src").iterdir() if p.is_dir()),
+    )
+    for path in sorted(ROOT.glob("packages/*/pyproject.toml"))
+}
+# Run in the session's environment: import the package and every module under it (an
+# undeclared dependency fails here, at import), then make sure the names after it are not
+# importable at all.
+IMPORT_EVERYTHING = """
+import importlib, importlib.util, pkgutil, sys
+name, *absent = sys.argv[1:]
+package = importlib.import_module(name)
+modules = [m.name for m in pkgutil.walk_packages(package.__path__, name + ".")]
+for module in modules:
+    importlib.import_module(module)
+present = [a for a in absent if importlib.util.find_spec(a) is not None]
+if present:
+    sys.exit(f"{name} must not bring in {present}: they are not among its declared dependencies")
+print(f"{name}: imported {len(modules) + 1} modules; not installed: {', '.join(absent) or '-'}")
+"""
+
+
+def _requirement_name(requirement: str) -> str:
+    """``psycopg[binary]>=3.1`` -> ``psycopg``, normalised as PyPI does (PEP 503)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    assert match is not None, requirement
+    return re.sub(r"[-_.]+", "-", match.group()).lower()
+
+
+def _install_plan(package: str) -> tuple[list[str], str, list[str]]:
+    """What `install_check` installs for ``package`` (its folder and those of the packages of
+    ours it depends on, directly or not), its import name, and the import names that must
+    then be missing: every other package of ours and every third-party dependency declared in
+    this repository that ``package`` does not need."""
+    short_names = {
+        _requirement_name(project["name"]): short for short, (_, project, _) in PROJECTS.items()
+    }
+
+    def requirements(short: str) -> list[str]:
+        return [_requirement_name(r) for r in PROJECTS[short][1].get("dependencies", [])]
+
+    needed: set[str] = set()
+    todo = [package]
+    while todo:
+        short = todo.pop()
+        if short not in needed:
+            needed.add(short)
+            todo.extend(short_names[r] for r in requirements(short) if r in short_names)
+    third_party = {r for short in needed for r in requirements(short) if r not in short_names}
+    declared_anywhere = {
+        _requirement_name(r)
+        for _, project, _ in PROJECTS.values()
+        for group in [
+            project.get("dependencies", []),
+            *project.get("optional-dependencies", {}).values(),
+        ]
+        for r in group
+    }
+    absent = [PROJECTS[short][2] for short in sorted(PROJECTS.keys() - needed)]
+    absent += sorted(
+        r.replace("-", "_") for r in declared_anywhere - third_party - short_names.keys()
+    )
+    folders = [f"./{PROJECTS[short][0].relative_to(ROOT).as_posix()}/" for short in sorted(needed)]
+    return folders, PROJECTS[package][2], absent
+
+
+# virtualenv seeds pip from its own cache in about 1 s, where `python -m venv` takes 3.5 s to run
+# ensurepip: most of a session whose install is a few seconds.
+@nox.session(venv_backend="virtualenv")
+# The bottom layer first: core needs one folder, currant all five.
+@nox.parametrize("package", sorted(PROJECTS, key=lambda short: len(_install_plan(short)[0])))
+def install_check(session: nox.Session, package: str) -> None:
+    """One package installed alone: it imports whole and brings in nothing undeclared.
+
+    Only its folder and those of the packages of ours it declares go in (the third-party
+    dependencies come from the index), so the producer install, core + postgres, is seen to
+    stay free of the worker, the CLI, click and prometheus_client.
+    """
+    folders, name, absent = _install_plan(package)
+    # Local folders for our packages, which are not on PyPI; the third-party ones from the index.
+    session.install(*folders)
+    session.run("python", "-m", "pip", "check", "--disable-pip-version-check", silent=True)
+    # Away from the repository, so only the installed copy can be imported.
+    tmp = Path(session.create_tmp())
+    script = tmp / "import_everything.py"
+    script.write_text(IMPORT_EVERYTHING)
+    with session.chdir(tmp):
+        session.run("python", script.name, name, *absent)
+
+
 @nox.session
 def chaos(session: nox.Session) -> None:
     """Crash tests: processes killed on purpose (prints its seeds and figures)."""
@@ -111,6 +209,13 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     session.install(*PACKAGES, MYPY, "asyncpg-stubs")
     session.run("mypy", "--strict", *SOURCES)
+
+
+@nox.session
+def schema(session: nox.Session) -> None:
+    """Regenerate workflows_postgres/schema.sql from the migrations (`-- --check`: compare only)."""
+    session.install(*PACKAGES)
+    session.run("python", "tools/schema_dump.py", *session.posargs)
 
 
 @nox.session

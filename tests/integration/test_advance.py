@@ -7,7 +7,8 @@ import uuid
 from tests.integration import workflows_app as app
 from workflows import codec
 from workflows.history import ScheduleActivity, StepCommand
-from workflows_postgres.store import Advance, Claimed, PostgresStore, eager_claims
+from workflows.records import Advance, Claimed, eager_claims, plan
+from workflows_postgres.store import PostgresStore
 
 QUEUES = frozenset({"orders"})
 ACTIVITY = "tests.integration.workflows_app:double"
@@ -28,7 +29,6 @@ def item(
     activity: Claimed | None = None,
     result: object = None,
 ) -> Advance:
-    steps, children = store.step_rows(wf.queue, number, commands, QUEUES, 10)
     return Advance(
         workflow=wf,
         number=number,
@@ -36,9 +36,7 @@ def item(
         outcome="blocked",
         result=None,
         error=None,
-        steps=steps,
-        children=children,
-        signals=[],
+        plan=plan(store.settings, wf.queue, number, commands, QUEUES, 10),
         activity=activity,
         act_status=None if activity is None else "completed",
         act_result=None if activity is None else codec.encode(result),
@@ -61,7 +59,7 @@ async def test_a_chain_of_one_workflow_in_one_batch_is_written_in_order(
     # then activity 1's outcome, run ahead, in the same batch: the second needs the first's
     # rows, written before it.
     one = item(store, wf, 1, schedule(1), activity=a0, result={"b": 1, "a": 0})
-    [a1] = eager_claims(wf.id, one.children)
+    [a1] = eager_claims(wf.id, one.plan.children)
     two = item(store, wf, 2, schedule(2), activity=a1, result=2)
     done = await store.advance(worker, [one, two])
     assert [d.outcome for d in done] == ["waiting", "waiting"]

@@ -161,7 +161,7 @@ def test_unknown_id_is_one_clean_line(user_dir: Path, env: dict[str, str]) -> No
         ("cancel", "00000000-0000-0000-0000-000000000000"),
     ):
         result = cli("workflows", *args, cwd=user_dir, env=env, check=False)
-        assert result.returncode != 0
+        assert result.returncode == 4, result.stderr
         assert result.stderr.startswith("error: no execution")
         assert len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
@@ -169,7 +169,7 @@ def test_unknown_id_is_one_clean_line(user_dir: Path, env: dict[str, str]) -> No
 
 def test_unmigrated_database_is_one_clean_line(user_dir: Path, env: dict[str, str]) -> None:
     result = cli("workflows", "list", cwd=user_dir, env=env, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 3, result.stderr
     assert "run `workflows migrate`" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -180,7 +180,7 @@ def test_unreachable_database_is_one_clean_line_without_password(
     env = {**env, "WORKFLOWS_DATABASE_URL": "postgresql://bob:s3cret@127.0.0.1:1/db"}
     for args in (("list",), ("migrate",), ("status", "00000000-0000-0000-0000-000000000000")):
         result = cli("workflows", *args, cwd=user_dir, env=env, check=False)
-        assert result.returncode != 0
+        assert result.returncode == 5, result.stderr
         assert "cannot connect" in result.stderr
         assert "s3cret" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

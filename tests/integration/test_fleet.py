@@ -36,7 +36,8 @@ from workflows import (
     workflow,
 )
 from workflows.config import Settings
-from workflows_postgres.store import Outcome, PostgresStore
+from workflows.records import Outcome, Plan, Registration
+from workflows_postgres.store import PostgresStore
 from workflows_worker.worker import Worker
 
 QUEUE = "fleet"
@@ -239,7 +240,7 @@ async def test_dead_worker_is_recovered_by_exactly_one_of_two_live_workers(
 ) -> None:
     caplog.set_level(logging.INFO, logger="workflows.worker")
     dead = str(uuid.uuid4())
-    await store.register_worker(dead, "gone-host", 424242, [QUEUE], "0")
+    await store.register_worker(dead, Registration("gone-host", 424242, (QUEUE,), "0"))
     retried = await effect.options(retries=2).queue("retried")
     final = await effect.options(retries=0).queue("final")
     wf = await two_steps.queue("wf")
@@ -278,7 +279,7 @@ async def test_a_worker_judges_no_peer_before_beating_on_time_for_a_whole_timeou
     # stale only because nobody could beat. It gives its peers a timeout (1 s here) first.
     async with running(QUEUE) as (worker, _):
         stale = str(uuid.uuid4())
-        await store.register_worker(stale, "quiet-host", 1, [QUEUE], "0")
+        await store.register_worker(stale, Registration("quiet-host", 1, (QUEUE,), "0"))
         await age_heartbeat(store, stale)
         await asyncio.sleep(0.4)
         assert await heartbeat_row(store, stale) is not None
@@ -309,7 +310,7 @@ async def test_recovered_workflow_resumes_from_its_history(
     await workflows.send_signal(wf, "go", "green")
     # A worker claims it and dies before running the activation.
     dead = str(uuid.uuid4())
-    await store.register_worker(dead, "gone-host", 1, [QUEUE], "0")
+    await store.register_worker(dead, Registration("gone-host", 1, (QUEUE,), "0"))
     assert [c.id for c in await store.claim(dead, [QUEUE], 1)] == [wf]
     await age_heartbeat(store, dead)
     async with running(QUEUE):
@@ -328,13 +329,14 @@ async def test_outcome_recorded_under_an_old_lease_is_discarded_and_the_new_owne
     store: PostgresStore,
 ) -> None:
     old_owner, new_owner = str(uuid.uuid4()), str(uuid.uuid4())
-    await store.register_worker(old_owner, "paused-host", 1, [QUEUE], "0")
-    await store.register_worker(new_owner, "live-host", 2, [QUEUE], "0")
+    await store.register_worker(old_owner, Registration("paused-host", 1, (QUEUE,), "0"))
+    await store.register_worker(new_owner, Registration("live-host", 2, (QUEUE,), "0"))
     job_id = await effect.queue("fenced")
     [old] = await store.claim(old_owner, [QUEUE], 1)
     await age_heartbeat(store, old_owner)
-    dead, lost, _ = await store.recover(new_owner, 1.0)
-    assert [w["worker_id"] for w in dead] == [old_owner]
+    recovery = await store.recover(new_owner, 1.0)
+    dead, lost = recovery.dead, recovery.recovered
+    assert [w.worker_id for w in dead] == [old_owner]
     assert [r.id for r in lost] == [job_id]
     [new] = await store.claim(new_owner, [QUEUE], 1)
     assert (new.lease, new.attempts) == (old.lease + 1, 2)
@@ -366,12 +368,10 @@ async def test_workflow_activation_under_an_old_lease_writes_nothing(store: Post
         owner,
         number=0,
         delivered=(),
-        commands=(),
+        plan=Plan([], [], []),
         status="completed",
         result=json.dumps("stale"),
         error=None,
-        eager_queues=frozenset(),
-        eager_slots=0,
     )
     assert applied.status is None
     status = await store.get_status(wf)
@@ -393,10 +393,10 @@ async def test_worker_that_lost_its_claim_discards_its_late_result_and_logs_it(
         await wait_status(store, job_id, {"running"})
         assert await owner_of(store, job_id) == paused.id
         peer = str(uuid.uuid4())
-        await store.register_worker(peer, "peer-host", 2, [QUEUE], "0")
+        await store.register_worker(peer, Registration("peer-host", 2, (QUEUE,), "0"))
         await age_heartbeat(store, paused.id)
-        dead, _, _ = await store.recover(peer, 1.0)
-        assert [w["worker_id"] for w in dead] == [paused.id]
+        dead = (await store.recover(peer, 1.0)).dead
+        assert [w.worker_id for w in dead] == [paused.id]
         [taken] = await store.claim(peer, [QUEUE], 1)
         assert taken.id == job_id
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import StartWorker, until, wait_status
 from workflows import job, workflow
+from workflows.records import Registration
 from workflows_postgres.store import PostgresStore, handed_over
 
 QUEUE = "handoff"
@@ -87,7 +88,7 @@ class Offerer:
 async def offerer(store: PostgresStore) -> AsyncIterator[Offerer]:
     conn = await asyncpg.connect(store.dsn)
     o = Offerer(store, conn)
-    await store.register_worker(o.id, "test", 1, [QUEUE], "test")
+    await store.register_worker(o.id, Registration("test", 1, (QUEUE,), "test"))
     await conn.add_listener(
         store.q.start_channel, lambda _c, _p, _ch, payload: o.heard.put_nowait(payload)
     )
@@ -130,11 +131,12 @@ async def test_a_stopping_worker_withdraws_its_offer(
     store: PostgresStore, start_worker: StartWorker
 ) -> None:
     worker = await start_worker(QUEUE)
-    await until(lambda: offers(store), "the idle worker's offer")
+    # The key of the lock its listening session holds, as its offer names it.
+    lock_key = (await until(lambda: offers(store), "the idle worker's offer"))[worker.id]
     await held.queue("draining")
     await until(lambda: ran == ["draining"], "the job to run")
     # An offer still standing when it is told to stop (made just before it got the job).
-    await store.offer(worker.id, [QUEUE], worker._lock_key, 60)
+    await store.offer(worker.id, [QUEUE], lock_key, 60)
     worker.stop()
     await until(lambda: no_offers(store), "the offer to be withdrawn")
     assert worker.healthy()  # still finishing its job
@@ -202,11 +204,11 @@ async def test_a_job_handed_to_a_worker_that_filled_up_goes_back_and_runs_once(
     store: PostgresStore, start_worker: StartWorker
 ) -> None:
     worker = await start_worker(QUEUE, concurrency=1)
-    await until(lambda: offers(store), "the idle worker's offer")
+    lock_key = (await until(lambda: offers(store), "the idle worker's offer"))[worker.id]
     busy = await held.queue("busy")
     await until(lambda: ran == ["busy"], "the first job to run")
     # An offer made just before it filled up, taken now.
-    await store.offer(worker.id, [QUEUE], worker._lock_key, 60)
+    await store.offer(worker.id, [QUEUE], lock_key, 60)
     job_id = await note.queue("late")
     assert (await row(store, job_id))["in_enqueue"]
     # Given back, the attempt not counted, and nobody runs it while the worker is full.

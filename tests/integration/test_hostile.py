@@ -25,6 +25,7 @@ from tests.integration.conftest import StartWorker, until, wait_status
 from tests.pg import Databases
 from workflows import activity, job, workflow
 from workflows.config import Settings
+from workflows.records import Registration
 from workflows_postgres import client
 from workflows_postgres.migrate import apply_migrations
 from workflows_postgres.store import PostgresStore
@@ -514,7 +515,7 @@ async def test_release_is_uncounted_only_twice_in_a_row_and_only_by_the_claim_ho
     store: PostgresStore,
 ) -> None:
     owner, other = str(uuid.uuid4()), str(uuid.uuid4())
-    await store.register_worker(owner, "host", 1, [QUEUE], "0")
+    await store.register_worker(owner, Registration("host", 1, (QUEUE,), "0"))
     job_id = await echo.options(retries=5).queue("released")
     attempts = []
     for _ in range(3):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,6 @@ from tests.integration import jobs_app, workflows_app
 from tests.integration.conftest import StartWorker, wait_status
 from workflows import ConfigurationError, SchemaNotReadyError, SerializationError
 from workflows.api import Function
-from workflows_postgres import queries as Q
 from workflows_postgres.store import PostgresStore
 
 
@@ -327,16 +327,28 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
     await jobs_app.record.queue_many([((str(i),), {}) for i in range(2000)])
     async with store.pool.acquire() as conn:
         await conn.execute("ANALYZE workflows.executions")
-        # EXPLAIN without ANALYZE plans the claim without running it.
+        # The candidates of a claim are chosen inside a function (0006): plan its query, its
+        # arguments as parameters, without running it.
+        source = await conn.fetchval(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'candidates' "
+            "AND pronamespace = 'workflows'::regnamespace"
+        )
+        start = source.index("RETURN QUERY") + len("RETURN QUERY")
+        query = source[start : source.index(";", start)]
+        for n, (name, kind) in enumerate(
+            [
+                ("p_worker", "uuid"),
+                ("p_queues", "text[]"),
+                ("p_limit", "int"),
+                ("p_names", "text[]"),
+                ("p_max", "int[]"),
+                ("p_exclude", "uuid[]"),
+            ],
+            start=1,
+        ):
+            query = re.sub(rf"\b{name}\b", f"${n}::{kind}", query)
         plan = await conn.fetch(
-            "EXPLAIN " + store.sql(Q.PUMP),
-            *([[]] * 6),
-            ["work"],
-            10,
-            "00000000-0000-0000-0000-000000000001",
-            [],
-            [],
-            False,
+            "EXPLAIN " + query, "00000000-0000-0000-0000-000000000001", ["work"], 10, [], [], []
         )
     text = "\n".join(row[0] for row in plan)
     assert "executions_claim" in text, text

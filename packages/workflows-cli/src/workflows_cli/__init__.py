@@ -1,3 +1,4 @@
 """Command line for workflows."""
 
+# The one version source: pyproject.toml reads it (a plain literal, so the build need not import).
 __version__ = "0.1.0"

@@ -12,26 +12,16 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from workflows.config import Settings
-from workflows.errors import SchemaNotReadyError, WorkflowsError
+from workflows.errors import WorkflowsError
+from workflows.states import Kind, Status
 from workflows_cli import render
+from workflows_cli.exit_codes import EPILOG, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
-
-# Exit codes. click exits 2 on a usage error, so "run `workflows migrate`" has a code of its
-# own: a deploy script can migrate and retry on 3 alone.
-EXIT_ERROR = 1
-EXIT_NOT_MIGRATED = 3
-
-
-def exit_code(exc: BaseException) -> int:
-    """The exit code of a command that failed with ``exc``."""
-    return EXIT_NOT_MIGRATED if isinstance(exc, SchemaNotReadyError) else EXIT_ERROR
-
 
 def clean_errors(fn: F) -> F:
-    """One line on stderr and a non-zero exit (see ``exit_code``) instead of a traceback.
+    """One line on stderr and a non-zero exit (see ``exit_codes``) instead of a traceback.
 
     This library's errors, the database drivers' (a missing privilege, a lost connection) and
     the operating system's (a port in use); anything else is a bug and keeps its traceback.
@@ -86,7 +76,7 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="workflows-cli")
 def cli() -> None:
     """Durable jobs and workflows on PostgreSQL."""
@@ -122,7 +112,7 @@ def status(execution_id: str, as_json: bool) -> None:
         click.echo(render.to_json(found))
         return
     click.echo(render.details(found))
-    if found["kind"] == "workflow":
+    if found["kind"] == Kind.WORKFLOW:
         steps = store.steps_of(execution_id)
         if steps:
             click.echo("steps:")
@@ -131,7 +121,9 @@ def status(execution_id: str, as_json: bool) -> None:
 
 @cli.command(name="list")
 @click.option("--queue", "-q", help="Only this queue.")
-@click.option("--status", "-s", type=click.Choice(STATUSES), help="Only this status.")
+@click.option(
+    "--status", "-s", type=click.Choice([s.value for s in Status]), help="Only this status."
+)
 @click.option("--limit", "-n", type=click.IntRange(1, 10000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
 @clean_errors

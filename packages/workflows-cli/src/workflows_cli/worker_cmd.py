@@ -10,11 +10,12 @@ import click
 
 from workflows.config import Settings
 from workflows.errors import WorkflowsError
+from workflows_cli.exit_codes import EPILOG
 from workflows_cli.main import clean_errors, setup_logging
 from workflows_cli.main import cli as workflows_cli
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="currant")
 def cli() -> None:
     """currant: durable jobs and workflows on PostgreSQL."""

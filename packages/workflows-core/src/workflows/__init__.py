@@ -38,7 +38,9 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.states import Kind, Status
 
+# The one version source: pyproject.toml reads it (a plain literal, so the build need not import).
 __version__ = "0.1.0"
 
 __all__ = [
@@ -51,12 +53,14 @@ __all__ = [
     "ExecutionFailedError",
     "ExecutionNotFoundError",
     "JobFunction",
+    "Kind",
     "NonDeterminismError",
     "PermissionDeniedError",
     "SchemaNotReadyError",
     "SerializationError",
     "SignalError",
     "SignalTimeoutError",
+    "Status",
     "VersionError",
     "WorkflowFunction",
     "WorkflowNotFoundError",

@@ -1,8 +1,8 @@
 """Creating and upgrading the schema from Python, for installs without the CLI.
 
 A producer-only install (``pip install workflows-postgres``) has no ``workflows migrate``
-command; ``workflows.migrate()`` does the same. Core imports no driver: the PostgreSQL package
-is imported when the function runs.
+command; ``workflows.migrate()`` does the same. Core imports no driver: the installed store
+(``workflows.store.backend``) does the work.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from workflows.config import Settings, validate_schema_name
-from workflows.store import postgres_module
+from workflows.store import backend
 
 
 def migrate(database_url: str | None = None, schema: str | None = None) -> list[int]:
@@ -26,17 +26,12 @@ def migrate(database_url: str | None = None, schema: str | None = None) -> list[
     schema's owner), ``ConfigurationError`` (an invalid setting, or workflows-postgres is not
     installed); each with a one-line message that shows no password.
     """
-    connect = postgres_module("connect", "workflows.migrate()")
-    migrations = postgres_module("migrate", "workflows.migrate()")
     settings = Settings.current()
     if database_url is not None:
         settings = dataclasses.replace(settings, database_url=database_url)
     if schema is not None:
         settings = dataclasses.replace(settings, schema=validate_schema_name(schema))
-    dsn: str = connect.resolve_dsn(settings)
-    with connect.sync_errors(dsn, f"cannot migrate schema {settings.schema!r}"):
-        applied: list[int] = migrations.apply_migrations(dsn, settings.schema)
-    return applied
+    return backend("workflows.migrate()").migrate(settings)
 
 
 # The `*_sync` spelling of the API's blocking calls; migrate() has no async twin.

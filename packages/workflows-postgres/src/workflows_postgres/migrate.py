@@ -11,7 +11,7 @@ from importlib import resources
 from workflows.config import validate_schema_name
 from workflows.errors import SchemaNotReadyError
 from workflows_postgres.connect import connect_sync
-from workflows_postgres.queries import Queries, quote_ident
+from workflows_postgres.queries import Queries, to_psycopg
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,7 @@ def latest_version() -> int:
 
 def render(sql: str, schema: str) -> str:
     """A migration's text for one schema: its name and its notification channels."""
-    q = Queries.for_schema(schema)
-    return (
-        sql.replace("{s}", quote_ident(schema))
-        .replace("{work}", q.work_channel)
-        .replace("{done}", q.done_channel)
-        .replace("{cancel}", q.cancel_channel)
-    )
+    return Queries.for_schema(schema).render(sql)
 
 
 def advisory_key(schema: str) -> int:
@@ -58,34 +52,31 @@ def advisory_key(schema: str) -> int:
 def apply_migrations(dsn: str, schema: str = "workflows") -> list[int]:
     """Apply the pending migrations in order; return the versions applied (empty if none)."""
     schema = validate_schema_name(schema)
-    s = quote_ident(schema)
+    q = Queries.for_schema(schema)
+
+    def sql(name: str) -> str:
+        return to_psycopg(q.sql(name))
+
     applied: list[int] = []
+    key = {"p1": advisory_key(schema)}
     with connect_sync(dsn, autocommit=True) as conn:
-        # Session-level lock: a second migrate waits here, then finds nothing left to do.
-        conn.execute("SELECT pg_advisory_lock(%s)", (advisory_key(schema),))
+        conn.execute(sql("migrate_lock"), key)
         try:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
-                " version integer PRIMARY KEY,"
-                " name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            rows = conn.execute(f"SELECT version FROM {s}.schema_migrations").fetchall()
-            done = {row[0] for row in rows}
+            conn.execute(sql("create_schema"))
+            conn.execute(sql("create_migrations_table"))
+            done = {row[0] for row in conn.execute(sql("applied_versions")).fetchall()}
             for migration in available_migrations():
                 if migration.version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(render(migration.sql, schema).encode())
+                    conn.execute(q.render(migration.sql).encode())
                     conn.execute(
-                        f"INSERT INTO {s}.schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
+                        sql("record_migration"), {"p1": migration.version, "p2": migration.name}
                     )
                 log.info("applied migration %04d_%s", migration.version, migration.name)
                 applied.append(migration.version)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (advisory_key(schema),))
+            conn.execute(sql("migrate_unlock"), key)
     return applied
 
 

@@ -18,8 +18,10 @@ from workflows.errors import (
     WorkflowNotFoundError,
     WorkflowsError,
 )
+from workflows.states import FINAL_STATUSES
 from workflows.store import EnqueueRequest
-from workflows_postgres import queries as Q
+
+__all__ = ["FINAL_STATUSES", "Call", "Op"]
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -27,13 +29,11 @@ Row = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Call:
-    sql: str  # a template from workflows_postgres.queries
+    sql: str  # the name of a statement in sql/*.sql
     args: tuple[Any, ...] = ()
 
 
 Op = Generator[Call, Sequence[Row], T]
-
-FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _float(value: float | None) -> float | None:
@@ -64,10 +64,10 @@ def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
     # the follow-up read finds the winner; a rolled-back winner lets the insert through.
     for _ in range(3):
-        rows = yield Call(Q.ENQUEUE, args)
+        rows = yield Call("enqueue", args)
         if rows:
             return str(rows[0]["id"])
-        rows = yield Call(Q.FIND_BY_IDEMPOTENCY_KEY, (r.idempotency_key,))
+        rows = yield Call("find_by_idempotency_key", (r.idempotency_key,))
         if rows:
             return str(rows[0]["id"])
     raise WorkflowsError(f"could not enqueue with idempotency key {r.idempotency_key!r}")
@@ -78,7 +78,7 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
         return []
     r = options
     rows = yield Call(
-        Q.ENQUEUE_MANY,
+        "enqueue_many",
         (
             r.kind,
             r.name,
@@ -139,19 +139,19 @@ def _check_id(execution_id: str, what: str = "execution") -> str:
 
 
 def get_status(execution_id: str) -> Op[dict[str, Any]]:
-    rows = yield Call(Q.STATUS, (_check_id(execution_id),))
+    rows = yield Call("status", (_check_id(execution_id),))
     if not rows:
         raise ExecutionNotFoundError(f"no execution {execution_id}")
     return status_dict(rows[0])
 
 
 def list_executions(queue: str | None, status: str | None, limit: int) -> Op[list[dict[str, Any]]]:
-    rows = yield Call(Q.LIST, (queue, status, limit))
+    rows = yield Call("list", (queue, status, limit))
     return [status_dict(row) for row in rows]
 
 
 def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
-    rows = yield Call(Q.STEPS_OF, (_check_id(workflow_id),))
+    rows = yield Call("steps_of", (_check_id(workflow_id),))
     return [
         {
             "seq": row["seq"],
@@ -167,7 +167,7 @@ def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
 
 
 def wake_workflow(workflow_id: str) -> Op[None]:
-    yield Call(Q.WAKE_WORKFLOW, (workflow_id,))
+    yield Call("wake_workflow", (workflow_id,))
 
 
 def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
@@ -177,7 +177,7 @@ def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
     ``SignalError`` for a job's id or a finished workflow.
     """
     workflow_id = _check_id(workflow_id, "workflow")
-    rows = yield Call(Q.LOCK_EXECUTION, (workflow_id,))
+    rows = yield Call("lock_execution", (workflow_id,))
     if not rows:
         raise WorkflowNotFoundError(f"no workflow {workflow_id} to signal")
     target = rows[0]
@@ -188,9 +188,9 @@ def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
         )
     if target["status"] in FINAL_STATUSES:
         raise SignalError(f"workflow {workflow_id} is already {target['status']}")
-    yield Call(Q.INSERT_SIGNAL, (workflow_id, name, payload))
-    delivered = yield Call(Q.DELIVER_SIGNAL, (workflow_id, name))
-    if delivered:
+    yield Call("insert_signal", (workflow_id, name, payload))
+    rows = yield Call("deliver_signal", (workflow_id, name))
+    if rows and rows[0]["delivered"]:
         yield from wake_workflow(workflow_id)
 
 
@@ -199,28 +199,27 @@ def finish_tree(execution_id: str, status: str, error: dict[str, Any]) -> Op[Non
 
     The caller holds the execution's row lock.
     """
-    rows = yield Call(Q.LOCK_EXECUTION, (execution_id,))
+    rows = yield Call("lock_execution", (execution_id,))
     if not rows:
         return
     target = rows[0]
-    yield Call(Q.CANCEL_TREE, (execution_id, status, codec.encode(error)))
+    yield Call("cancel_tree", (execution_id, status, codec.encode(error)))
     if target["parent_id"] is not None and not (
         target["status"] == "running" and target["kind"] != "workflow"
     ):
         step_status = "cancelled" if status == "cancelled" else "failed"
-        resolved = yield Call(
-            Q.RESOLVE_PARENT_STEP,
+        # Resolves the parent's step and wakes the parent (resolve_step() in 0006).
+        yield Call(
+            "resolve_parent_step",
             (target["parent_id"], target["parent_seq"], step_status, None, codec.encode(error)),
         )
-        if resolved:
-            yield from wake_workflow(target["parent_id"])
 
 
 def cancel(execution_id: str) -> Op[str]:
     """``cancelled`` (done now), ``cancelling`` (a worker is told to stop it), or
     ``already <status>`` when it had finished."""
     execution_id = _check_id(execution_id)
-    rows = yield Call(Q.LOCK_EXECUTION, (execution_id,))
+    rows = yield Call("lock_execution", (execution_id,))
     if not rows:
         raise ExecutionNotFoundError(f"no execution {execution_id}")
     current = rows[0]["status"]
@@ -231,3 +230,12 @@ def cancel(execution_id: str) -> Op[str]:
     if current == "running" and rows[0]["kind"] != "workflow":
         return "cancelling"
     return "cancelled"
+
+
+def close_children(workflow_id: str) -> Op[None]:
+    """Cancel what a finished workflow started and never waited for (not the workflow itself)."""
+    rows = yield Call("open_children", (workflow_id,))
+    error = {"type": "ExecutionCancelledError", "message": "parent workflow ended"}
+    for row in rows:
+        yield from finish_tree(row["id"], "cancelled", error)
+    yield Call("close_open_steps", (workflow_id,))

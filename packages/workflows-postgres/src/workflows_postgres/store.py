@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -17,25 +15,37 @@ import asyncpg
 from workflows import codec
 from workflows.config import Settings
 from workflows.errors import DatabaseUnavailableError, SerializationError
-from workflows.history import (
-    RecordVersion,
-    ScheduleActivity,
-    StartChild,
-    StartTimer,
-    StepCommand,
-    StepRecord,
-    WaitSignal,
+from workflows.history import StepRecord
+from workflows.records import (
+    ActivationResult,
+    Advance,
+    Advanced,
+    ChildRow,
+    Claimed,
+    DeadWorker,
+    Outcome,
+    Plan,
+    Recovered,
+    Recovery,
+    Registration,
+    StepRow,
+    eager_claims,
 )
 from workflows.store import EnqueueRequest
 from workflows_postgres import ops
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import first_line, redact, resolve_dsn, scrub, unavailable
+from workflows_postgres.errors import RETRYABLE as _RETRYABLE
+from workflows_postgres.errors import TRANSIENT_ERRORS, is_poison
+from workflows_postgres.heart import PostgresHeart
+from workflows_postgres.listener import PostgresListener, handed_over
+
+__all__ = ["PostgresStore", "handed_over", "step_record"]
 from workflows_postgres.migrate import latest_version, schema_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _NO_WORKER = "00000000-0000-0000-0000-000000000000"
 # Our statements are long CTEs whose best plan does not depend on the values; planning them
 # afresh on every call cost as much as running them. A generic plan's cost estimate can pass
@@ -44,90 +54,6 @@ _NO_WORKER = "00000000-0000-0000-0000-000000000000"
 # whole table for every key, and kept there while the table grows. Every statement here finds
 # its rows through an index; a scan of the whole table is never the plan to keep.
 _SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_seqscan": "off"}
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """One execution a worker now owns, until it records an outcome under ``lease``."""
-
-    id: str
-    kind: str
-    name: str
-    queue: str
-    args: str
-    attempts: int
-    max_retries: int
-    timeout: float | None
-    lease: int
-    version: int | None
-    wakeups: int
-    parent_id: str | None
-    deadline: datetime | None
-    pickup_latency: float | None
-    parent_seq: int | None = None
-    resolutions: list[StepRecord] | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    id: str
-    lease: int
-    status: str  # completed | failed | cancelled | pending (retry)
-    result: str | None = None
-    error: str | None = None
-    retry_delay: float | None = None
-    # The workflow an activity belongs to: its worker may resume it straight away.
-    parent_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Recovered:
-    id: str
-    kind: str
-    queue: str
-
-
-@dataclass(frozen=True)
-class ActivationResult:
-    """What applying an activation did: ``None`` status when the claim had been lost."""
-
-    status: str | None
-    eager: list[Claimed] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Advance:
-    """One workflow activation for :meth:`PostgresStore.advance`.
-
-    Either of a workflow claimed by the worker (``activity`` None, fenced on the claim's
-    lease), or run on an activity's final outcome by the worker's copy of the workflow
-    (``activity`` and its ``act_*`` outcome, fenced on the copy's lease and wakeups).
-    ``steps``/``children`` are :meth:`PostgresStore.step_rows` of its commands.
-    """
-
-    workflow: Claimed
-    number: int
-    delivered: list[int]
-    outcome: str  # blocked | completed | failed
-    result: str | None
-    error: str | None
-    steps: list[tuple[Any, ...]]
-    children: list[tuple[Any, ...]]
-    signals: list[str]
-    activity: Claimed | None = None
-    act_status: str | None = None  # completed | failed
-    act_result: str | None = None
-    act_error: str | None = None
-
-
-@dataclass(frozen=True)
-class Advanced:
-    """What :meth:`PostgresStore.advance` did with one item (see the SQL function)."""
-
-    # stale | fallback | claimed, or the workflow's new status (waiting, pending, completed...)
-    outcome: str
-    lease: int | None = None
-    eager: list[Claimed] = field(default_factory=list)
 
 
 def _claimed(row: asyncpg.Record) -> Claimed:
@@ -151,21 +77,6 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         if row["resolutions"] is None
         else [_resolution(item) for item in codec.decode(row["resolutions"])],
     )
-
-
-def handed_over(payload: str, worker_id: str) -> str | None:
-    """The execution id a notification on the start channel says was handed to ``worker_id``.
-
-    Only a hint: any role that can connect may send one. :meth:`PostgresStore.take_handoff`
-    reads the claim from the table before anything runs.
-    """
-    target, _, execution_id = payload.partition(" ")
-    if target != worker_id or not execution_id:
-        return None
-    try:
-        return str(uuid.UUID(execution_id))
-    except ValueError:
-        return None
 
 
 def _resolution(item: dict[str, Any]) -> StepRecord:
@@ -199,7 +110,6 @@ class PostgresStore:
         self.settings = settings
         self.dsn = dsn
         self.q = Q.Queries.for_schema(settings.schema)
-        self._sql: dict[str, str] = {}
         self._claim_conn: asyncpg.Connection | None = None
         self._claim_lock = asyncio.Lock()
 
@@ -250,17 +160,15 @@ class PostgresStore:
         schema = self.settings.schema
         async with self.pool.acquire() as conn:
             present = await conn.fetchval(
-                self.sql(Q.SCHEMA_EXISTS), f"{Q.quote_ident(schema)}.schema_migrations"
+                self.sql("schema_exists"), f"{Q.quote_ident(schema)}.schema_migrations"
             )
-            version = await conn.fetchval(self.sql(Q.SCHEMA_VERSION)) if present else None
+            version = await conn.fetchval(self.sql("schema_version")) if present else None
         if version != latest_version():
             raise schema_error(schema, version)
 
-    def sql(self, template: str) -> str:
-        text = self._sql.get(template)
-        if text is None:
-            text = self._sql[template] = self.q.sql(template)
-        return text
+    def sql(self, name: str) -> str:
+        """The named statement (sql/*.sql) for this store's schema."""
+        return self.q.sql(name)
 
     # ---- running operations --------------------------------------------------------------
 
@@ -364,7 +272,48 @@ class PostgresStore:
         result: str = await self.run(ops.cancel, execution_id)
         return result
 
-    # ---- the worker's side ---------------------------------------------------------------
+    # ---- the worker's side (workflows.store.WorkerStore) ------------------------------------
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, TRANSIENT_ERRORS)
+
+    def is_poison(self, exc: BaseException) -> bool:
+        return is_poison(exc)
+
+    async def register_worker(self, worker_id: str, registration: Registration) -> None:
+        r = registration
+        await self.pool.execute(
+            self.sql("register_worker"),
+            worker_id,
+            r.hostname,
+            r.pid,
+            list(r.queues),
+            r.code_version,
+        )
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        await self.pool.execute(self.sql("deregister_worker"), worker_id)
+
+    def heart(self, worker_id: str, registration: Registration) -> PostgresHeart:
+        return PostgresHeart(self.dsn, self.settings.schema, worker_id, registration)
+
+    def listener(
+        self,
+        worker_id: str,
+        *,
+        on_work: Callable[[str], None],
+        on_cancel: Callable[[str], None],
+        on_start: Callable[[str], None],
+        on_connected: Callable[[], None],
+    ) -> PostgresListener:
+        return PostgresListener(
+            self,
+            worker_id,
+            on_work=on_work,
+            on_cancel=on_cancel,
+            on_start=on_start,
+            on_connected=on_connected,
+        )
 
     async def pump(
         self,
@@ -373,46 +322,36 @@ class PostgresStore:
         queues: Sequence[str],
         limit: int,
         known_versions: dict[str, int] | None = None,
-        conn: Any = None,
         resume_sticky: bool = False,
     ) -> tuple[set[str], list[Claimed]]:
         """Record outcomes and claim up to ``limit`` executions, in one statement.
 
         With ``resume_sticky``, a waiting workflow that one of the outcomes resolves and that
-        this worker holds in memory is claimed back at once (beyond ``limit``: the caller
+        this worker holds in memory is admitted back at once (beyond ``limit``: the caller
         counts the slots such outcomes free). Returns the ids whose outcome was recorded (their
         claim still held) and what was claimed.
         """
         names = list(known_versions or {})
+        versions = [known_versions[n] for n in names] if known_versions else []
+        if not outcomes:
+            # Nothing to record (an idle worker woken for new work): the lighter claim alone.
+            return set(), await self._claim_only((worker_id, list(queues), limit, names, versions))
         args = (
-            [o.id for o in outcomes],
-            [o.lease for o in outcomes],
-            [o.status for o in outcomes],
-            [o.result for o in outcomes],
-            [o.error for o in outcomes],
-            [o.retry_delay for o in outcomes],
+            _outcomes_json(outcomes),
             list(queues),
             limit,
             worker_id,
             names,
-            [known_versions[n] for n in names] if known_versions else [],
+            versions,
             resume_sticky,
         )
-        # Nothing to record (an idle worker woken for new work): the lighter claim alone.
-        if not outcomes and conn is None:
-            return set(), await self._claim_only(args[6:11])
-        if conn is not None:
-            rows = await conn.fetch(self.sql(Q.PUMP), *args)
-        else:
-            rows = await self._fetch_retrying(Q.PUMP, args)
-        recorded = set(rows[0]["recorded"] or ()) if rows else set()
-        return recorded, [_claimed(row) for row in rows if row["id"] is not None]
+        return _pumped(await self._fetch_retrying("pump", args))
 
-    async def _fetch_retrying(self, template: str, args: Sequence[Any]) -> list[Any]:
+    async def _fetch_retrying(self, name: str, args: Sequence[Any]) -> list[Any]:
         """One statement on a pooled connection, again when it lost a deadlock or conflict."""
         for attempt in range(5):
             try:
-                rows: list[Any] = await self.pool.fetch(self.sql(template), *args)
+                rows: list[Any] = await self.pool.fetch(self.sql(name), *args)
                 return rows
             except _RETRYABLE:
                 if attempt == 4:
@@ -434,7 +373,7 @@ class PostgresStore:
                     self.dsn, timeout=10, server_settings=_SESSION | {"synchronous_commit": "off"}
                 )
             try:
-                rows = await self._claim_conn.fetch(self.sql(Q.CLAIM), *params)
+                rows = await self._claim_conn.fetch(self.sql("claim"), *params)
             except BaseException:
                 conn, self._claim_conn = self._claim_conn, None
                 conn.terminate()
@@ -457,42 +396,42 @@ class PostgresStore:
 
     async def release(self, claimed: Claimed, worker_id: str, delay: float = 0.0) -> bool:
         """Give an execution back to pending without counting the attempt (a few times in a
-        row at most: see queries.RELEASE)."""
+        row at most: see the `release` statement)."""
         return await self.release_id(claimed.id, claimed.lease, worker_id, delay)
 
     async def release_id(
         self, execution_id: str, lease: int, worker_id: str, delay: float = 0.0
     ) -> bool:
-        row = await self.pool.fetchrow(self.sql(Q.RELEASE), execution_id, lease, delay, worker_id)
+        row = await self.pool.fetchrow(self.sql("release"), execution_id, lease, delay, worker_id)
         return row is not None
 
     async def take_handoff(
         self, execution_id: str, worker_id: str, conn: asyncpg.Connection | None = None
     ) -> Claimed | None:
-        """The job handed to ``worker_id`` (see queries.ENQUEUE), if the table says it was.
+        """The job handed to ``worker_id`` (see enqueue() in 0006), if the table says it was.
 
         ``conn``: the connection the notification came on, idle otherwise, which saves a pool
         checkout on the pickup path.
         """
         source: Any = self.pool if conn is None else conn
-        row = await source.fetchrow(self.sql(Q.HANDED_OVER), execution_id, worker_id)
+        row = await source.fetchrow(self.sql("handed_over"), execution_id, worker_id)
         return None if row is None else _claimed(row)
 
     async def cancel_requested(self, claimed: Claimed, worker_id: str) -> bool:
         """Whether a cancel of ``claimed`` (held by ``worker_id``) was asked for in the table."""
         return bool(
             await self.pool.fetchval(
-                self.sql(Q.CANCEL_REQUESTED), claimed.id, claimed.lease, worker_id
+                self.sql("cancel_requested"), claimed.id, claimed.lease, worker_id
             )
         )
 
     async def running_here(self, worker_id: str) -> set[tuple[str, int]]:
         """The executions the database says ``worker_id`` runs, as (id, lease)."""
-        rows = await self.pool.fetch(self.sql(Q.RUNNING_HERE), worker_id)
+        rows = await self.pool.fetch(self.sql("running_here"), worker_id)
         return {(row["id"], row["lease"]) for row in rows}
 
     async def load_history(self, workflow_id: str) -> list[StepRecord]:
-        rows = await self.pool.fetch(self.sql(Q.LOAD_HISTORY), workflow_id)
+        rows = await self.pool.fetch(self.sql("load_history"), workflow_id)
         return [step_record(row) for row in rows]
 
     async def apply_activation(
@@ -502,41 +441,35 @@ class PostgresStore:
         *,
         number: int,
         delivered: Sequence[int],
-        commands: Sequence[StepCommand],
+        plan: Plan,
         status: str,
         result: str | None,
         error: dict[str, Any] | None,
-        eager_queues: frozenset[str],
-        eager_slots: int,
     ) -> ActivationResult:
         """Write one activation (one round trip while the workflow goes on), fenced on its claim."""
-        steps, children = self.step_rows(claimed.queue, number, commands, eager_queues, eager_slots)
-        signals = [c.name for c in commands if isinstance(c, WaitSignal)]
-        args = (
-            claimed.id,
-            claimed.lease,
-            worker_id,
-            claimed.wakeups,
+        item = _activation(
+            claimed,
             number,
-            list(delivered),
-            *_columns(steps, 8),
-            *_columns(children, 12),
-            signals,
+            delivered,
+            plan,
             status,
             result,
             None if error is None else codec.encode(error),
         )
+        text = _dump(item)
         for attempt in range(5):
             try:
                 async with self.pool.acquire() as conn:
                     if status == "blocked":
-                        final = await conn.fetchval(self.sql(Q.APPLY_ACTIVATION), *args)
+                        final = await conn.fetchval(self.sql("apply_activation"), worker_id, text)
                     else:
                         async with conn.transaction():
-                            final = await conn.fetchval(self.sql(Q.APPLY_ACTIVATION), *args)
+                            final = await conn.fetchval(
+                                self.sql("apply_activation"), worker_id, text
+                            )
                             if final in ("completed", "failed"):
                                 # What the workflow started and never waited for ends with it.
-                                await self._drive(conn, _close_children(claimed.id))
+                                await self._drive(conn, ops.close_children(claimed.id))
                 break
             except _RETRYABLE:
                 if attempt == 4:
@@ -544,7 +477,7 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
         if final is None:
             return ActivationResult(None)
-        eager = eager_claims(claimed.id, children) if final in ("waiting", "pending") else []
+        eager = eager_claims(claimed.id, plan.children) if final in ("waiting", "pending") else []
         return ActivationResult(str(final), eager)
 
     async def advance(self, worker_id: str, items: Sequence[Advance]) -> list[Advanced]:
@@ -552,112 +485,32 @@ class PostgresStore:
         # Locks are taken in workflow order, so two batches cannot deadlock on each other;
         # items of one workflow keep their order (a stable sort).
         order = sorted(range(len(items)), key=lambda k: items[k].workflow.id)
-        steps: list[tuple[Any, ...]] = []
-        children: list[tuple[Any, ...]] = []
-        signals: list[tuple[int, str]] = []
-        delivered: list[tuple[int, int]] = []
-        for n, k in enumerate(order, start=1):
-            it = items[k]
-            steps.extend((n, *row) for row in it.steps)
-            children.extend((n, *row) for row in it.children)
-            signals.extend((n, name) for name in it.signals)
-            delivered.extend((n, seq) for seq in it.delivered)
-        ordered = [items[k] for k in order]
-        args = (
-            worker_id,
-            [it.workflow.id for it in ordered],
-            [it.workflow.lease for it in ordered],
-            [it.workflow.wakeups for it in ordered],
-            [it.number for it in ordered],
-            [it.outcome for it in ordered],
-            [it.result for it in ordered],
-            [it.error for it in ordered],
-            [None if it.activity is None else it.activity.id for it in ordered],
-            [None if it.activity is None else it.activity.lease for it in ordered],
-            [None if it.activity is None else it.activity.parent_seq for it in ordered],
-            [it.act_status for it in ordered],
-            [it.act_result for it in ordered],
-            [it.act_error for it in ordered],
-            *_columns(delivered, 2),
-            *_columns(signals, 2),
-            *_columns(steps, 9),
-            *_columns(children, 13),
+        rows = await self._fetch_retrying(
+            "advance", (worker_id, _dump([_advance_item(items[k]) for k in order]))
         )
-        rows = await self._fetch_retrying(Q.ADVANCE, args)
         results: list[Advanced] = [Advanced("stale")] * len(items)
         for row in rows:
             k = order[row["item"] - 1]
             outcome = row["outcome"]
             it = items[k]
             eager = (
-                eager_claims(it.workflow.id, it.children)
+                eager_claims(it.workflow.id, it.plan.children)
                 if outcome in ("waiting", "pending")
                 else []
             )
             results[k] = Advanced(outcome, row["lease"], eager)
         return results
 
-    def step_rows(
-        self,
-        workflow_queue: str,
-        number: int,
-        commands: Sequence[StepCommand],
-        eager_queues: frozenset[str],
-        eager_slots: int,
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        settings = self.settings
-        steps: list[tuple[Any, ...]] = []
-        children: list[tuple[Any, ...]] = []
-        for c in commands:
-            if isinstance(c, ScheduleActivity | StartChild):
-                child_id = str(uuid.uuid4())
-                o = c.options
-                is_wf = isinstance(c, StartChild)
-                timeout = o.timeout
-                if timeout is None:
-                    timeout = (
-                        settings.default_workflow_timeout if is_wf else settings.default_timeout
-                    )
-                retries = o.retries if o.retries is not None else settings.default_retries
-                queue = o.queue or workflow_queue
-                eager = not is_wf and queue in eager_queues and eager_slots > 0
-                eager_slots -= 1 if eager else 0
-                children.append(
-                    (
-                        child_id,
-                        "workflow" if is_wf else "activity",
-                        c.name,
-                        queue,
-                        o.priority or 0,
-                        c.encoded_args
-                        or codec.encode_call(
-                            c.args, c.kwargs, max_bytes=settings.max_payload_bytes
-                        ),
-                        0 if is_wf else retries,
-                        None if is_wf else float(timeout),
-                        o.version if is_wf else None,
-                        float(timeout) if is_wf else None,
-                        c.seq,
-                        eager,
-                    )
-                )
-                steps.append((c.seq, c.kind, c.name, "scheduled", child_id, None, None, None))
-            elif isinstance(c, StartTimer):
-                steps.append(
-                    (c.seq, "timer", c.name, "scheduled", None, float(c.seconds), None, None)
-                )
-            elif isinstance(c, WaitSignal):
-                secs = None if c.timeout is None else float(c.timeout)
-                steps.append((c.seq, "signal", c.name, "scheduled", None, secs, None, None))
-            elif isinstance(c, RecordVersion):
-                version = codec.encode(c.version)
-                steps.append((c.seq, "version", c.name, "completed", None, None, version, number))
-        return steps, children
+    # ---- the leader's maintenance, liveness ------------------------------------------------
 
-    # ---- timers, deadlines, liveness -------------------------------------------------------
+    async def lead(self, worker_id: str, ttl: float) -> bool:
+        return bool(await self.pool.fetchval(self.sql("lead"), worker_id, float(ttl)))
+
+    async def resign(self, worker_id: str) -> None:
+        await self.pool.execute(self.sql("resign"), worker_id)
 
     async def fire_due_steps(self) -> int:
-        row = await self.pool.fetchrow(self.sql(Q.FIRE_DUE_STEPS))
+        row = await self.pool.fetchrow(self.sql("fire_due_steps"))
         return int(row["fired"]) if row else 0
 
     async def expire_workflows(self) -> int:
@@ -666,7 +519,7 @@ class PostgresStore:
         async def op() -> int:
             count = 0
             async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(self.sql(Q.OVERDUE_WORKFLOWS))
+                rows = await conn.fetch(self.sql("overdue_workflows"))
                 for row in rows:
                     error = codec.error_payload(_timeout_error(), with_traceback=False)
                     await self._drive(conn, ops.finish_tree(row["id"], "failed", error))
@@ -681,16 +534,6 @@ class PostgresStore:
                     raise
         return 0
 
-    async def register_worker(
-        self, worker_id: str, hostname: str, pid: int, queues: Sequence[str], code_version: str
-    ) -> None:
-        await self.pool.execute(
-            self.sql(Q.REGISTER_WORKER), worker_id, hostname, pid, list(queues), code_version
-        )
-
-    async def deregister_worker(self, worker_id: str) -> None:
-        await self.pool.execute(self.sql(Q.DEREGISTER_WORKER), worker_id)
-
     async def offer(
         self, worker_id: str, queues: Sequence[str], lock_key: int, seconds: float
     ) -> None:
@@ -698,31 +541,28 @@ class PostgresStore:
 
         Only while a session of the worker holds the advisory lock ``lock_key``.
         """
-        await self.pool.execute(self.sql(Q.OFFER), worker_id, list(queues), lock_key, seconds)
+        await self.pool.execute(self.sql("offer"), worker_id, list(queues), lock_key, seconds)
 
     async def withdraw(self, worker_id: str) -> None:
-        await self.pool.execute(self.sql(Q.WITHDRAW), worker_id)
+        await self.pool.execute(self.sql("withdraw"), worker_id)
 
-    async def recover(
-        self, worker_id: str, timeout: float
-    ) -> tuple[list[dict[str, Any]], list[Recovered], list[str]]:
-        """Take over the work of dead peers: (dead workers, executions recovered, their
-        workflows' queues)."""
+    async def recover(self, worker_id: str, timeout: float) -> Recovery:
+        """Take over the work of dead peers."""
         async with self.pool.acquire() as conn, conn.transaction():
-            dead = await conn.fetch(self.sql(Q.CLAIM_DEAD_WORKERS), timeout, worker_id)
+            dead = await conn.fetch(self.sql("claim_dead_workers"), timeout, worker_id)
             dead_ids = [row["worker_id"] for row in dead]
-            orphans = await conn.fetch(self.sql(Q.ORPHANED_RUNNING), dead_ids)
+            orphans = await conn.fetch(self.sql("orphaned_running"), dead_ids)
             outcomes: list[Outcome] = []
             workflows: list[str] = []
             recovered: list[Recovered] = []
             workflow_queues: list[str] = []
             lost = codec.encode({"type": "WorkerLost", "message": "worker lost"})
             for row in orphans:
-                recovered.append(Recovered(row["id"], row["kind"], row["queue"]))
                 if row["kind"] == "workflow":
                     workflows.append(row["id"])
                     workflow_queues.append(row["queue"])
                     continue
+                recovered.append(Recovered(row["id"], row["kind"], row["queue"]))
                 retry = row["attempts"] <= row["max_retries"]
                 outcomes.append(
                     Outcome(
@@ -734,23 +574,25 @@ class PostgresStore:
                     )
                 )
             if outcomes:
-                await self.pump(worker_id, outcomes, (), 0, conn=conn)
+                await conn.fetch(
+                    self.sql("pump"), _outcomes_json(outcomes), [], 0, worker_id, [], [], False
+                )
             if workflows:
-                await conn.fetch(self.sql(Q.REQUEUE_WORKFLOWS), workflows)
-        return (
-            [dict(row) for row in dead],
-            [r for r in recovered if r.kind != "workflow"],
+                await conn.fetch(self.sql("requeue_workflows"), workflows)
+        return Recovery(
+            [DeadWorker(row["worker_id"], row["hostname"], row["pid"]) for row in dead],
+            recovered,
             workflow_queues,
         )
 
     async def workers_alive(self, timeout: float) -> int:
-        return int(await self.pool.fetchval(self.sql(Q.WORKERS_ALIVE), timeout))
+        return int(await self.pool.fetchval(self.sql("workers_alive"), timeout))
 
     async def queue_depths(
         self, queues: Sequence[str], cap: int = 100_000
     ) -> dict[tuple[str, str], int]:
         """Pending and waiting executions per queue, each counted up to ``cap``."""
-        rows = await self.pool.fetch(self.sql(Q.QUEUE_DEPTHS), list(queues), cap)
+        rows = await self.pool.fetch(self.sql("queue_depths"), list(queues), cap)
         depths: dict[tuple[str, str], int] = {}
         for row in rows:
             depths[(row["queue"], "pending")] = row["pending"]
@@ -758,7 +600,7 @@ class PostgresStore:
         return depths
 
     async def any_runnable(self, queues: Sequence[str]) -> bool:
-        return bool(await self.pool.fetchval(self.sql(Q.ANY_RUNNABLE), list(queues)))
+        return bool(await self.pool.fetchval(self.sql("any_runnable"), list(queues)))
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
@@ -769,56 +611,106 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as the column arrays a set-returning unnest() takes."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(col) for col in zip(*rows, strict=True)]
+def _dump(value: Any) -> str:
+    # Values inside are JSON text already checked by the codec; the rows around them are ours.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def eager_claims(workflow_id: str, children: list[tuple[Any, ...]]) -> list[Claimed]:
-    """The executions an activation started already claimed by its worker (``step_rows``)."""
-    return [
-        Claimed(
-            id=ch[0],
-            kind="activity",
-            name=ch[2],
-            queue=ch[3],
-            args=ch[5],
-            attempts=1,
-            max_retries=ch[6],
-            timeout=ch[7],
-            lease=1,
-            version=None,
-            wakeups=0,
-            parent_id=workflow_id,
-            deadline=None,
-            pickup_latency=0.0,
-            parent_seq=ch[10],
+def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
+    return _dump(
+        [
+            {
+                "id": o.id,
+                "lease": o.lease,
+                "status": o.status,
+                "result": o.result,
+                "error": o.error,
+                "retry_delay": o.retry_delay,
+            }
+            for o in outcomes
+        ]
+    )
+
+
+def _pumped(rows: Sequence[Any]) -> tuple[set[str], list[Claimed]]:
+    recorded = set(rows[0]["recorded"] or ()) if rows else set()
+    return recorded, [_claimed(row) for row in rows if row["id"] is not None]
+
+
+def _step(row: StepRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "kind": row.kind,
+        "name": row.name,
+        "status": row.status,
+        "exec": row.execution_id,
+        "seconds": row.seconds,
+        "result": row.result,
+        "delivered": row.delivered_in,
+    }
+
+
+def _child(row: ChildRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "name": row.name,
+        "queue": row.queue,
+        "priority": row.priority,
+        "args": row.args,
+        "retries": row.max_retries,
+        "timeout": row.timeout,
+        "version": row.version,
+        "wf_timeout": row.workflow_timeout,
+        "seq": row.seq,
+        "eager": row.eager,
+    }
+
+
+def _activation(
+    wf: Claimed,
+    number: int,
+    delivered: Sequence[int],
+    plan: Plan,
+    outcome: str,
+    result: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """One activation as activate() in 0006 reads it."""
+    return {
+        "wf": wf.id,
+        "lease": wf.lease,
+        "wakeups": wf.wakeups,
+        "number": number,
+        "delivered": list(delivered),
+        "signals": plan.signals,
+        "outcome": outcome,
+        "result": result,
+        "error": error,
+        "steps": [_step(s) for s in plan.steps],
+        "children": [_child(c) for c in plan.children],
+    }
+
+
+def _advance_item(it: Advance) -> dict[str, Any]:
+    """One batch item as advance() in 0006 reads it."""
+    item = _activation(
+        it.workflow, it.number, it.delivered, it.plan, it.outcome, it.result, it.error
+    )
+    act = it.activity
+    if act is not None:
+        item.update(
+            act=act.id,
+            act_lease=act.lease,
+            seq=act.parent_seq,
+            act_status=it.act_status,
+            act_result=it.act_result,
+            act_error=it.act_error,
         )
-        for ch in children
-        if ch[11]
-    ]
+    return item
 
 
 def _timeout_error() -> BaseException:
     from workflows.errors import WorkflowTimeoutError
 
     return WorkflowTimeoutError("workflow ran past its timeout")
-
-
-def _close_children(workflow_id: str) -> ops.Op[None]:
-    """Cancel what a finished workflow started and never waited for (not the workflow itself)."""
-    rows = yield ops.Call(
-        "SELECT id::text AS id FROM {s}.executions "
-        "WHERE parent_id = $1::uuid AND status IN ('pending', 'running', 'waiting')",
-        (workflow_id,),
-    )
-    error = {"type": "ExecutionCancelledError", "message": "parent workflow ended"}
-    for row in rows:
-        yield from ops.finish_tree(row["id"], "cancelled", error)
-    yield ops.Call(
-        "UPDATE {s}.workflow_steps SET status = 'cancelled', resolved_at = now() "
-        "WHERE workflow_id = $1::uuid AND status = 'scheduled'",
-        (workflow_id,),
-    )

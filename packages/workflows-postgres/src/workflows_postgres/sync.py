@@ -36,10 +36,10 @@ class SyncStore:
             self._dsn = resolve_dsn(self.settings)
         return self._dsn
 
-    def sql(self, template: str) -> str:
-        text = self._sql.get(template)
+    def sql(self, name: str) -> str:
+        text = self._sql.get(name)
         if text is None:
-            text = self._sql[template] = Q.to_psycopg(self.q.sql(template))
+            text = self._sql[name] = Q.to_psycopg(self.q.sql(name))
         return text
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -54,12 +54,12 @@ class SyncStore:
         schema = self.settings.schema
         with conn.cursor() as cur:
             cur.execute(
-                self.sql(Q.SCHEMA_EXISTS), {"p1": f"{Q.quote_ident(schema)}.schema_migrations"}
+                self.sql("schema_exists"), {"p1": f"{Q.quote_ident(schema)}.schema_migrations"}
             )
             row = cur.fetchone()
             version = None
             if row and row[0]:
-                cur.execute(self.sql(Q.SCHEMA_VERSION))
+                cur.execute(self.sql("schema_version"))
                 got = cur.fetchone()
                 version = got[0] if got else None
         if version != latest_version():
@@ -134,9 +134,8 @@ class SyncStore:
     def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self._connection()
-        channel = Q.quote_ident(self.q.done_channel)
         # Listen before the first look, so an end between the two is not missed.
-        conn.execute(f"LISTEN {channel}")
+        conn.execute(self.sql("listen"))
         try:
             delay = 0.01
             while True:
@@ -155,7 +154,7 @@ class SyncStore:
                         break
                 delay = min(delay * 1.5, 0.25)
         finally:
-            conn.execute(f"UNLISTEN {channel}")
+            conn.execute(self.sql("unlisten"))
 
     def cancel(self, execution_id: str) -> str:
         return self.run(ops.cancel(execution_id))

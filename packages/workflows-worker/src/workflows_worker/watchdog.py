@@ -1,4 +1,4 @@
-"""What keeps a worker honest while its event loop is busy: loop lag, and heartbeats on a thread.
+"""What keeps a worker honest while its event loop is busy: loop lag (and, in heartbeat, beats).
 
 A job that blocks the event loop (``time.sleep`` in an ``async def``, a CPU-bound loop) stops
 every other execution of the worker, and its timeout cannot fire until the loop is free. If
@@ -10,7 +10,7 @@ function found running on the loop, counts it in a metric and makes ``/healthz``
 
 The trade-off: a loop blocked for good (an endless loop in async code) would keep the worker's
 executions claimed forever. The heartbeat therefore stops once the loop has been blocked for
-``STOP_BEATING_AFTER`` heartbeat timeouts, and the worker's peers recover its work as they
+``heartbeat.STOP_BEATING_AFTER`` heartbeat timeouts, and the worker's peers recover its work as they
 would a dead worker's.
 """
 
@@ -23,19 +23,16 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from workflows.api import REGISTRY
-from workflows_postgres import queries as Q
-from workflows_postgres.connect import scrub
 
 log = logging.getLogger("workflows.worker")
 
 # How late the loop may be before it counts as blocked (a busy loop on two cores is a few
 # tens of milliseconds late; a blocked one, seconds).
 BLOCKED_AFTER = 1.0
-STOP_BEATING_AFTER = 10  # heartbeat timeouts
 _TICK = 0.1
 
 
@@ -129,107 +126,3 @@ def _where(frame: types.FrameType | None) -> str:
     if frame is None:
         return "?"
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-class HeartbeatThread:
-    """Beats ``worker_heartbeats`` every ``interval`` from a thread, on a connection of its own.
-
-    ``steady_since`` is when the beats last became regular (monotonic); a worker judges its
-    peers only once its own beats have been on time for a whole timeout.
-    """
-
-    def __init__(
-        self,
-        dsn: str,
-        schema: str,
-        worker_id: str,
-        *,
-        interval: float,
-        timeout: float,
-        registration: Sequence[Any],
-        loop_watch: LoopWatch | None = None,
-    ) -> None:
-        self._dsn = dsn
-        self._queries = Q.Queries.for_schema(schema)
-        self._worker_id = worker_id
-        self._interval = interval
-        self._timeout = timeout
-        self._registration = tuple(registration)
-        self._watch = loop_watch
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
-        self.last_beat: float | None = None
-        self.steady_since = time.monotonic()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="workflows-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _sql(self, template: str) -> str:
-        return Q.to_psycopg(self._queries.sql(template))
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if self._watch is not None and (
-                    self._watch.blocked_for > STOP_BEATING_AFTER * self._timeout
-                ):
-                    # Blocked for good, it seems: let the peers recover this worker's work.
-                    self._stop.wait(self._interval)
-                    continue
-                try:
-                    self.beat()
-                except Exception as exc:
-                    log.warning("heartbeat failed (%s)", scrub(_first_line(exc), self._dsn))
-                    self._close()
-                self._stop.wait(self._interval)
-        finally:
-            self._close()
-
-    def beat(self) -> None:
-        import psycopg
-
-        from workflows_postgres.connect import connect_sync
-
-        if self._conn is None or self._conn.closed:
-            self._conn = connect_sync(self._dsn, autocommit=True)
-        conn: psycopg.Connection[Any] = self._conn
-        row = conn.execute(self._sql(Q.HEARTBEAT), {"p1": self._worker_id}).fetchone()
-        if row is None:
-            log.warning(
-                "worker %s was declared dead by a peer; registering again", self._worker_id[:8]
-            )
-            hostname, pid, queues, version = self._registration
-            conn.execute(
-                self._sql(Q.REGISTER_WORKER),
-                {
-                    "p1": self._worker_id,
-                    "p2": hostname,
-                    "p3": pid,
-                    "p4": list(queues),
-                    "p5": version,
-                },
-            )
-        now = time.monotonic()
-        if self.last_beat is None or now - self.last_beat > self._timeout / 2:
-            # Beats were not regular (just started, the database away, the process paused):
-            # peers perhaps could not beat either.
-            self.steady_since = now
-        self.last_beat = now
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -1,0 +1,35 @@
+"""This package as core's ``workflows.store.Backend`` (the ``workflows.stores`` entry point)."""
+
+from __future__ import annotations
+
+from workflows.config import Settings
+from workflows.store import AsyncStore, SyncStore, WorkerStore
+
+
+def async_store(settings: Settings | None = None) -> AsyncStore:
+    from workflows_postgres import client
+
+    return client.async_store(settings)
+
+
+def sync_store(settings: Settings | None = None) -> SyncStore:
+    from workflows_postgres import client
+
+    return client.sync_store(settings)
+
+
+async def worker_store(
+    settings: Settings, *, dsn: str | None = None, max_size: int = 10
+) -> WorkerStore:
+    from workflows_postgres.store import PostgresStore
+
+    return await PostgresStore.connect(settings, dsn=dsn, min_size=2, max_size=max_size)
+
+
+def migrate(settings: Settings) -> list[int]:
+    from workflows_postgres.connect import resolve_dsn, sync_errors
+    from workflows_postgres.migrate import apply_migrations
+
+    dsn = resolve_dsn(settings)
+    with sync_errors(dsn, f"cannot migrate schema {settings.schema!r}"):
+        return apply_migrations(dsn, settings.schema)

@@ -1,0 +1,190 @@
+"""Writes gathered into batches: outcomes for the pump's next round, activations written two
+batches at a time, and whether such writes are going through at all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from workflows.records import Advance, Advanced, Outcome
+from workflows.store import WorkerStore
+from workflows_worker.errors import UnstorableOutcomeError, first_line
+from workflows_worker.wakeup import Wakeup
+
+log = logging.getLogger("workflows.worker")
+
+# Two, so the database writes one while this worker runs the code the other's results let go
+# on, and two of the server's cores work at once.
+MAX_BATCHES = 2
+
+PendingOutcome = tuple[Outcome, "asyncio.Future[bool]"]
+PendingAdvance = tuple[Advance, "asyncio.Future[Advanced]"]
+
+
+class WriteHealth:
+    """Since when every write of outcomes and activations has failed.
+
+    A worker failing that long claims nothing more (it could not record it) and fails /healthz.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._since: float | None = None
+
+    def ok(self) -> None:
+        self._since = None
+
+    def failed(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    @property
+    def failing(self) -> bool:
+        """Failing for longer than ``timeout`` (read from any thread)."""
+        since = self._since
+        return since is not None and time.monotonic() - since > self._timeout
+
+
+class OutcomeQueue:
+    """Outcomes waiting for the pump's next round, each with the future its execution awaits."""
+
+    def __init__(self, wakeup: Wakeup) -> None:
+        self._wakeup = wakeup
+        self._items: list[PendingOutcome] = []
+
+    async def record(self, outcome: Outcome) -> bool:
+        """True once recorded, False if the claim was lost; raises UnstorableOutcomeError."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._items.append((outcome, future))
+        self._wakeup.wake()
+        # Shielded: a shutdown cancel must not lose an outcome already decided.
+        return await asyncio.shield(future)
+
+    def take(self) -> list[PendingOutcome]:
+        items, self._items = self._items, []
+        return items
+
+    def put_back(self, items: list[PendingOutcome], *, ahead: bool = True) -> None:
+        """Items not written this round, for the next: ahead of those that came since, or
+        after them."""
+        self._items = items + self._items if ahead else self._items + items
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+
+class ActivationBatches:
+    """Activations handed over by executions, written in up to ``MAX_BATCHES`` batches at once.
+
+    A workflow's items are in one batch at a time: its next wait for that one. A batch the
+    database refused for a value in it is written again item by item, so only the item still
+    refused alone fails (its execution gets UnstorableOutcomeError and writes a clean error).
+    """
+
+    def __init__(
+        self, store: WorkerStore, worker_id: str, wakeup: Wakeup, health: WriteHealth
+    ) -> None:
+        self._store = store
+        self._worker_id = worker_id
+        self._wakeup = wakeup
+        self._health = health
+        self._queued: list[PendingAdvance] = []
+        # Batches being written, and the workflows they are of.
+        self._writing: set[asyncio.Task[None]] = set()
+        self._workflows: set[str] = set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        return not self._queued and not self._writing
+
+    @property
+    def writing(self) -> bool:
+        return bool(self._writing)
+
+    async def send(self, item: Advance) -> Advanced:
+        """Hand an item to the next batch and wait for what it did."""
+        future: asyncio.Future[Advanced] = asyncio.get_running_loop().create_future()
+        self._queued.append((item, future))
+        self._wakeup.wake()
+        # Shielded: a shutdown cancel must not lose an outcome already decided.
+        return await asyncio.shield(future)
+
+    def dispatch(self) -> None:
+        """Start writing what was handed over, unless MAX_BATCHES are being written."""
+        if not self._queued or len(self._writing) >= MAX_BATCHES:
+            return
+        take: list[PendingAdvance] = []
+        keep: list[PendingAdvance] = []
+        busy = set(self._workflows)
+        for pair in self._queued:
+            wf_id = pair[0].workflow.id
+            # All of a workflow's items may go in one batch, which keeps their order; none
+            # while another batch has one of them.
+            if wf_id in busy:
+                keep.append(pair)
+            else:
+                self._workflows.add(wf_id)
+                take.append(pair)
+        self._queued = keep
+        if take:
+            task = asyncio.create_task(self._write(take), name="workflows-advance")
+            self._writing.add(task)
+
+    async def _write(self, items: list[PendingAdvance]) -> None:
+        try:
+            advanced = await self._store.advance(self._worker_id, [a for a, _ in items])
+            self._health.ok()
+        except Exception as exc:
+            if self._store.is_poison(exc):
+                # One item's value, perhaps: each alone, so only that one fails.
+                await self._one_by_one(items)
+                return
+            # Written or not (a reply lost after the commit), it is safe to send again: what
+            # was written is fenced off (stale), and the audit frees what it left running.
+            log.warning(
+                "writing %d workflow activations failed (%s); retrying in 0.5 s",
+                len(items),
+                first_line(exc),
+            )
+            self._health.failed()
+            await asyncio.sleep(0.5)
+            self._queued = items + self._queued
+        except BaseException:
+            # Not the database's doing: the waiting executions must not hang on it.
+            for _, waiter in items:
+                if not waiter.done():
+                    waiter.set_result(Advanced("stale"))
+            raise
+        else:
+            for (_, waiter), result in zip(items, advanced, strict=True):
+                if not waiter.done():
+                    waiter.set_result(result)
+        finally:
+            for item, _ in items:
+                self._workflows.discard(item.workflow.id)
+            task = asyncio.current_task()
+            if task is not None:
+                self._writing.discard(task)
+            self._wakeup.wake()
+
+    async def _one_by_one(self, items: list[PendingAdvance]) -> None:
+        for n, (item, waiter) in enumerate(items):
+            try:
+                (result,) = await self._store.advance(self._worker_id, [item])
+            except Exception as exc:
+                if not self._store.is_poison(exc):
+                    # Not this item's doing: it and the rest go with the next batch.
+                    self._queued = items[n:] + self._queued
+                    return
+                log.warning(
+                    "the database refused an activation of workflow %s: %s",
+                    item.workflow.id,
+                    first_line(exc),
+                )
+                if not waiter.done():
+                    waiter.set_exception(UnstorableOutcomeError(first_line(exc)))
+                continue
+            if not waiter.done():
+                waiter.set_result(result)

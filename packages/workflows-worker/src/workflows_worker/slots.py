@@ -1,0 +1,141 @@
+"""What runs on this worker, and how many more executions it may start: the one place that says."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+
+from workflows.records import Claimed
+
+
+class Slots:
+    """The executions running here (a task each, by id) and the slots left for new ones.
+
+    ``stuck``: threads held by plain ``def`` calls past their timeout (each keeps its slot until
+    the call returns). ``closed``: no new claims at all (the worker stops, or its writes keep
+    failing: it would claim what it could not record).
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        stuck: Callable[[], int],
+        closed: Callable[[], bool],
+    ) -> None:
+        self.concurrency = concurrency
+        self._stuck = stuck
+        self._closed = closed
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Claims by id (a cancel announced is checked against its lease); a job handed over
+        # has its slot before its claim is read, so it may have none yet.
+        self._claims: dict[str, Claimed] = {}
+        # Executions waiting for their outcome (or activation) to be written.
+        self._writing = 0
+        # Slots asked for by the claim being run now (a handoff must not take them).
+        self._claiming = 0
+        # Why a task was cancelled: a cancel asked for, or run ahead of a write that failed.
+        self._cancel_requested: set[str] = set()
+        self._abandoned: set[str] = set()
+
+    # ---- counting -------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """Executions this worker can run at once: its concurrency, less the stuck threads."""
+        return self.concurrency - self._stuck()
+
+    def free(self) -> int:
+        """Slots free for new claims."""
+        if self._closed():
+            return 0
+        # Executions waiting for their outcome to be written run no code: their slots are
+        # free (so under load claims go with the outcomes that free them).
+        return max(self.capacity() - len(self._tasks) + self._writing, 0)
+
+    def free_for_handoff(self) -> int:
+        """Free slots a claim in progress has not asked for already."""
+        return self.free() - self._claiming
+
+    def eager(self) -> int:
+        """Activities an activation may claim for this worker in its own write."""
+        # The slot of what led here passes to the first activity; more only if free.
+        return max(1, self.capacity() - len(self._tasks) + 1)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """While the execution calling it waits for a write (its slot counts as free)."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+
+    @contextlib.contextmanager
+    def claiming(self, wanted: int) -> Iterator[None]:
+        self._claiming = wanted
+        try:
+            yield
+        finally:
+            self._claiming = 0
+
+    # ---- the running table ------------------------------------------------------------------
+
+    def add(self, execution_id: str, task: asyncio.Task[None], claim: Claimed | None) -> None:
+        self._tasks[execution_id] = task
+        if claim is not None:
+            self._claims[execution_id] = claim
+        # A task cancelled before it ever ran (abandoned at once) never reaches the code that
+        # frees its slot.
+        task.add_done_callback(lambda done: self._ended(execution_id, done))
+
+    def _ended(self, execution_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(execution_id) is task:
+            self.remove(execution_id)
+
+    def bind(self, claim: Claimed) -> None:
+        """The claim of a slot taken before it was known (a job handed over)."""
+        self._claims[claim.id] = claim
+
+    def remove(self, execution_id: str) -> None:
+        self._tasks.pop(execution_id, None)
+        self._claims.pop(execution_id, None)
+        self._cancel_requested.discard(execution_id)
+        self._abandoned.discard(execution_id)
+
+    def __contains__(self, execution_id: object) -> bool:
+        return execution_id in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def claim(self, execution_id: str) -> Claimed | None:
+        return self._claims.get(execution_id)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    # ---- stopping one ---------------------------------------------------------------------
+
+    def cancel_requested(self, claim: Claimed) -> None:
+        """Cancel ``claim``'s run, if it still runs under that very claim."""
+        task = self._tasks.get(claim.id)
+        if task is not None and self._claims.get(claim.id) is claim:
+            self._cancel_requested.add(claim.id)
+            task.cancel()
+
+    def abandon(self, claims: list[Claimed]) -> None:
+        """Stop activities run ahead of a write that did not happen (nothing records them)."""
+        for c in claims:
+            task = self._tasks.get(c.id)
+            if task is not None and not task.done():
+                self._abandoned.add(c.id)
+                task.cancel()
+
+    def why_cancelled(self, execution_id: str) -> str | None:
+        """``abandoned``, ``requested``, or None (the shutdown's cancel)."""
+        if execution_id in self._abandoned:
+            return "abandoned"
+        if execution_id in self._cancel_requested:
+            return "requested"
+        return None

@@ -1,0 +1,113 @@
+"""Batched writes on their own: activations of several workflows in one write, a refused item
+isolated, and the write health that closes a worker's slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from tests.integration.conftest import wait_status
+from workflows import codec, workflow
+from workflows.config import Settings
+from workflows.records import Advance, Advanced, Claimed, Registration, plan
+from workflows.replay import WorkflowInstance
+from workflows_postgres.store import PostgresStore
+from workflows_worker.batches import ActivationBatches, WriteHealth
+from workflows_worker.errors import UnstorableOutcomeError
+from workflows_worker.wakeup import Wakeup
+
+QUEUE = "batches"
+
+
+@workflow(queue=QUEUE)
+async def returns(value: str) -> str:
+    return value
+
+
+def finished(c: Claimed, result: str) -> Advance:
+    """The activation that completes ``c`` with ``result`` (JSON text), as the runner makes it."""
+    args, kwargs = codec.decode_call(c.args)
+    instance, activation = WorkflowInstance.replay(returns.fn, args, kwargs, [])
+    instance.close()
+    assert activation.status == "completed"
+    return Advance(
+        workflow=c,
+        number=activation.number,
+        delivered=list(activation.delivered),
+        outcome="completed",
+        result=result,
+        error=None,
+        plan=plan(Settings.from_env(), c.queue, activation.number, activation.commands),
+    )
+
+
+async def test_an_activation_the_database_refuses_fails_alone_and_its_batch_is_written(
+    store: PostgresStore,
+) -> None:
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    ids = [await returns.queue(key) for key in ("one", "bad", "three")]
+    _, claimed = await store.pump(worker_id, [], [QUEUE], 3)
+    claims = {c.id: c for c in claimed}
+    wakeup = Wakeup()
+    health = WriteHealth(30)
+    batches = ActivationBatches(store, worker_id, wakeup, health)
+    results = {
+        ids[0]: '"one"',
+        ids[1]: '"\x00"',  # text the database cannot store: this item's own doing
+        ids[2]: '"three"',
+    }
+    sending = [asyncio.create_task(batches.send(finished(claims[i], results[i]))) for i in ids]
+    await asyncio.sleep(0)  # every item handed over before the batch is cut
+    assert not batches.idle
+    batches.dispatch()
+    assert batches.writing
+    done = await asyncio.wait_for(asyncio.gather(*sending, return_exceptions=True), 10)
+    assert [d.outcome for d in (done[0], done[2]) if isinstance(d, Advanced)] == [
+        "completed",
+        "completed",
+    ]
+    assert isinstance(done[1], UnstorableOutcomeError)
+    assert batches.idle
+    assert not health.failing
+    assert (await wait_status(store, ids[0], {"completed"}))["result"] == "one"
+    assert (await wait_status(store, ids[2], {"completed"}))["result"] == "three"
+    # Left for its execution to fail with a clean error (see the workflow runner).
+    assert (await store.get_status(ids[1]))["status"] == "running"
+
+
+async def test_a_workflows_items_are_written_one_batch_at_a_time(store: PostgresStore) -> None:
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    first, second = await returns.queue("a"), await returns.queue("b")
+    _, claimed = await store.pump(worker_id, [], [QUEUE], 2)
+    claims = {c.id: c for c in claimed}
+    batches = ActivationBatches(store, worker_id, Wakeup(), WriteHealth(30))
+    one = asyncio.create_task(batches.send(finished(claims[first], '"a"')))
+    await asyncio.sleep(0)
+    batches.dispatch()
+    # Another item of the same workflow waits for the batch that has the first; another
+    # workflow's goes in a batch of its own at once.
+    again = asyncio.create_task(batches.send(finished(claims[first], '"a"')))
+    other = asyncio.create_task(batches.send(finished(claims[second], '"b"')))
+    await asyncio.sleep(0)
+    batches.dispatch()
+    assert not batches.idle  # the second item of the first workflow is still queued
+    assert (await one).outcome == "completed"
+    assert (await other).outcome == "completed"
+    batches.dispatch()
+    # Written after the first: its claim was used up by then, so the write is fenced off.
+    assert (await asyncio.wait_for(again, 10)).outcome == "stale"
+    assert batches.idle
+
+
+def test_writes_count_as_failing_only_after_the_timeout() -> None:
+    health = WriteHealth(0.05)
+    health.failed()
+    assert not health.failing
+    time.sleep(0.06)  # the time itself is what is tested
+    health.failed()  # failing again does not restart the clock
+    assert health.failing
+    health.ok()
+    assert not health.failing

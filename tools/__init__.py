@@ -1,0 +1,1 @@
+"""Developer scripts (run as ``python tools/<name>.py``); the tests import them from here."""
