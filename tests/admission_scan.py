@@ -16,8 +16,8 @@ A literal that cannot be the written value is left out: a comparison operand (``
 anything inside a CASE's WHEN condition or simple-CASE operand, anything under ``EXISTS``. So is
 a CASE branch that only keeps a running row running, ``WHEN [row.]status = 'running' AND ...
 THEN 'running'`` where ``row`` is the updated table or its alias: the row was running already,
-so nothing is admitted (CANCEL_TREE leaves running activities running for their worker to
-stop). Any other WHEN, an OR in it, or another row's status does not count.
+so nothing is admitted (the `cancel_tree` statement leaves running activities running for
+their worker to stop). Any other WHEN, an OR in it, or another row's status does not count.
 
 Out of reach, by design of a text scan: a status written from a parameter or a column
 (``SET status = v.status`` with ``'running'`` in the caller's arguments). The scanner is a

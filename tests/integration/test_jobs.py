@@ -327,14 +327,14 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
     await jobs_app.record.queue_many([((str(i),), {}) for i in range(2000)])
     async with store.pool.acquire() as conn:
         await conn.execute("ANALYZE workflows.executions")
-        # The candidates of a claim are chosen inside a function (0006): plan its query, its
-        # arguments as parameters, without running it.
+        # The candidates of a claim are chosen inside claim() (0006): plan that query, the
+        # function's arguments as parameters, without running it.
         source = await conn.fetchval(
-            "SELECT prosrc FROM pg_proc WHERE proname = 'candidates' "
+            "SELECT prosrc FROM pg_proc WHERE proname = 'claim' "
             "AND pronamespace = 'workflows'::regnamespace"
         )
-        start = source.index("RETURN QUERY") + len("RETURN QUERY")
-        query = source[start : source.index(";", start)]
+        start = source.index("ARRAY(") + len("ARRAY(")
+        query = source[start : source.rindex("), 'pending')")]
         for n, (name, kind) in enumerate(
             [
                 ("p_worker", "uuid"),

@@ -145,3 +145,14 @@ def test_dependencies_point_down_only(package: str, never: set[str]) -> None:
     assert not LOADED[package].declared & never
     crossing = [f"{i.where}: {i.module}" for i in _imports(LOADED[package]) if i.module in never]
     assert not crossing, f"{package} imports a package above it or one it must not: {crossing}"
+
+
+def test_the_worker_reaches_the_store_through_its_interface_only() -> None:
+    # workflows-postgres is a dependency of the worker's install (it provides the store, found
+    # through the workflows.stores entry point), never of its code: no SQL, no driver, no
+    # store class in the worker, only workflows.store.WorkerStore.
+    behind = {"workflows_postgres", "asyncpg", "psycopg"}
+    crossing = [
+        f"{i.where}: {i.module}" for i in _imports(LOADED["workflows_worker"]) if i.module in behind
+    ]
+    assert not crossing, f"the worker goes around workflows.store.WorkerStore: {crossing}"

@@ -41,7 +41,8 @@ def _float(value: float | None) -> float | None:
 
 
 def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
-    """Insert one run; ``handoff``: it may go straight to an idle worker (see queries.ENQUEUE).
+    """Insert one run; ``handoff``: it may go straight to an idle worker (see enqueue() in
+    migration 0006).
 
     Not in a caller's transaction: it would hold the worker's offer until it ends.
     """

@@ -112,10 +112,27 @@ CREATE TABLE {s}.executions (
     CONSTRAINT executions_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 );
 
-CREATE FUNCTION {s}.admit(p_worker uuid, p_ids uuid[], p_from text DEFAULT 'pending'::text, p_wakeups bigint[] DEFAULT NULL::bigint[]) RETURNS SETOF {s}.executions
+CREATE FUNCTION {s}.admit(p_worker uuid, p_ids uuid[], p_from text DEFAULT 'pending'::text, p_wakeups bigint[] DEFAULT NULL::bigint[], p_new jsonb DEFAULT NULL::jsonb) RETURNS SETOF {s}.executions
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    IF p_from = 'new' THEN
+        RETURN QUERY
+        INSERT INTO {s}.executions AS e
+            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+             version, deadline, parent_id, parent_seq,
+             status, worker_id, lease, attempts, started_at)
+        SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority, r.args::json,
+               r.max_retries, r.timeout_seconds, now(), r.version, r.deadline, r.parent_id,
+               r.parent_seq,
+               'running', p_worker, 1, 1, now()
+        FROM jsonb_to_recordset(p_new)
+             AS r(id uuid, kind text, name text, queue text, priority integer, args text,
+                  max_retries integer, timeout_seconds float8, version integer,
+                  deadline timestamptz, parent_id uuid, parent_seq integer)
+        RETURNING e.*;
+        RETURN;
+    END IF;
     IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
         RETURN;
     END IF;
@@ -124,11 +141,10 @@ BEGIN
     SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
         attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
         started_at = COALESCE(e.started_at, now()),
-        wakeups = e.wakeups + COALESCE(w.n, 0),
+        wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
         run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
-    FROM unnest(p_ids, COALESCE(p_wakeups, array_fill(0::bigint, ARRAY[cardinality(p_ids)])))
-         AS w(id, n)
-    WHERE e.id = w.id AND e.status = p_from
+    -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
+    WHERE e.id = ANY (p_ids) AND e.status = p_from
     RETURNING e.*;
 END;
 $$;
@@ -242,34 +258,6 @@ CREATE FUNCTION {s}.apply_activation(p_worker uuid, p_item jsonb) RETURNS text
     SELECT {s}.activate(p_worker, p_item, (p_item->>'lease')::bigint)
 $$;
 
-CREATE FUNCTION {s}.candidates(p_worker uuid, p_queues text[], p_limit integer, p_names text[], p_max integer[], p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF uuid
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    RETURN QUERY
-    SELECT c.id
-    FROM unnest(p_queues) AS q(queue)
-    CROSS JOIN LATERAL (
-        SELECT x.id, x.priority, x.run_at
-        FROM {s}.executions x
-        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
-          AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
-               OR x.run_at <= now() - interval '200 milliseconds'
-               OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                              WHERE h.worker_id = x.sticky_worker_id))
-          AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
-                 WHERE m.name = x.name), 2147483647))
-          AND x.id <> ALL (p_exclude)
-        ORDER BY x.priority DESC, x.run_at, x.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ) c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT p_limit;
-END;
-$$;
-
 CREATE FUNCTION {s}.claim(p_worker uuid, p_queues text[], p_limit integer, p_names text[], p_max integer[], p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF {s}.executions
     LANGUAGE plpgsql
     AS $$
@@ -277,29 +265,41 @@ BEGIN
     IF p_limit <= 0 THEN
         RETURN;
     END IF;
-    RETURN QUERY SELECT * FROM {s}.admit(
-        p_worker,
-        ARRAY(SELECT {s}.candidates(p_worker, p_queues, p_limit, p_names, p_max, p_exclude)),
-        'pending');
+    RETURN QUERY SELECT * FROM {s}.admit(p_worker, ARRAY(
+        SELECT c.id
+        FROM unnest(p_queues) AS q(queue)
+        CROSS JOIN LATERAL (
+            SELECT x.id, x.priority, x.run_at
+            FROM {s}.executions x
+            WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+              AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                   OR x.run_at <= now() - interval '200 milliseconds'
+                   OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                  WHERE h.worker_id = x.sticky_worker_id))
+              AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                    (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                     WHERE m.name = x.name), 2147483647))
+              AND x.id <> ALL (p_exclude)
+            ORDER BY x.priority DESC, x.run_at, x.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED
+        ) c
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT p_limit), 'pending');
 END;
 $$;
 
 CREATE FUNCTION {s}.claim_row(e {s}.executions) RETURNS {s}.claimed
-    LANGUAGE plpgsql STRICT
+    LANGUAGE sql
     AS $$
-DECLARE
-    c {s}.claimed;
-BEGIN
-    c := ROW(e.id::text, e.kind, e.name, e.queue, e.args::text, e.attempts, e.max_retries,
-             e.timeout_seconds, e.lease, e.version, e.wakeups, e.parent_id::text, e.parent_seq,
-             e.deadline,
-             -- isfinite: a row written by hand (or by an old producer) with run_at
-             -- -infinity must not fail every claim of its queue.
-             CASE WHEN isfinite(e.run_at)
-                  THEN extract(epoch FROM now() - e.run_at)::float8 END,
-             CASE WHEN e.kind = 'workflow' THEN {s}.undelivered(e.id) END);
-    RETURN c;
-END;
+    SELECT ROW(e.id::text, e.kind, e.name, e.queue, e.args::text, e.attempts, e.max_retries,
+               e.timeout_seconds, e.lease, e.version, e.wakeups, e.parent_id::text,
+               e.parent_seq, e.deadline,
+               -- isfinite: a row written by hand (or by an old producer) with run_at
+               -- -infinity must not fail every claim of its queue.
+               CASE WHEN isfinite(e.run_at)
+                    THEN extract(epoch FROM now() - e.run_at)::float8 END,
+               CASE WHEN e.kind = 'workflow' THEN {s}.undelivered(e.id) END)::{s}.claimed
 $$;
 
 CREATE FUNCTION {s}.consume_signals(p_wf uuid, p_names text[]) RETURNS boolean
@@ -344,6 +344,27 @@ DECLARE
     due timestamptz;
     taker uuid;
 BEGIN
+    IF p_handoff AND p_kind = 'job' AND p_run_at IS NULL AND COALESCE(p_delay, 0) <= 0
+       AND p_key IS NULL THEN
+        DELETE FROM {s}.worker_offers o
+        WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
+                             WHERE f.queues @> ARRAY[p_queue] AND f.expires_at > now()
+                             LIMIT 1 FOR UPDATE SKIP LOCKED)
+          -- Free: the worker's listening session is gone, and the worker with it.
+          AND NOT pg_try_advisory_xact_lock_shared(o.lock_key)
+        RETURNING o.worker_id INTO taker;
+        IF taker IS NOT NULL THEN
+            SELECT a.id, a.worker_id INTO new_id, handed_to
+            FROM {s}.admit(taker, NULL, 'new', NULL, jsonb_build_array(jsonb_build_object(
+                'kind', p_kind, 'name', p_name, 'queue', p_queue, 'priority', p_priority,
+                'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
+                'version', p_version))) a;
+            id := new_id;
+            PERFORM pg_notify('{start}', handed_to::text || ' ' || new_id::text);
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          idempotency_key, version, deadline)
@@ -357,22 +378,7 @@ BEGIN
         RETURN;
     END IF;
     id := new_id;
-    IF p_handoff AND p_kind = 'job' AND p_run_at IS NULL AND COALESCE(p_delay, 0) <= 0
-       AND p_key IS NULL THEN
-        DELETE FROM {s}.worker_offers o
-        WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
-                             WHERE f.queues @> ARRAY[p_queue] AND f.expires_at > now()
-                             LIMIT 1 FOR UPDATE SKIP LOCKED)
-          -- Free: the worker's listening session is gone, and the worker with it.
-          AND NOT pg_try_advisory_xact_lock_shared(o.lock_key)
-        RETURNING o.worker_id INTO taker;
-        IF taker IS NOT NULL THEN
-            SELECT a.worker_id INTO handed_to FROM {s}.admit(taker, ARRAY[new_id]) a;
-        END IF;
-    END IF;
-    IF handed_to IS NOT NULL THEN
-        PERFORM pg_notify('{start}', handed_to::text || ' ' || new_id::text);
-    ELSIF due <= now() THEN
+    IF due <= now() THEN
         PERFORM pg_notify('{work}', p_queue);
     END IF;
     RETURN NEXT;
@@ -383,7 +389,9 @@ CREATE FUNCTION {s}.insert_plans(p_worker uuid, p_items jsonb) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    eager uuid[];
+    eager jsonb;
+    others jsonb;
+    announced bigint;
 BEGIN
     INSERT INTO {s}.workflow_steps
         (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
@@ -395,34 +403,33 @@ BEGIN
          jsonb_to_recordset(i.value->'steps')
              AS r(seq integer, kind text, name text, status text, exec uuid, seconds float8,
                   result text, delivered integer);
+    SELECT jsonb_agg(c.value) FILTER (WHERE (c.value->>'eager')::boolean),
+           jsonb_agg(c.value) FILTER (WHERE NOT (c.value->>'eager')::boolean)
+    INTO eager, others
+    FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
+    IF eager IS NOT NULL THEN
+        PERFORM FROM {s}.admit(p_worker, NULL, 'new', NULL, eager);
+    END IF;
+    IF others IS NULL THEN
+        RETURN;
+    END IF;
     WITH ins AS (
         INSERT INTO {s}.executions
             (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
              deadline, parent_id, parent_seq)
-        SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::json, r.retries, r.timeout,
-               r.version,
-               CASE WHEN r.wf_timeout IS NULL THEN NULL
-                    ELSE now() + make_interval(secs => r.wf_timeout) END,
-               (i.value->>'wf')::uuid, r.seq
-        FROM jsonb_array_elements(p_items) AS i,
-             jsonb_to_recordset(i.value->'children')
-                 AS r(id uuid, kind text, name text, queue text, priority integer, args text,
-                      retries integer, timeout float8, version integer, wf_timeout float8,
-                      seq integer, eager boolean)
-        RETURNING id
+        SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::json, r.max_retries,
+               r.timeout_seconds, r.version,
+               CASE WHEN r.workflow_timeout IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => r.workflow_timeout) END,
+               r.parent_id, r.parent_seq
+        FROM jsonb_to_recordset(others)
+             AS r(id uuid, kind text, name text, queue text, priority integer, args text,
+                  max_retries integer, timeout_seconds float8, version integer,
+                  workflow_timeout float8, parent_id uuid, parent_seq integer)
+        RETURNING queue
     )
-    SELECT array_agg(r.id) INTO eager
-    FROM jsonb_array_elements(p_items) AS i,
-         jsonb_to_recordset(i.value->'children') AS r(id uuid, eager boolean)
-    WHERE r.eager AND r.id IN (SELECT id FROM ins);
-    IF eager IS NOT NULL THEN
-        eager := ARRAY(SELECT a.id FROM {s}.admit(p_worker, eager) a);
-    END IF;
-    PERFORM pg_notify('{work}', q.queue)
-    FROM (SELECT DISTINCT r.queue
-          FROM jsonb_array_elements(p_items) AS i,
-               jsonb_to_recordset(i.value->'children') AS r(id uuid, queue text)
-          WHERE r.id <> ALL (COALESCE(eager, '{}'))) q;
+    SELECT count(*) INTO announced
+    FROM (SELECT DISTINCT queue FROM ins) q, LATERAL (SELECT pg_notify('{work}', q.queue)) n;
 END;
 $$;
 

@@ -650,7 +650,8 @@ def _step(row: StepRow) -> dict[str, Any]:
     }
 
 
-def _child(row: ChildRow) -> dict[str, Any]:
+def _child(row: ChildRow, workflow_id: str) -> dict[str, Any]:
+    # Named after the executions columns: admit() inserts an eager one as it is.
     return {
         "id": row.id,
         "kind": row.kind,
@@ -658,11 +659,12 @@ def _child(row: ChildRow) -> dict[str, Any]:
         "queue": row.queue,
         "priority": row.priority,
         "args": row.args,
-        "retries": row.max_retries,
-        "timeout": row.timeout,
+        "max_retries": row.max_retries,
+        "timeout_seconds": row.timeout,
         "version": row.version,
-        "wf_timeout": row.workflow_timeout,
-        "seq": row.seq,
+        "workflow_timeout": row.workflow_timeout,
+        "parent_id": workflow_id,
+        "parent_seq": row.seq,
         "eager": row.eager,
     }
 
@@ -688,7 +690,7 @@ def _activation(
         "result": result,
         "error": error,
         "steps": [_step(s) for s in plan.steps],
-        "children": [_child(c) for c in plan.children],
+        "children": [_child(c, wf.id) for c in plan.children],
     }
 
 

@@ -71,17 +71,14 @@ WITH v AS (
 SELECT (SELECT array_agg(id::text) FROM upd) AS recorded,
        (SELECT count(*) FROM notified) + (SELECT COALESCE(sum(notified), 0) FROM woken)
            AS notified,
-       c.*
-FROM (SELECT 1) AS one
-LEFT JOIN taken ON true
-LEFT JOIN LATERAL {s}.claim_row(taken.e) c ON true
+       ({s}.claim_row(taken.e)).*
+FROM (SELECT 1) AS one LEFT JOIN taken ON true
 
 -- name: claim
 -- A round with no outcome to record: the claim alone ($1 worker, $2 queues, $3 at most, $4/$5
 -- the workflow versions it knows).
-SELECT NULL::text[] AS recorded, 0::bigint AS notified, c.*
+SELECT NULL::text[] AS recorded, 0::bigint AS notified, ({s}.claim_row(a)).*
 FROM {s}.claim($1::uuid, $2::text[], $3, $4::text[], $5::int[]) a
-CROSS JOIN LATERAL {s}.claim_row(a) c
 
 -- name: load_history
 SELECT seq, kind, name, status, result::text AS result, error::text AS error, delivered_in
@@ -122,8 +119,8 @@ FROM r
 -- name: handed_over
 -- The claim a notification on {start} says was handed to this worker: believed only if the
 -- table says so (running here, first lease, a job), so a forged notification runs nothing.
-SELECT c.*
-FROM {s}.executions e CROSS JOIN LATERAL {s}.claim_row(e) c
+SELECT ({s}.claim_row(e)).*
+FROM {s}.executions e
 WHERE e.id = $1::uuid AND e.worker_id = $2::uuid AND e.status = 'running' AND e.lease = 1
   AND e.kind = 'job'
 
