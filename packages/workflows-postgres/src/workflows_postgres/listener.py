@@ -93,7 +93,7 @@ class PostgresListener:
                     await asyncio.sleep(poll)
                     with contextlib.suppress(asyncio.TimeoutError):
                         async with self._lock:
-                            await conn.execute("SELECT 1", timeout=5)
+                            await conn.execute(store.sql("keep_alive"), timeout=5)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

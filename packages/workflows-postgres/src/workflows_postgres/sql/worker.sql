@@ -264,3 +264,7 @@ SELECT {s}.resign($1::uuid)
 -- The current leader, for operators and tests.
 SELECT l.worker_id::text AS worker_id, l.term, l.expires_at
 FROM {s}.leader l WHERE l.expires_at > now()
+
+-- name: keep_alive
+-- The listening session, probed every poll: a dead connection is found and replaced.
+SELECT 1
