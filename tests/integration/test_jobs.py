@@ -327,14 +327,14 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
     await jobs_app.record.queue_many([((str(i),), {}) for i in range(2000)])
     async with store.pool.acquire() as conn:
         await conn.execute("ANALYZE workflows.executions")
-        # The candidates of a claim are chosen inside claim() (0006): plan that query, the
+        # The candidates of a claim are chosen inside admit() (0006): plan that query, the
         # function's arguments as parameters, without running it.
         source = await conn.fetchval(
-            "SELECT prosrc FROM pg_proc WHERE proname = 'claim' "
+            "SELECT prosrc FROM pg_proc WHERE proname = 'admit' "
             "AND pronamespace = 'workflows'::regnamespace"
         )
-        start = source.index("ARRAY(") + len("ARRAY(")
-        query = source[start : source.rindex("), 'pending')")]
+        start = source.index("ANY (ARRAY(") + len("ANY (ARRAY(")
+        query = source[start : source.index("RETURNING", start)].rstrip().removesuffix("))")
         for n, (name, kind) in enumerate(
             [
                 ("p_worker", "uuid"),

@@ -112,7 +112,7 @@ CREATE TABLE {s}.executions (
     CONSTRAINT executions_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 );
 
-CREATE FUNCTION {s}.admit(p_worker uuid, p_ids uuid[], p_from text DEFAULT 'pending'::text, p_wakeups bigint[] DEFAULT NULL::bigint[], p_new jsonb DEFAULT NULL::jsonb) RETURNS SETOF {s}.executions
+CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL::uuid[], p_wakeups bigint[] DEFAULT NULL::bigint[], p_new jsonb DEFAULT NULL::jsonb, p_queues text[] DEFAULT NULL::text[], p_limit integer DEFAULT 0, p_names text[] DEFAULT '{}'::text[], p_max integer[] DEFAULT '{}'::integer[], p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF {s}.executions
     LANGUAGE plpgsql
     AS $$
 BEGIN
@@ -133,6 +133,40 @@ BEGIN
         RETURNING e.*;
         RETURN;
     END IF;
+    IF p_from = 'claim' THEN
+        IF p_limit <= 0 THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, now())
+        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
+        WHERE e.id = ANY (ARRAY(
+            SELECT c.id
+            FROM unnest(p_queues) AS q(queue)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.priority, x.run_at
+                FROM {s}.executions x
+                WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+                  AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                       OR x.run_at <= now() - interval '200 milliseconds'
+                       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                      WHERE h.worker_id = x.sticky_worker_id))
+                  AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                        (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                         WHERE m.name = x.name), 2147483647))
+                  AND x.id <> ALL (p_exclude)
+                ORDER BY x.priority DESC, x.run_at, x.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED
+            ) c
+            ORDER BY c.priority DESC, c.run_at, c.id
+            LIMIT p_limit))
+        RETURNING e.*;
+        RETURN;
+    END IF;
     IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
         RETURN;
     END IF;
@@ -143,7 +177,6 @@ BEGIN
         started_at = COALESCE(e.started_at, now()),
         wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
         run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
-    -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
     WHERE e.id = ANY (p_ids) AND e.status = p_from
     RETURNING e.*;
 END;
@@ -231,7 +264,7 @@ BEGIN
             END IF;
             -- The activation ends the workflow: admit it back to this worker, then apply it
             -- as any other.
-            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, ARRAY[p_wf], 'waiting') a;
+            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[p_wf]) a;
         END IF;
         IF it->>'outcome' <> 'blocked' AND EXISTS (
             SELECT 1 FROM {s}.executions x
@@ -256,37 +289,6 @@ CREATE FUNCTION {s}.apply_activation(p_worker uuid, p_item jsonb) RETURNS text
     LANGUAGE sql
     AS $$
     SELECT {s}.activate(p_worker, p_item, (p_item->>'lease')::bigint)
-$$;
-
-CREATE FUNCTION {s}.claim(p_worker uuid, p_queues text[], p_limit integer, p_names text[], p_max integer[], p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF {s}.executions
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF p_limit <= 0 THEN
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT * FROM {s}.admit(p_worker, ARRAY(
-        SELECT c.id
-        FROM unnest(p_queues) AS q(queue)
-        CROSS JOIN LATERAL (
-            SELECT x.id, x.priority, x.run_at
-            FROM {s}.executions x
-            WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
-              AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
-                   OR x.run_at <= now() - interval '200 milliseconds'
-                   OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                                  WHERE h.worker_id = x.sticky_worker_id))
-              AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                    (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
-                     WHERE m.name = x.name), 2147483647))
-              AND x.id <> ALL (p_exclude)
-            ORDER BY x.priority DESC, x.run_at, x.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED
-        ) c
-        ORDER BY c.priority DESC, c.run_at, c.id
-        LIMIT p_limit), 'pending');
-END;
 $$;
 
 CREATE FUNCTION {s}.claim_row(e {s}.executions) RETURNS {s}.claimed
@@ -355,7 +357,7 @@ BEGIN
         RETURNING o.worker_id INTO taker;
         IF taker IS NOT NULL THEN
             SELECT a.id, a.worker_id INTO new_id, handed_to
-            FROM {s}.admit(taker, NULL, 'new', NULL, jsonb_build_array(jsonb_build_object(
+            FROM {s}.admit(taker, 'new', p_new => jsonb_build_array(jsonb_build_object(
                 'kind', p_kind, 'name', p_name, 'queue', p_queue, 'priority', p_priority,
                 'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
                 'version', p_version))) a;
@@ -408,7 +410,7 @@ BEGIN
     INTO eager, others
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
-        PERFORM FROM {s}.admit(p_worker, NULL, 'new', NULL, eager);
+        PERFORM FROM {s}.admit(p_worker, 'new', p_new => eager);
     END IF;
     IF others IS NULL THEN
         RETURN;

@@ -38,16 +38,23 @@ DROP FUNCTION {s}.insert_commands(
     integer[], text[], integer[], double precision[], integer[], double precision[],
     integer[], boolean[]);
 
--- The admission point: executions start on p_worker (a new lease fences off any earlier
--- claim). Either existing ones, p_ids found in status p_from (pending, or waiting for a
--- workflow resumed by the worker holding it; p_wakeups, parallel to p_ids, counts step
--- resolutions that come with it), or new ones (p_from 'new'): p_new, a jsonb array of
--- objects named after executions' columns, inserted already started (one write, where an
--- insert and an update would make two). Returns the rows admitted; an existing row no longer
--- in p_from is left alone (the caller deals with it as not admitted).
+-- The admission point: executions start on p_worker, with a new lease that fences off any
+-- earlier claim. By p_from:
+--   'claim'    runnable executions of p_queues, in claim order, locked, up to p_limit in all.
+--              A workflow another live worker holds in memory is left to it for a moment
+--              (sticky); one written by newer code than the worker knows (p_names/p_max) is
+--              left to a newer worker; p_exclude: rows the calling statement itself updates.
+--   'pending'  executions p_ids still pending;
+--   'waiting'  workflows p_ids still waiting, resumed by the worker holding them in memory
+--              (p_wakeups, parallel to p_ids, counts the step resolutions that come with them);
+--   'new'      p_new, a jsonb array of objects named after executions' columns, inserted
+--              already started (one write, where an insert and an update would make two).
+-- Returns the rows admitted; an existing row no longer in p_from is left alone (the caller
+-- deals with it as not admitted). Flow control (limits) belongs here: every route passes.
 CREATE FUNCTION {s}.admit(
-    p_worker uuid, p_ids uuid[], p_from text DEFAULT 'pending', p_wakeups bigint[] DEFAULT NULL,
-    p_new jsonb DEFAULT NULL
+    p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL, p_wakeups bigint[] DEFAULT NULL,
+    p_new jsonb DEFAULT NULL, p_queues text[] DEFAULT NULL, p_limit integer DEFAULT 0,
+    p_names text[] DEFAULT '{}', p_max integer[] DEFAULT '{}', p_exclude uuid[] DEFAULT '{}'
 ) RETURNS SETOF {s}.executions
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -68,6 +75,40 @@ BEGIN
         RETURNING e.*;
         RETURN;
     END IF;
+    IF p_from = 'claim' THEN
+        IF p_limit <= 0 THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, now())
+        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
+        WHERE e.id = ANY (ARRAY(
+            SELECT c.id
+            FROM unnest(p_queues) AS q(queue)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.priority, x.run_at
+                FROM {s}.executions x
+                WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+                  AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                       OR x.run_at <= now() - interval '200 milliseconds'
+                       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                      WHERE h.worker_id = x.sticky_worker_id))
+                  AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                        (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                         WHERE m.name = x.name), 2147483647))
+                  AND x.id <> ALL (p_exclude)
+                ORDER BY x.priority DESC, x.run_at, x.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED
+            ) c
+            ORDER BY c.priority DESC, c.run_at, c.id
+            LIMIT p_limit))
+        RETURNING e.*;
+        RETURN;
+    END IF;
     IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
         RETURN;
     END IF;
@@ -78,7 +119,6 @@ BEGIN
         started_at = COALESCE(e.started_at, now()),
         wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
         run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
-    -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
     WHERE e.id = ANY (p_ids) AND e.status = p_from
     RETURNING e.*;
 END;
@@ -117,43 +157,6 @@ LANGUAGE sql AS $$
                CASE WHEN isfinite(e.run_at)
                     THEN extract(epoch FROM now() - e.run_at)::float8 END,
                CASE WHEN e.kind = 'workflow' THEN {s}.undelivered(e.id) END)::{s}.claimed
-$$;
-
--- A claim: runnable executions of p_queues for p_worker, in claim order, locked, up to
--- p_limit in all, admitted. A workflow another live worker holds in memory is left to it for
--- a moment (sticky); one written by newer code than the worker knows (p_names/p_max) is left
--- to a newer worker; p_exclude: rows the calling statement itself updates.
-CREATE FUNCTION {s}.claim(
-    p_worker uuid, p_queues text[], p_limit integer, p_names text[], p_max integer[],
-    p_exclude uuid[] DEFAULT '{}'
-) RETURNS SETOF {s}.executions
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_limit <= 0 THEN
-        RETURN;
-    END IF;
-    RETURN QUERY SELECT * FROM {s}.admit(p_worker, ARRAY(
-        SELECT c.id
-        FROM unnest(p_queues) AS q(queue)
-        CROSS JOIN LATERAL (
-            SELECT x.id, x.priority, x.run_at
-            FROM {s}.executions x
-            WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
-              AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
-                   OR x.run_at <= now() - interval '200 milliseconds'
-                   OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                                  WHERE h.worker_id = x.sticky_worker_id))
-              AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                    (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
-                     WHERE m.name = x.name), 2147483647))
-              AND x.id <> ALL (p_exclude)
-            ORDER BY x.priority DESC, x.run_at, x.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED
-        ) c
-        ORDER BY c.priority DESC, c.run_at, c.id
-        LIMIT p_limit), 'pending');
-END;
 $$;
 
 -- Steps of workflows p_ids were resolved (p_counts of each): count them, and make a waiting
@@ -227,7 +230,7 @@ BEGIN
     INTO eager, others
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
-        PERFORM FROM {s}.admit(p_worker, NULL, 'new', NULL, eager);
+        PERFORM FROM {s}.admit(p_worker, 'new', p_new => eager);
     END IF;
     IF others IS NULL THEN
         RETURN;
@@ -449,7 +452,7 @@ BEGIN
             END IF;
             -- The activation ends the workflow: admit it back to this worker, then apply it
             -- as any other.
-            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, ARRAY[p_wf], 'waiting') a;
+            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[p_wf]) a;
         END IF;
         IF it->>'outcome' <> 'blocked' AND EXISTS (
             SELECT 1 FROM {s}.executions x
@@ -497,7 +500,7 @@ BEGIN
         RETURNING o.worker_id INTO taker;
         IF taker IS NOT NULL THEN
             SELECT a.id, a.worker_id INTO new_id, handed_to
-            FROM {s}.admit(taker, NULL, 'new', NULL, jsonb_build_array(jsonb_build_object(
+            FROM {s}.admit(taker, 'new', p_new => jsonb_build_array(jsonb_build_object(
                 'kind', p_kind, 'name', p_name, 'queue', p_queue, 'priority', p_priority,
                 'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
                 'version', p_version))) a;

@@ -51,17 +51,17 @@ WITH v AS (
     GROUP BY s.workflow_id
 ), direct AS (
     SELECT a AS e FROM {s}.admit(
-        $4::uuid,
-        ARRAY(SELECT r.workflow_id FROM r WHERE r.direct ORDER BY r.workflow_id),
-        'waiting',
-        ARRAY(SELECT r.n FROM r WHERE r.direct ORDER BY r.workflow_id)) a
+        $4::uuid, 'waiting',
+        p_ids => ARRAY(SELECT r.workflow_id FROM r WHERE r.direct ORDER BY r.workflow_id),
+        p_wakeups => ARRAY(SELECT r.n FROM r WHERE r.direct ORDER BY r.workflow_id)) a
 ), woken AS (
     -- Every other one, and one no longer waiting by the time it was to be admitted.
     SELECT {s}.wake(array_agg(r.workflow_id), array_agg(r.n)) AS notified
     FROM r WHERE r.workflow_id NOT IN (SELECT (d.e).id FROM direct d)
 ), claimed AS (
-    SELECT a AS e FROM {s}.claim($4::uuid, $2::text[], $3, $5::text[], $6::int[],
-                              ARRAY(SELECT r.workflow_id FROM r)) a
+    SELECT a AS e FROM {s}.admit(
+        $4::uuid, 'claim', p_queues => $2::text[], p_limit => $3, p_names => $5::text[],
+        p_max => $6::int[], p_exclude => ARRAY(SELECT r.workflow_id FROM r)) a
 ), notified AS (
     SELECT pg_notify('{work}', q.queue)
     FROM (SELECT DISTINCT queue FROM upd WHERE status = 'pending' AND run_at <= now()) q
@@ -78,7 +78,8 @@ FROM (SELECT 1) AS one LEFT JOIN taken ON true
 -- A round with no outcome to record: the claim alone ($1 worker, $2 queues, $3 at most, $4/$5
 -- the workflow versions it knows).
 SELECT NULL::text[] AS recorded, 0::bigint AS notified, ({s}.claim_row(a)).*
-FROM {s}.claim($1::uuid, $2::text[], $3, $4::text[], $5::int[]) a
+FROM {s}.admit($1::uuid, 'claim', p_queues => $2::text[], p_limit => $3,
+                p_names => $4::text[], p_max => $5::int[]) a
 
 -- name: load_history
 SELECT seq, kind, name, status, result::text AS result, error::text AS error, delivered_in
