@@ -374,48 +374,59 @@ CREATE FUNCTION {s}.advance(p_worker uuid, p_items jsonb)
 RETURNS TABLE (item integer, outcome text, lease bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    it jsonb;
-    n integer := jsonb_array_length(p_items);
-    i integer;
-    p_wf uuid;
+    r record;
     wf record;
     found_wf boolean;
     fast boolean;
     cur_lease bigint;
-    deferred jsonb := '[]';
+    -- An array of items, appended in place (a jsonb array would be copied on every append).
+    deferred jsonb[] := '{}';
 BEGIN
-    FOR i IN 1 .. n LOOP
-        it := p_items->(i - 1);
-        p_wf := (it->>'wf')::uuid;
-        item := i;
+    -- Each item's fields typed once, with the next item's workflow beside it.
+    FOR r IN
+        SELECT x.ord::integer AS i, x.value AS it, (x.value->>'wf')::uuid AS wf,
+               lead(x.value->>'wf') OVER (ORDER BY x.ord) AS next_wf,
+               (x.value->>'lease')::bigint AS wf_lease,
+               (x.value->>'wakeups')::bigint AS wakeups,
+               (x.value->>'number')::integer AS number,
+               x.value->>'outcome' AS wf_outcome,
+               (x.value->>'act')::uuid AS act,
+               (x.value->>'act_lease')::bigint AS act_lease,
+               (x.value->>'seq')::integer AS seq,
+               x.value->>'act_status' AS act_status,
+               x.value->>'act_result' AS act_result,
+               x.value->>'act_error' AS act_error,
+               jsonb_array_length(x.value->'signals') AS signals
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(value, ord)
+        ORDER BY x.ord
+    LOOP
+        item := r.i;
         lease := NULL;
-        cur_lease := (it->>'lease')::bigint;
-        IF it->>'act' IS NOT NULL THEN
+        cur_lease := r.wf_lease;
+        IF r.act IS NOT NULL THEN
             SELECT e.status, e.lease, e.wakeups, e.sticky_worker_id, e.cancel_requested, e.queue
             INTO wf
-            FROM {s}.executions e WHERE e.id = p_wf
+            FROM {s}.executions e WHERE e.id = r.wf
             FOR UPDATE;
             found_wf := FOUND;
             UPDATE {s}.executions e
-            SET status = it->>'act_status', result = (it->>'act_result')::json,
-                error = COALESCE((it->>'act_error')::jsonb, e.error), finished_at = now(),
+            SET status = r.act_status, result = r.act_result::json,
+                error = COALESCE(r.act_error::jsonb, e.error), finished_at = now(),
                 worker_id = NULL
-            WHERE e.id = (it->>'act')::uuid AND e.lease = (it->>'act_lease')::bigint
-              AND e.status = 'running';
+            WHERE e.id = r.act AND e.lease = r.act_lease AND e.status = 'running';
             IF NOT FOUND THEN
                 outcome := 'stale';
                 RETURN NEXT;
                 CONTINUE;
             END IF;
             fast := found_wf AND wf.status = 'waiting' AND wf.lease = cur_lease
-                    AND wf.wakeups = (it->>'wakeups')::bigint AND wf.sticky_worker_id = p_worker
+                    AND wf.wakeups = r.wakeups AND wf.sticky_worker_id = p_worker
                     AND NOT wf.cancel_requested;
             UPDATE {s}.workflow_steps st
-            SET status = it->>'act_status', result = (it->>'act_result')::json,
-                error = (it->>'act_error')::json, resolved_at = now(),
-                delivered_in = CASE WHEN fast THEN (it->>'number')::integer END
-            WHERE st.workflow_id = p_wf AND st.seq = (it->>'seq')::integer
-              AND st.status = 'scheduled';
+            SET status = r.act_status, result = r.act_result::json,
+                error = r.act_error::json, resolved_at = now(),
+                delivered_in = CASE WHEN fast THEN r.number END
+            WHERE st.workflow_id = r.wf AND st.seq = r.seq AND st.status = 'scheduled';
             IF NOT FOUND THEN
                 -- The step was closed meanwhile (the workflow cancelled or ended).
                 outcome := 'fallback';
@@ -423,26 +434,26 @@ BEGIN
                 CONTINUE;
             END IF;
             IF NOT fast THEN
-                PERFORM {s}.wake(ARRAY[p_wf]);
+                PERFORM {s}.wake(ARRAY[r.wf]);
                 outcome := 'fallback';
                 RETURN NEXT;
                 CONTINUE;
             END IF;
-            IF it->>'outcome' = 'blocked' AND jsonb_array_length(it->'signals') = 0
-               AND (i = n OR p_items->i->>'wf' <> it->>'wf') THEN
+            IF r.wf_outcome = 'blocked' AND r.signals = 0
+               AND r.next_wf IS DISTINCT FROM r.it->>'wf' THEN
                 -- Still waiting here: the row stays as it is; its new steps and executions
                 -- are inserted with those of the batch's other such items, at the end
                 -- (unless the workflow's next item, right after, needs them).
-                deferred := deferred || jsonb_build_array(it);
+                deferred := deferred || r.it;
                 outcome := 'waiting';
                 RETURN NEXT;
                 CONTINUE;
             END IF;
-            IF it->>'outcome' = 'blocked' THEN
-                PERFORM {s}.insert_plans(p_worker, jsonb_build_array(it));
+            IF r.wf_outcome = 'blocked' THEN
+                PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it));
                 IF {s}.consume_signals(
-                       p_wf, ARRAY(SELECT jsonb_array_elements_text(it->'signals'))) THEN
-                    PERFORM {s}.wake(ARRAY[p_wf], ARRAY[0::bigint]);
+                       r.wf, ARRAY(SELECT jsonb_array_elements_text(r.it->'signals'))) THEN
+                    PERFORM {s}.wake(ARRAY[r.wf], ARRAY[0::bigint]);
                     outcome := 'pending';
                 ELSE
                     outcome := 'waiting';
@@ -452,11 +463,11 @@ BEGIN
             END IF;
             -- The activation ends the workflow: admit it back to this worker, then apply it
             -- as any other.
-            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[p_wf]) a;
+            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[r.wf]) a;
         END IF;
-        IF it->>'outcome' <> 'blocked' AND EXISTS (
+        IF r.wf_outcome <> 'blocked' AND EXISTS (
             SELECT 1 FROM {s}.executions x
-            WHERE x.parent_id = p_wf AND x.status IN ('pending', 'running', 'waiting')
+            WHERE x.parent_id = r.wf AND x.status IN ('pending', 'running', 'waiting')
         ) THEN
             -- What it started and never waited for ends with it: the caller does that.
             outcome := 'claimed';
@@ -464,11 +475,11 @@ BEGIN
             RETURN NEXT;
             CONTINUE;
         END IF;
-        outcome := coalesce({s}.activate(p_worker, it, cur_lease), 'stale');
+        outcome := coalesce({s}.activate(p_worker, r.it, cur_lease), 'stale');
         RETURN NEXT;
     END LOOP;
-    IF jsonb_array_length(deferred) > 0 THEN
-        PERFORM {s}.insert_plans(p_worker, deferred);
+    IF cardinality(deferred) > 0 THEN
+        PERFORM {s}.insert_plans(p_worker, to_jsonb(deferred));
     END IF;
 END;
 $$;
