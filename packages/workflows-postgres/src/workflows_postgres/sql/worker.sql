@@ -50,14 +50,17 @@ WITH v AS (
                         FROM {s}.executions y WHERE y.id = s.workflow_id) x
     GROUP BY s.workflow_id
 ), direct AS (
-    SELECT a AS e FROM {s}.admit(
-        $4::uuid, 'waiting',
-        p_ids => ARRAY(SELECT r.workflow_id FROM r WHERE r.direct ORDER BY r.workflow_id),
-        p_wakeups => ARRAY(SELECT r.n FROM r WHERE r.direct ORDER BY r.workflow_id)) a
+    -- The functions run only when there is something for them (most rounds of jobs: never).
+    SELECT a AS e
+    FROM (SELECT array_agg(r.workflow_id) AS ids, array_agg(r.n) AS ns FROM r WHERE r.direct) d
+    CROSS JOIN LATERAL {s}.admit($4::uuid, 'waiting', p_ids => d.ids, p_wakeups => d.ns) a
+    WHERE d.ids IS NOT NULL
 ), woken AS (
     -- Every other one, and one no longer waiting by the time it was to be admitted.
-    SELECT {s}.wake(array_agg(r.workflow_id), array_agg(r.n)) AS notified
-    FROM r WHERE r.workflow_id NOT IN (SELECT (d.e).id FROM direct d)
+    SELECT {s}.wake(w.ids, w.ns) AS notified
+    FROM (SELECT array_agg(r.workflow_id) AS ids, array_agg(r.n) AS ns
+          FROM r WHERE r.workflow_id NOT IN (SELECT (d.e).id FROM direct d)) w
+    WHERE w.ids IS NOT NULL
 ), claimed AS (
     SELECT a AS e FROM {s}.admit(
         $4::uuid, 'claim', p_queues => $2::text[], p_limit => $3, p_names => $5::text[],
