@@ -5,9 +5,9 @@
 --   a waiting workflow resumed by the worker holding it in memory, and a workflow ended by an
 --   activity's outcome (advance) all go through it. Flow control (concurrency and rate limits)
 --   belongs here: a route that bypasses it cannot exist (tests/unit/test_admission.py).
--- * wake(), resolve_step() and consume_signals() are the transitions "a step of this workflow
---   was resolved", "an execution ended: resolve its parent's step" and "hand waiting signals to
---   open waits", written once for every caller.
+-- * wake(), resolve_step() and consume_signals() (of 0002, now also behind send_signal) are the
+--   transitions "a step of this workflow was resolved", "an execution ended: resolve its
+--   parent's step" and "hand waiting signals to open waits", written once for every caller.
 -- * An activation travels as one jsonb object (its steps and children as arrays of objects)
 --   instead of forty parallel arrays. Values inside stay JSON text (strings), so jsonb's
 --   normalisation never touches what the code wrote.
@@ -252,41 +252,6 @@ BEGIN
     )
     SELECT count(*) INTO announced
     FROM (SELECT DISTINCT queue FROM ins) q, LATERAL (SELECT pg_notify('{work}', q.queue)) n;
-END;
-$$;
-
--- Hand each waiting signal of names p_names to the first open wait for it: the step is
--- completed with the oldest unconsumed signal's payload. True if any wait got one.
-CREATE OR REPLACE FUNCTION {s}.consume_signals(p_wf uuid, p_names text[]) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    sig_name text;
-    woke boolean := false;
-BEGIN
-    FOREACH sig_name IN ARRAY p_names LOOP
-        WITH step AS (
-            SELECT st.seq FROM {s}.workflow_steps st
-            WHERE st.workflow_id = p_wf AND st.kind = 'signal' AND st.name = sig_name
-              AND st.status = 'scheduled'
-            ORDER BY st.seq LIMIT 1
-        ), sig AS (
-            UPDATE {s}.workflow_signals g SET consumed_seq = (SELECT seq FROM step)
-            WHERE g.id = (SELECT g2.id FROM {s}.workflow_signals g2
-                          WHERE g2.workflow_id = p_wf AND g2.name = sig_name
-                            AND g2.consumed_seq IS NULL
-                          ORDER BY g2.id LIMIT 1)
-              AND EXISTS (SELECT 1 FROM step)
-            RETURNING g.payload, g.consumed_seq
-        )
-        UPDATE {s}.workflow_steps st
-        SET status = 'completed', result = sig.payload, resolved_at = now()
-        FROM sig
-        WHERE st.workflow_id = p_wf AND st.seq = sig.consumed_seq;
-        IF FOUND THEN
-            woke := true;
-        END IF;
-    END LOOP;
-    RETURN woke;
 END;
 $$;
 
