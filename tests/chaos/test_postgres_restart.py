@@ -8,6 +8,7 @@ import random
 import shutil
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +38,20 @@ DOWNTIME = HEARTBEAT_TIMEOUT + 1.5
 
 
 def check_scrape(db: Db, port: int, worker: WorkerProcess) -> None:
-    """The worker's /metrics parses and counts what the database says it did."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        assert (response.status, response.read()) == (200, b"ok")
+    """The worker is healthy again, and its /metrics parses and counts what the database says
+    it did."""
+    # Healthy once its listening session is back: within the listener's reconnect backoff
+    # (at most 2 s) of the database's return, which the drain may well beat.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                assert (response.status, response.read()) == (200, b"ok")
+            break
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503, exc
+            assert time.monotonic() < deadline, "the worker stayed unhealthy after the restart"
+            time.sleep(0.05)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     for name in (

@@ -105,7 +105,9 @@ class PostgresListener:
             self._locked = False
             await self._drop()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            # Capped low: refused connections cost the server nothing, and until this session
+            # is back the worker gets no handoff and fails /healthz.
+            backoff = min(backoff * 2, 2.0)
 
     def _work(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._on_work(str(payload))

@@ -495,6 +495,31 @@ CREATE FUNCTION {s}.new_id() RETURNS uuid
         'hex')::uuid
 $$;
 
+CREATE FUNCTION {s}.release(p_ids uuid[], p_leases bigint[], p_worker uuid, p_delay double precision DEFAULT 0) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH r AS (
+        UPDATE {s}.executions e
+        SET status = 'pending', worker_id = NULL,
+            run_at = now() + make_interval(secs => p_delay),
+            attempts = CASE WHEN e.kind = 'workflow' OR e.releases >= 2 THEN e.attempts
+                            ELSE greatest(e.attempts - 1, 0) END,
+            releases = e.releases + 1
+        WHERE e.id = ANY (p_ids) AND e.lease = p_leases[array_position(p_ids, e.id)]
+          AND e.status = 'running' AND (p_worker IS NULL OR e.worker_id = p_worker)
+        RETURNING e.id, e.queue, e.run_at
+    ), announced AS (
+        SELECT count(*) AS n
+        FROM (SELECT DISTINCT r.queue FROM r WHERE r.run_at <= now()) q,
+             LATERAL (SELECT pg_notify('{work}', q.queue)) s
+    )
+    -- Joined, so that the announcements are made (a CTE nobody reads is not run).
+    SELECT r.id FROM r CROSS JOIN announced;
+END;
+$$;
+
 CREATE FUNCTION {s}.resign(p_worker uuid) RETURNS void
     LANGUAGE sql
     AS $$

@@ -554,12 +554,14 @@ class PostgresStore:
             orphans = await conn.fetch(self.sql("orphaned_running"), dead_ids)
             outcomes: list[Outcome] = []
             workflows: list[str] = []
+            leases: list[int] = []
             recovered: list[Recovered] = []
             workflow_queues: list[str] = []
             lost = codec.encode({"type": "WorkerLost", "message": "worker lost"})
             for row in orphans:
                 if row["kind"] == "workflow":
                     workflows.append(row["id"])
+                    leases.append(row["lease"])
                     workflow_queues.append(row["queue"])
                     continue
                 recovered.append(Recovered(row["id"], row["kind"], row["queue"]))
@@ -578,7 +580,7 @@ class PostgresStore:
                     self.sql("pump"), _outcomes_json(outcomes), [], 0, worker_id, [], [], False
                 )
             if workflows:
-                await conn.fetch(self.sql("requeue_workflows"), workflows)
+                await conn.fetch(self.sql("requeue_workflows"), workflows, leases)
         return Recovery(
             [DeadWorker(row["worker_id"], row["hostname"], row["pid"]) for row in dead],
             recovered,

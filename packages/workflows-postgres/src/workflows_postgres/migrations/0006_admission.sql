@@ -5,6 +5,8 @@
 --   a waiting workflow resumed by the worker holding it in memory, and a workflow ended by an
 --   activity's outcome (advance) all go through it. Flow control (concurrency and rate limits)
 --   belongs here: a route that bypasses it cannot exist (tests/unit/test_admission.py).
+-- * release() gives executions back to pending, for a worker or for the recovery of a dead
+--   one.
 -- * wake(), resolve_step() and consume_signals() (of 0002, now also behind send_signal) are the
 --   transitions "a step of this workflow was resolved", "an execution ended: resolve its
 --   parent's step" and "hand waiting signals to open waits", written once for every caller.
@@ -503,6 +505,38 @@ BEGIN
         PERFORM pg_notify('{work}', p_queue);
     END IF;
     RETURN NEXT;
+END;
+$$;
+
+-- Back to pending without counting the attempt: executions p_ids still running under the
+-- claims p_leases (parallel to p_ids) and, unless p_worker is NULL (recovery, whose worker is
+-- dead), on p_worker; runnable again p_delay seconds from now, their queues announced. Only a
+-- few times in a row (releases, 0005): the third in a row counts the attempt, so an execution
+-- that keeps coming back (a handoff given back, a shutdown past its grace, a lost reply, its
+-- worker lost) still uses up its retries. Returns the ids released.
+CREATE FUNCTION {s}.release(
+    p_ids uuid[], p_leases bigint[], p_worker uuid, p_delay float8 DEFAULT 0
+) RETURNS SETOF uuid
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    WITH r AS (
+        UPDATE {s}.executions e
+        SET status = 'pending', worker_id = NULL,
+            run_at = now() + make_interval(secs => p_delay),
+            attempts = CASE WHEN e.kind = 'workflow' OR e.releases >= 2 THEN e.attempts
+                            ELSE greatest(e.attempts - 1, 0) END,
+            releases = e.releases + 1
+        WHERE e.id = ANY (p_ids) AND e.lease = p_leases[array_position(p_ids, e.id)]
+          AND e.status = 'running' AND (p_worker IS NULL OR e.worker_id = p_worker)
+        RETURNING e.id, e.queue, e.run_at
+    ), announced AS (
+        SELECT count(*) AS n
+        FROM (SELECT DISTINCT r.queue FROM r WHERE r.run_at <= now()) q,
+             LATERAL (SELECT pg_notify('{work}', q.queue)) s
+    )
+    -- Joined, so that the announcements are made (a CTE nobody reads is not run).
+    SELECT r.id FROM r CROSS JOIN announced;
 END;
 $$;
 

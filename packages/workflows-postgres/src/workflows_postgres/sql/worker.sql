@@ -102,23 +102,10 @@ SELECT item, outcome, lease FROM {s}.advance($1::uuid, $2::jsonb)
 SELECT id::text AS id, lease FROM {s}.executions WHERE status = 'running' AND worker_id = $1::uuid
 
 -- name: release
--- Back to pending without counting the attempt: only by the worker that holds the claim
--- ($4), and only a few times in a row (releases, 0005): the third in a row counts it, so an
--- execution that keeps coming back (a handoff given back, a shutdown past its grace, a lost
--- reply) still uses up its retries.
-WITH r AS (
-    UPDATE {s}.executions
-    SET status = 'pending', worker_id = NULL,
-        run_at = now() + make_interval(secs => $3::float8),
-        attempts = CASE WHEN kind = 'workflow' OR releases >= 2 THEN attempts
-                        ELSE greatest(attempts - 1, 0) END,
-        releases = releases + 1
-    WHERE id = $1::uuid AND lease = $2 AND status = 'running' AND worker_id = $4::uuid
-    RETURNING id, queue, run_at
-)
-SELECT r.id, (SELECT count(*) FROM (SELECT pg_notify('{work}', r.queue)
-                                    WHERE r.run_at <= now()) n) AS notified
-FROM r
+-- Back to pending, the attempt not counted (a few times in a row at most): see release() in
+-- 0006. Only by the worker that holds the claim ($4).
+SELECT r::text AS id
+FROM {s}.release(ARRAY[$1::uuid], ARRAY[$2::bigint], $4::uuid, $3::float8) AS r
 
 -- name: handed_over
 -- The claim a notification on {start} says was handed to this worker: believed only if the
@@ -222,13 +209,8 @@ ORDER BY e.id
 FOR UPDATE SKIP LOCKED
 
 -- name: requeue_workflows
-WITH r AS (
-    UPDATE {s}.executions SET status = 'pending', worker_id = NULL, run_at = now()
-    WHERE id = ANY($1::uuid[]) AND status = 'running'
-    RETURNING queue
-)
-SELECT count(*) AS notified FROM (SELECT DISTINCT queue FROM r) q,
-       LATERAL (SELECT pg_notify('{work}', q.queue)) n
+-- The running workflows of dead workers ($1, under claims $2), back to pending to be replayed.
+SELECT count(*) AS released FROM {s}.release($1::uuid[], $2::bigint[], NULL)
 
 -- name: workers_alive
 SELECT count(*) AS n FROM {s}.worker_heartbeats
