@@ -81,6 +81,9 @@ BEGIN
         IF p_limit <= 0 THEN
             RETURN;
         END IF;
+        -- The same transition as the one below, in the same statement as the choice of
+        -- candidates: choosing them first into p_ids, a statement more, cost 6% of the jobs
+        -- one worker process drains.
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
