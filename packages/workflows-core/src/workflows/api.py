@@ -16,8 +16,10 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 from workflows import codec
 from workflows.config import Settings
 from workflows.errors import ConfigurationError, WorkflowsError
+from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
 from workflows.replay import WorkflowInstance, current_instance
+from workflows.schedules import Schedule
 from workflows.store import EnqueueRequest, async_store, sync_store
 
 P = ParamSpec("P")
@@ -187,6 +189,9 @@ class CallOptions:
     run_at: datetime | None = None
     idempotency_key: str | None = None
     conn: Any = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
 
     def validated(self) -> CallOptions:
         if self.queue is not None:
@@ -206,6 +211,12 @@ class CallOptions:
                 max_chars=MAX_IDEMPOTENCY_KEY_BYTES,
                 max_bytes=MAX_IDEMPOTENCY_KEY_BYTES,
             )
+        if self.concurrency_key is not None:
+            check_key("concurrency_key", self.concurrency_key)
+        if self.concurrency_limit is not None:
+            check_limit("concurrency_limit", self.concurrency_limit)
+        if self.rate_key is not None:
+            check_key("rate_key", self.rate_key)
         return self
 
 
@@ -223,9 +234,17 @@ class Function(Generic[P, R]):
         timeout: float | None,
         priority: int,
         version: int | None = None,
+        schedule: Schedule | None = None,
+        concurrency_key: KeyOption = None,
+        concurrency_limit: int | None = None,
+        rate_key: KeyOption = None,
     ) -> None:
         if queue is not None:
             validate_queue(queue)
+        check_key_option("concurrency_key", concurrency_key)
+        if concurrency_limit is not None:
+            check_limit("concurrency_limit", concurrency_limit)
+        check_key_option("rate_key", rate_key)
         _check_retries(retries)
         _check_seconds("timeout", timeout, minimum=0.001)
         _check_priority(priority)
@@ -237,6 +256,10 @@ class Function(Generic[P, R]):
         self.timeout = timeout
         self.priority = priority
         self.version = version
+        self.schedule = None if schedule is None else schedule.validated()
+        self.concurrency_key = concurrency_key
+        self.concurrency_limit = concurrency_limit
+        self.rate_key = rate_key
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__wrapped__ = fn
         self.__name__ = getattr(fn, "__name__", self.path)
@@ -261,8 +284,23 @@ class Function(Generic[P, R]):
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         conn: Any = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
+        rate_key: str | None = None,
     ) -> Handle[P, R]:
-        opts = CallOptions(queue, priority, timeout, retries, delay, run_at, idempotency_key, conn)
+        opts = CallOptions(
+            queue,
+            priority,
+            timeout,
+            retries,
+            delay,
+            run_at,
+            idempotency_key,
+            conn,
+            concurrency_key,
+            concurrency_limit,
+            rate_key,
+        )
         return Handle(self, opts.validated())
 
     async def queue(self, *args: P.args, **kwargs: P.kwargs) -> str:
@@ -279,6 +317,19 @@ class Function(Generic[P, R]):
     def resolved_queue(self, settings: Settings) -> str:
         return self.queue_name or "default"
 
+    def flow_keys(
+        self, opts: CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str | None, int | None, str | None]:
+        """The concurrency key, its limit and the rate key of one call (None: not limited)."""
+        ckey = opts.concurrency_key
+        if ckey is None:
+            ckey = resolve_key("concurrency_key", self.concurrency_key, args, kwargs)
+        limit = opts.concurrency_limit or self.concurrency_limit
+        rkey = opts.rate_key
+        if rkey is None:
+            rkey = resolve_key("rate_key", self.rate_key, args, kwargs)
+        return ckey, (limit or 1) if ckey is not None else None, rkey
+
     def request(
         self,
         opts: CallOptions,
@@ -294,6 +345,7 @@ class Function(Generic[P, R]):
         timeout = opts.timeout if opts.timeout is not None else self.timeout
         if timeout is None:
             timeout = settings.default_workflow_timeout if is_workflow else settings.default_timeout
+        ckey, climit, rkey = self.flow_keys(opts, args, kwargs)
         return EnqueueRequest(
             kind=self.kind,
             name=self.path,
@@ -307,6 +359,9 @@ class Function(Generic[P, R]):
             idempotency_key=opts.idempotency_key,
             version=self.version if is_workflow else None,
             workflow_timeout=timeout if is_workflow else None,
+            concurrency_key=ckey,
+            concurrency_limit=climit,
+            rate_key=rkey,
         )
 
 
@@ -359,15 +414,24 @@ class Handle(Generic[P, R]):
         return _schedule_step(self.function, self.opts, args, kwargs)
 
 
-def _step_options(function: Function[Any, Any], opts: CallOptions) -> StepOptions:
+def _step_options(
+    function: Function[Any, Any],
+    opts: CallOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> StepOptions:
     if opts.delay is not None or opts.run_at is not None or opts.idempotency_key is not None:
         raise ConfigurationError("delay, run_at and idempotency_key do not apply to workflow steps")
+    ckey, climit, rkey = function.flow_keys(opts, args, kwargs)
     options = StepOptions(
         queue=opts.queue or function.queue_name,
         timeout=opts.timeout if opts.timeout is not None else function.timeout,
         retries=opts.retries if opts.retries is not None else function.retries,
         priority=opts.priority if opts.priority is not None else function.priority,
         version=function.version,
+        concurrency_key=ckey,
+        concurrency_limit=climit,
+        rate_key=rkey,
     )
     # The store writes these as they are: checked again here, where the workflow can catch a
     # bad one, because a Function's attributes and a CallOptions may have been set directly.
@@ -394,7 +458,7 @@ def _schedule_step(
     kwargs: dict[str, Any],
 ) -> asyncio.Future[Any]:
     instance = _require_instance(f"{function.path}.run()")
-    options = _step_options(function, opts)
+    options = _step_options(function, opts, args, kwargs)
     # Encode now so a bad or oversized argument raises at the call, where the workflow can
     # catch it, not later in the worker.
     limit = instance.max_payload_bytes
@@ -457,6 +521,42 @@ def _decorate(
     return wrap(fn) if fn is not None else wrap
 
 
+def _schedule_of(
+    fn_kind: str,
+    schedule: str | Schedule | None,
+    timezone: str | None,
+    schedule_args: tuple[Any, ...] | list[Any] | None,
+    schedule_kwargs: dict[str, Any] | None,
+    catchup: bool | None,
+) -> Schedule | None:
+    """A decorator's schedule: a cron string with its options, or a Schedule object."""
+    extras = (timezone, schedule_args, schedule_kwargs, catchup)
+    if schedule is None:
+        if any(x is not None for x in extras):
+            raise ConfigurationError(
+                f"timezone, schedule_args, schedule_kwargs and catchup go with schedule= "
+                f"(@{fn_kind} has none)"
+            )
+        return None
+    if isinstance(schedule, Schedule):
+        if any(x is not None for x in extras):
+            raise ConfigurationError(
+                "give timezone, arguments and catchup inside the Schedule object, not beside it"
+            )
+        return schedule
+    if not isinstance(schedule, str):
+        raise ConfigurationError(
+            f"schedule must be a cron string or a Schedule, got {type(schedule).__name__}"
+        )
+    return Schedule(
+        schedule,
+        args=tuple(schedule_args or ()),
+        kwargs=dict(schedule_kwargs or {}),
+        timezone=timezone or "UTC",
+        catchup=bool(catchup),
+    )
+
+
 @overload
 def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
 @overload
@@ -466,6 +566,14 @@ def job(
     retries: int | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    schedule: str | Schedule | None = None,
+    timezone: str | None = None,
+    schedule_args: tuple[Any, ...] | list[Any] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    catchup: bool | None = None,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
 def job(
     fn: Callable[..., Any] | None = None,
@@ -475,10 +583,33 @@ def job(
     retries: int | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    schedule: str | Schedule | None = None,
+    timezone: str | None = None,
+    schedule_args: tuple[Any, ...] | list[Any] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    catchup: bool | None = None,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Any:
-    """A background job: ``await f.queue(...)`` runs it on a worker serving its queue."""
+    """A background job: ``await f.queue(...)`` runs it on a worker serving its queue.
+
+    ``schedule`` (a cron string, or a :class:`~workflows.schedules.Schedule`) also runs it on
+    its own; ``concurrency_key`` (a string or a function of the call's arguments) lets at
+    most ``concurrency_limit`` (1) runs with the same key run at once; ``rate_key`` shares a
+    rate limit set with ``workflows.rate_limits.set``.
+    """
     return _decorate(
-        JobFunction, fn, queue=queue, retries=retries, timeout=timeout, priority=priority
+        JobFunction,
+        fn,
+        queue=queue,
+        retries=retries,
+        timeout=timeout,
+        priority=priority,
+        schedule=_schedule_of("job", schedule, timezone, schedule_args, schedule_kwargs, catchup),
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate_key=rate_key,
     )
 
 
@@ -491,6 +622,9 @@ def activity(
     retries: int | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Callable[[Callable[P, R]], ActivityFunction[P, R]]: ...
 def activity(
     fn: Callable[..., Any] | None = None,
@@ -500,10 +634,21 @@ def activity(
     retries: int | None = None,
     timeout: float | None = None,
     priority: int = 0,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Any:
     """A durable workflow step: ``await f.run(...)`` in a workflow; never re-run once recorded."""
     return _decorate(
-        ActivityFunction, fn, queue=queue, retries=retries, timeout=timeout, priority=priority
+        ActivityFunction,
+        fn,
+        queue=queue,
+        retries=retries,
+        timeout=timeout,
+        priority=priority,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate_key=rate_key,
     )
 
 
@@ -516,6 +661,14 @@ def workflow(
     version: int = 1,
     timeout: float | None = None,
     priority: int = 0,
+    schedule: str | Schedule | None = None,
+    timezone: str | None = None,
+    schedule_args: tuple[Any, ...] | list[Any] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    catchup: bool | None = None,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -525,8 +678,20 @@ def workflow(
     version: int = 1,
     timeout: float | None = None,
     priority: int = 0,
+    schedule: str | Schedule | None = None,
+    timezone: str | None = None,
+    schedule_args: tuple[Any, ...] | list[Any] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    catchup: bool | None = None,
+    concurrency_key: KeyOption = None,
+    concurrency_limit: int | None = None,
+    rate_key: KeyOption = None,
 ) -> Any:
-    """A durable workflow: deterministic code whose steps are recorded and replayed."""
+    """A durable workflow: deterministic code whose steps are recorded and replayed.
+
+    ``schedule``, ``concurrency_key`` and ``rate_key`` as for :func:`job`; a workflow holds its
+    concurrency key from its start to its end, waiting included.
+    """
     _check_version(version)
     return _decorate(
         WorkflowFunction,
@@ -536,6 +701,12 @@ def workflow(
         timeout=timeout,
         priority=priority,
         version=version,
+        schedule=_schedule_of(
+            "workflow", schedule, timezone, schedule_args, schedule_kwargs, catchup
+        ),
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        rate_key=rate_key,
     )
 
 

@@ -38,6 +38,10 @@ class StepOptions:
     retries: int | None = None
     priority: int | None = None
     version: int | None = None
+    # Flow control (see workflows.flow): a key shares a concurrency limit, a rate key a rate.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ class EnqueueRequest:
     idempotency_key: str | None = None
     version: int | None = None
     workflow_timeout: float | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
 
 
 class AsyncStore(Protocol):
@@ -60,6 +63,11 @@ class AsyncStore(Protocol):
 
     async def cancel(self, execution_id: str) -> str: ...
 
+    async def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one named statement of the store's (settings of queues, limits, schedules)
+        in a transaction of its own; its rows as dicts."""
+        ...
+
 
 class SyncStore(Protocol):
     def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
@@ -73,6 +81,8 @@ class SyncStore(Protocol):
     def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]: ...
 
     def cancel(self, execution_id: str) -> str: ...
+
+    def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
 class Backend(Protocol):
@@ -223,6 +233,10 @@ class WorkerStore(Protocol):
     async def queue_depths(
         self, queues: Sequence[str], cap: int = 100_000
     ) -> dict[tuple[str, str], int]: ...
+
+    async def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """As :meth:`AsyncStore.control` (schedules fired, flow settings read)."""
+        ...
 
 
 _GROUP = "workflows.stores"

@@ -66,6 +66,9 @@ class _LazyStore:
     async def cancel(self, execution_id: str) -> str:
         return await (self._store or await self.get()).cancel(execution_id)
 
+    async def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await (self._store or await self.get()).control(statement, args)
+
 
 # Pools of replaced stores, closing in the background (kept so the tasks are not collected).
 _closing: set[asyncio.Task[None]] = set()

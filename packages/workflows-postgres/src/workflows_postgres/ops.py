@@ -40,6 +40,12 @@ def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def control(statement: str, args: Sequence[Any]) -> Op[list[dict[str, Any]]]:
+    """One named statement of settings (queues, limits, schedules): its rows as dicts."""
+    rows = yield Call(statement, tuple(args))
+    return [dict(r) for r in rows]
+
+
 def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
     """Insert one run; ``handoff``: it may go straight to an idle worker (see enqueue() in
     migration 0006).

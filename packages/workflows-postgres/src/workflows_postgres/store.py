@@ -274,6 +274,10 @@ class PostgresStore:
 
     # ---- the worker's side (workflows.store.WorkerStore) ------------------------------------
 
+    async def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.run(ops.control, statement, args)
+        return result
+
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TRANSIENT_ERRORS)
 

@@ -156,5 +156,8 @@ class SyncStore:
         finally:
             conn.execute(self.sql("unlisten"))
 
+    def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self.run(ops.control(statement, args))
+
     def cancel(self, execution_id: str) -> str:
         return self.run(ops.cancel(execution_id))
