@@ -75,6 +75,15 @@ async def test_documented_worker_role_runs_jobs_and_workflows(
         await workflows.send_signal(wf, "approved", {"approved": True})
         assert await workflows.get_result(job, timeout=30) == "as the worker role"
         assert (await workflows.get_result(wf, timeout=30))["status"] == "approved"
+        # Fleet-wide upkeep needs the lead: the role may take it (leader, leader_terms).
+        with psycopg.connect(empty_database_url, autocommit=True) as admin:
+            leader = admin.execute(
+                "SELECT worker_id::text FROM workflows.leader WHERE expires_at > now()"
+            ).fetchone()
+        assert leader == (worker.id,)
+        # And the flow-control settings are the role's to read and change.
+        await workflows.queues.set_limit("work", concurrency=3)
+        assert (await workflows.queues.get("work"))["concurrency"] == 3
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)

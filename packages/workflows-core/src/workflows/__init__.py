@@ -1,5 +1,6 @@
 """workflows: durable jobs and workflows on PostgreSQL alone."""
 
+from workflows import queues, rate_limits, schedules
 from workflows.admin import migrate, migrate_sync
 from workflows.api import (
     ActivityFunction,
@@ -76,6 +77,9 @@ __all__ = [
     "job",
     "migrate",
     "migrate_sync",
+    "queues",
+    "rate_limits",
+    "schedules",
     "send_signal",
     "send_signal_sync",
     "sleep",

@@ -407,6 +407,12 @@ class Handle(Generic[P, R]):
         payloads.extend(
             codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit) for args, kwargs in rest
         )
+        fn = self.function
+        if callable(fn.concurrency_key) or callable(fn.rate_key):
+            # Computed from each call's arguments: one pair per run.
+            keys = [fn.flow_keys(self.opts, tuple(a), dict(k)) for a, k in calls]
+            first.keys_each = [(ckey, rkey) for ckey, _, rkey in keys]
+            first.concurrency_limit = self.opts.concurrency_limit or fn.concurrency_limit or 1
         return await async_store(settings).enqueue_many(first, payloads)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:

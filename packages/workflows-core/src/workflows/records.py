@@ -93,6 +93,9 @@ class ChildRow:
     seq: int
     # Claimed by the writing worker in the same write (it runs the activity itself).
     eager: bool
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    rate_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,9 @@ def plan(
     """The rows activation ``number`` writes for ``commands``.
 
     An activity on one of ``eager_queues`` is claimed by the writing worker in the same write,
-    for up to ``eager_slots`` of them. Raises ``SerializationError`` for arguments over
-    ``settings.max_payload_bytes``.
+    for up to ``eager_slots`` of them, unless a concurrency or rate key may hold it back (the
+    worker leaves out the queues it knows to be limited). Raises ``SerializationError`` for
+    arguments over ``settings.max_payload_bytes``.
     """
     steps: list[StepRow] = []
     children: list[ChildRow] = []
@@ -205,7 +209,13 @@ def plan(
                 timeout = settings.default_workflow_timeout if is_wf else settings.default_timeout
             retries = o.retries if o.retries is not None else settings.default_retries
             queue = o.queue or workflow_queue
-            eager = not is_wf and queue in eager_queues and eager_slots > 0
+            eager = (
+                not is_wf
+                and queue in eager_queues
+                and eager_slots > 0
+                and o.concurrency_key is None
+                and o.rate_key is None
+            )
             eager_slots -= 1 if eager else 0
             args = c.encoded_args or codec.encode_call(
                 c.args, c.kwargs, max_bytes=settings.max_payload_bytes
@@ -224,6 +234,9 @@ def plan(
                     workflow_timeout=float(timeout) if is_wf else None,
                     seq=c.seq,
                     eager=eager,
+                    concurrency_key=o.concurrency_key,
+                    concurrency_limit=o.concurrency_limit,
+                    rate_key=o.rate_key,
                 )
             )
             steps.append(StepRow(c.seq, c.kind, c.name, "scheduled", execution_id=child_id))

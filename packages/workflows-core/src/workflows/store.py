@@ -46,6 +46,9 @@ class EnqueueRequest:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     rate_key: str | None = None
+    # queue_many() of a function whose keys depend on each call's arguments: (concurrency key,
+    # rate key) of each run, in order.
+    keys_each: list[tuple[str | None, str | None]] | None = None
 
 
 class AsyncStore(Protocol):

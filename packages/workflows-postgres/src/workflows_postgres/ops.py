@@ -67,6 +67,9 @@ def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
         r.version,
         _float(r.workflow_timeout),
         handoff,
+        r.concurrency_key,
+        r.concurrency_limit,
+        r.rate_key,
     )
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
     # the follow-up read finds the winner; a rolled-back winner lets the insert through.
@@ -84,6 +87,9 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
     if not payloads:
         return []
     r = options
+    each = r.keys_each
+    ckeys = [k for k, _ in each] if each else [r.concurrency_key] * len(payloads)
+    rkeys = [k for _, k in each] if each else [r.rate_key] * len(payloads)
     rows = yield Call(
         "enqueue_many",
         (
@@ -98,6 +104,9 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
             _float(r.delay),
             r.version,
             _float(r.workflow_timeout),
+            ckeys,
+            r.concurrency_limit if any(k is not None for k in ckeys) else None,
+            rkeys,
         ),
     )
     return [str(row["id"]) for row in rows]

@@ -671,6 +671,9 @@ def _child(row: ChildRow, workflow_id: str) -> dict[str, Any]:
         "workflow_timeout": row.workflow_timeout,
         "parent_id": workflow_id,
         "parent_seq": row.seq,
+        "concurrency_key": row.concurrency_key,
+        "concurrency_limit": row.concurrency_limit,
+        "rate_key": row.rate_key,
         "eager": row.eager,
     }
 

@@ -12,6 +12,7 @@ from workflows.config import Settings
 from workflows.store import WorkerStore
 from workflows_worker.audit import Audit
 from workflows_worker.errors import first_line
+from workflows_worker.flow import FlowView
 from workflows_worker.metrics import WorkerMetrics
 from workflows_worker.wakeup import Wakeup
 
@@ -19,8 +20,9 @@ log = logging.getLogger("workflows.worker")
 
 
 class Maintenance:
-    """Every heartbeat interval: stand for the lead, then the audit and the gauges; while this
-    worker leads, recovery of dead peers then, and timers and deadlines every poll interval.
+    """Every heartbeat interval: stand for the lead, read the flow settings (see flow.py),
+    then the audit and the gauges; while this worker leads, recovery of dead peers then, and
+    timers and deadlines every poll interval.
 
     What must run once across the fleet runs on the leader only: its lease lasts half a
     heartbeat timeout and is renewed every interval (less than half a timeout, as settings
@@ -44,6 +46,7 @@ class Maintenance:
         wakeup: Wakeup,
         steady: Callable[[], bool],
         stuck: Callable[[], int],
+        flow: FlowView | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -56,6 +59,7 @@ class Maintenance:
         self._wakeup = wakeup
         self._steady = steady
         self._stuck = stuck
+        self._flow = flow
         # Monotonic time until which this worker's lease holds (0: it does not lead).
         self._lease_until = 0.0
 
@@ -71,6 +75,8 @@ class Maintenance:
                 await self._step("standing for the lead", self.lead)
                 if self.leading:
                     await self._step("recovery", self.recover)
+                if self._flow is not None:
+                    await self._step("reading the flow settings", self._flow.refresh)
                 await self._step("the audit", self._audit.run)
                 await self._step("sampling the gauges", self.sample_gauges)
             if self.leading:

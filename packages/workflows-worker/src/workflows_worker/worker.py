@@ -37,6 +37,7 @@ from workflows.store import WorkerStore, backend
 from workflows_worker.audit import Audit
 from workflows_worker.batches import ActivationBatches, OutcomeQueue, WriteHealth
 from workflows_worker.executor import Executor
+from workflows_worker.flow import FlowView
 from workflows_worker.heartbeat import HeartbeatThread
 from workflows_worker.imports import ImportPolicy, known_workflow_versions
 from workflows_worker.maintenance import Maintenance
@@ -216,6 +217,7 @@ class Worker:
     def _assemble(self, store: WorkerStore, registration: Registration) -> _Parts:
         settings, worker_id = self.settings, self.id
         activations = ActivationBatches(store, worker_id, self._wakeup, self._writes)
+        flow = FlowView(store, frozenset(self.queues))
         runner = WorkflowRunner(
             store,
             worker_id,
@@ -228,6 +230,7 @@ class Worker:
             # The executor and the runner start each other's work: this closes the loop.
             start=self._start,
             versions=known_workflow_versions(),
+            eager_queues=flow.eager_queues,
         )
         executor = Executor(
             store,
@@ -266,6 +269,7 @@ class Worker:
             wakeup=self._wakeup,
             steady=heart.steady,
             stuck=lambda: self._pool.stuck,
+            flow=flow,
         )
         pump = Pump(
             store,

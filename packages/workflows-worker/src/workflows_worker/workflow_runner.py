@@ -119,11 +119,13 @@ class WorkflowRunner:
         metrics: WorkerMetrics,
         start: Callable[[Claimed], None],
         versions: dict[str, int],
+        eager_queues: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._settings = settings
-        self._queues = queues
+        # The queues whose activities may run here ahead of their write (see flow.py).
+        self._eager_queues = eager_queues or (lambda: queues)
         self._slots = slots
         self._activations = activations
         self._imports = imports
@@ -425,7 +427,7 @@ class WorkflowRunner:
                 wf.queue,
                 activation.number,
                 activation.commands,
-                self._queues,
+                self._eager_queues(),
                 self._slots.eager(),
             ),
             activity=None if activity is None else activity.claimed,

@@ -11,26 +11,30 @@
 -- name: enqueue
 SELECT id::text AS id FROM {s}.enqueue(
     $1::text, $2::text, $3::text, $4::int, $5::text, $6::int, $7::float8, $8::timestamptz,
-    $9::float8, $10::text, $11::int, $12::float8, $13::bool)
+    $9::float8, $10::text, $11::int, $12::float8, $13::bool, $14::text, $15::int, $16::text)
 
 -- name: find_by_idempotency_key
 SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
 
 -- One queue_many(): every run has the same options, so they go as scalars and only the
--- arguments as an array (unnesting eleven arrays cost the server as much as the inserts).
+-- arguments as an array (unnesting eleven arrays cost the server as much as the inserts);
+-- the flow-control keys go as arrays (one per run), since they may be computed from each
+-- call's arguments.
 -- name: enqueue_many
 WITH ins AS (
     INSERT INTO {s}.executions
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         version, deadline)
+         version, deadline, concurrency_key, concurrency_limit, rate_key)
     SELECT {s}.new_id(), $1, $2, $3, $4, a.args::json, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
-           $10, now() + make_interval(secs => $11::float8)
+           $10, now() + make_interval(secs => $11::float8),
+           ($12::text[])[a.ord], $13::int, ($14::text[])[a.ord]
     FROM unnest($5::text[]) WITH ORDINALITY AS a(args, ord)
     ORDER BY a.ord
-    RETURNING id, run_at
+    RETURNING id, run_at, held
 ), notified AS (
-    SELECT pg_notify('{work}', $3) WHERE EXISTS (SELECT 1 FROM ins WHERE run_at <= now())
+    SELECT pg_notify('{work}', $3)
+    WHERE EXISTS (SELECT 1 FROM ins WHERE run_at <= now() AND NOT held)
 )
 SELECT id::text AS id, (SELECT count(*) FROM notified) AS notified FROM ins
 
@@ -43,7 +47,8 @@ SELECT
          ELSE e.timeout_seconds END AS timeout_seconds,
     e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
-    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
+    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id,
+    e.schedule_name, e.schedule_tick
 FROM {s}.executions e WHERE e.id = $1::uuid
 
 -- name: steps_of
@@ -58,7 +63,8 @@ SELECT
          ELSE e.timeout_seconds END AS timeout_seconds,
     e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
-    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id
+    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id,
+    e.schedule_name, e.schedule_tick
 FROM {s}.executions e
 WHERE ($1::text IS NULL OR e.queue = $1) AND ($2::text IS NULL OR e.status = $2)
 ORDER BY e.created_at DESC, e.id

@@ -221,7 +221,8 @@ WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
 -- (executions_claim; executions_deadline for waiting workflows) and stops at $2.
 SELECT q.queue,
        (SELECT count(*) FROM (SELECT 1 FROM {s}.executions p
-                              WHERE p.status = 'pending' AND p.queue = q.queue
+                              WHERE p.status = 'pending' AND NOT p.held
+                                AND p.queue = q.queue
                               ORDER BY p.priority DESC, p.run_at LIMIT $2) a)
            AS pending,
        (SELECT count(*) FROM (SELECT 1 FROM {s}.executions w
@@ -235,7 +236,8 @@ FROM unnest($1::text[]) AS q(queue)
 SELECT EXISTS (
     SELECT 1 FROM unnest($1::text[]) AS q(queue)
     CROSS JOIN LATERAL (SELECT 1 FROM {s}.executions x
-                        WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+                        WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                          AND x.run_at <= now()
                         ORDER BY x.priority DESC, x.run_at LIMIT 1) c
 ) AS found
 

@@ -1,0 +1,121 @@
+"""Queues' settings, shared by the whole fleet: concurrency, rate, pause.
+
+They live in the database, so every worker on every host sees the same numbers; they apply
+to every admission that commits after the change. ``workflows queues ...`` on the command line
+does the same.
+
+    await workflows.queues.set_limit("emails", concurrency=5, rate="100/m")
+    await workflows.queues.pause("emails")
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from workflows.api import validate_queue
+from workflows.config import Settings
+from workflows.flow import Rate, check_limit, parse_rate
+from workflows.store import async_store, sync_store
+
+# Counts of pending work stop here: a deep backlog costs a bounded walk.
+COUNT_CAP = 100_000
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+UNCHANGED: Any = _Unset()
+
+
+def _set_args(queue: str, concurrency: Any, rate: Any, paused: bool | None) -> tuple[Any, ...]:
+    validate_queue(queue)
+    set_concurrency = concurrency is not UNCHANGED
+    if set_concurrency and concurrency is not None:
+        check_limit("concurrency", concurrency)
+    set_rate = rate is not UNCHANGED
+    parsed: Rate | None = parse_rate(rate) if set_rate and rate is not None else None
+    return (
+        queue,
+        concurrency if set_concurrency else None,
+        parsed.starts if parsed else None,
+        parsed.period if parsed else None,
+        paused,
+        set_concurrency,
+        set_rate,
+        paused is not None,
+    )
+
+
+def describe(row: dict[str, Any]) -> dict[str, Any]:
+    """A queue's row as the API returns it: ``rate`` as text (``"100/m"``), or None."""
+    out = {k: v for k, v in row.items() if k not in ("rate_starts", "rate_period", "updated_at")}
+    starts, period = row.get("rate_starts"), row.get("rate_period")
+    out["rate"] = str(Rate(starts, period)) if starts is not None and period else None
+    return out
+
+
+async def set_limit(
+    queue: str, *, concurrency: Any = UNCHANGED, rate: Any = UNCHANGED
+) -> dict[str, Any]:
+    """Set a queue's fleet-wide limits: at most ``concurrency`` executions running at once,
+    at most ``rate`` starts (``"100/m"``) in any window of its period. ``None`` removes a
+    limit; one left out stays as it is. Returns the queue's settings."""
+    args = _set_args(queue, concurrency, rate, None)
+    return describe((await async_store(Settings.current()).control("set_queue", args))[0])
+
+
+def set_limit_sync(
+    queue: str, *, concurrency: Any = UNCHANGED, rate: Any = UNCHANGED
+) -> dict[str, Any]:
+    args = _set_args(queue, concurrency, rate, None)
+    return describe(sync_store(Settings.current()).control("set_queue", args)[0])
+
+
+async def pause(queue: str) -> dict[str, Any]:
+    """Start nothing more from ``queue`` (what runs finishes); until :func:`resume`."""
+    args = _set_args(queue, UNCHANGED, UNCHANGED, True)
+    return describe((await async_store(Settings.current()).control("set_queue", args))[0])
+
+
+def pause_sync(queue: str) -> dict[str, Any]:
+    args = _set_args(queue, UNCHANGED, UNCHANGED, True)
+    return describe(sync_store(Settings.current()).control("set_queue", args)[0])
+
+
+async def resume(queue: str) -> dict[str, Any]:
+    args = _set_args(queue, UNCHANGED, UNCHANGED, False)
+    return describe((await async_store(Settings.current()).control("set_queue", args))[0])
+
+
+def resume_sync(queue: str) -> dict[str, Any]:
+    args = _set_args(queue, UNCHANGED, UNCHANGED, False)
+    return describe(sync_store(Settings.current()).control("set_queue", args)[0])
+
+
+async def get(queue: str) -> dict[str, Any]:
+    """A queue's settings and load: ``concurrency``, ``rate``, ``paused``, and how many of its
+    executions are ``running``, ``pending`` (runnable or due later) and ``held`` (waiting for
+    a concurrency key)."""
+    validate_queue(queue)
+    rows = await async_store(Settings.current()).control("queue_info", (queue, COUNT_CAP))
+    return describe(rows[0])
+
+
+def get_sync(queue: str) -> dict[str, Any]:
+    validate_queue(queue)
+    rows = sync_store(Settings.current()).control("queue_info", (queue, COUNT_CAP))
+    return describe(rows[0])
+
+
+async def list() -> builtins.list[dict[str, Any]]:
+    """Every queue with settings or a live worker, as :func:`get` describes it."""
+    rows = await async_store(Settings.current()).control("queue_info", (None, COUNT_CAP))
+    return [describe(r) for r in rows]
+
+
+def list_sync() -> builtins.list[dict[str, Any]]:
+    rows = sync_store(Settings.current()).control("queue_info", (None, COUNT_CAP))
+    return [describe(r) for r in rows]
