@@ -178,5 +178,16 @@ def dev_db_url() -> None:
     click.echo(embedded.ensure_running(Settings.from_env().data_dir))
 
 
+def _add_groups() -> None:
+    # Imported here: each module imports clean_errors from this one.
+    from workflows_cli.flow_cmd import queues, rate_limits
+
+    cli.add_command(queues)
+    cli.add_command(rate_limits)
+
+
+_add_groups()
+
+
 def main() -> None:
     cli(prog_name="workflows")

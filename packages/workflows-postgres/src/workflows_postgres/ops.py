@@ -139,6 +139,13 @@ def status_dict(row: Row) -> dict[str, Any]:
         "run_at": _iso(row["run_at"]),
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
+        # The schedule and tick that produced it (see 0008); its flow-control keys, and why a
+        # pending one has not started (status only; see waiting_for() in 0007).
+        "schedule": row.get("schedule_name"),
+        "schedule_tick": _iso(row.get("schedule_tick")),
+        "concurrency_key": row.get("concurrency_key"),
+        "rate_key": row.get("rate_key"),
+        "waiting_for": row.get("waiting_for"),
     }
 
 

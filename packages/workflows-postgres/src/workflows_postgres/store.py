@@ -597,12 +597,13 @@ class PostgresStore:
     async def queue_depths(
         self, queues: Sequence[str], cap: int = 100_000
     ) -> dict[tuple[str, str], int]:
-        """Pending and waiting executions per queue, each counted up to ``cap``."""
+        """Pending, waiting, held and throttled executions per queue (see the statement),
+        each counted up to ``cap``."""
         rows = await self.pool.fetch(self.sql("queue_depths"), list(queues), cap)
         depths: dict[tuple[str, str], int] = {}
         for row in rows:
-            depths[(row["queue"], "pending")] = row["pending"]
-            depths[(row["queue"], "waiting")] = row["waiting"]
+            for state in ("pending", "waiting", "held", "throttled"):
+                depths[(row["queue"], state)] = row[state]
         return depths
 
     async def any_runnable(self, queues: Sequence[str]) -> bool:

@@ -58,7 +58,8 @@ EXECUTION_STATUSES: frozenset[str] = frozenset(
 # `recovered` is absent on purpose: the run it counts was started by a dead worker, so this
 # worker's in-progress gauge never counted it.
 _RUN_ENDING_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
-DEPTH_STATUSES: frozenset[str] = frozenset({"pending", "waiting"})
+# held: waiting for a concurrency key's slot; throttled: due but held back by a limit.
+DEPTH_STATUSES: frozenset[str] = frozenset({"pending", "waiting", "held", "throttled"})
 
 # A claim normally follows a NOTIFY within milliseconds, so the low end needs resolution; the
 # top bucket is where a backlog or a long poll interval shows.
@@ -146,7 +147,8 @@ class WorkerMetrics:
         )
         self._queue_depth = Gauge(
             "workflows_queue_depth",
-            "Executions waiting in a queue, as last read from the database.",
+            "Executions waiting in a queue, as last read from the database (status: pending,"
+            " waiting, held by a concurrency key, throttled by a queue or rate limit).",
             ("queue", "status"),
             registry=self.registry,
         )

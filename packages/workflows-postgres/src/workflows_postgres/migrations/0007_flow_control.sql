@@ -782,3 +782,29 @@ BEGIN
     RETURN existed;
 END;
 $$;
+
+-- Why a pending execution has not started, for `status`: NULL when nothing holds it back but
+-- the wait for a worker.
+CREATE FUNCTION {s}.waiting_for(e {s}.executions) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN e.status <> 'pending' THEN NULL
+        WHEN e.held THEN format('concurrency key %s: its %s slot(s) are taken',
+                                e.concurrency_key, COALESCE(e.concurrency_limit, 1))
+        WHEN q.paused THEN format('queue %s is paused', e.queue)
+        WHEN e.run_at > now() THEN format('due at %s', e.run_at)
+        WHEN q.concurrency IS NOT NULL AND q.concurrency <= (
+                 SELECT count(*) FROM {s}.executions r
+                 WHERE r.queue = e.queue AND r.status = 'running')
+            THEN format('queue %s is at its concurrency limit (%s)', e.queue, q.concurrency)
+        WHEN q.rate_starts IS NOT NULL AND q.rate_starts <= (
+                 SELECT count(*) FROM {s}.rate_starts s
+                 WHERE s.limiter = 'q:' || e.queue
+                   AND s.at > now() - make_interval(secs => q.rate_period))
+            THEN format('queue %s is at its rate limit (%s per %s s)', e.queue, q.rate_starts,
+                        q.rate_period)
+        WHEN e.rate_key = ANY ({s}.spent_rate_keys(now()))
+            THEN format('rate limit %s is reached', e.rate_key)
+    END
+    FROM (SELECT 1) AS one LEFT JOIN {s}.queues q ON q.name = e.queue
+$$;

@@ -48,7 +48,8 @@ SELECT
     e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
     e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id,
-    e.schedule_name, e.schedule_tick
+    e.schedule_name, e.schedule_tick, e.concurrency_key, e.rate_key,
+    {s}.waiting_for(e) AS waiting_for
 FROM {s}.executions e WHERE e.id = $1::uuid
 
 -- name: steps_of

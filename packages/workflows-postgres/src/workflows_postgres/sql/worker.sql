@@ -218,7 +218,9 @@ WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
 
 -- name: queue_depths
 -- Sampled every heartbeat by every worker, so bounded: each count walks a partial index
--- (executions_claim; executions_deadline for waiting workflows) and stops at $2.
+-- (executions_claim; executions_deadline for waiting workflows; executions_held) and stops at
+-- $2. Held: waiting for a concurrency key's slot; throttled: due, but held back by the queue's
+-- pause, concurrency or rate, or by a rate key with no room (see 0007).
 SELECT q.queue,
        (SELECT count(*) FROM (SELECT 1 FROM {s}.executions p
                               WHERE p.status = 'pending' AND NOT p.held
@@ -229,8 +231,31 @@ SELECT q.queue,
                               WHERE w.deadline IS NOT NULL AND w.status = 'waiting'
                                 AND w.queue = q.queue
                               ORDER BY w.deadline LIMIT $2) b)
-           AS waiting
+           AS waiting,
+       (SELECT count(*) FROM (SELECT 1 FROM {s}.executions h
+                              WHERE h.held AND h.status = 'pending' AND h.queue = q.queue
+                              LIMIT $2) c)
+           AS held,
+       (SELECT count(*) FROM (SELECT 1 FROM {s}.executions t
+                              WHERE t.status = 'pending' AND NOT t.held AND t.queue = q.queue
+                                AND t.run_at <= now()
+                                AND (f.queue_stopped OR t.rate_key = ANY (f.spent))
+                              ORDER BY t.priority DESC, t.run_at LIMIT $2) d)
+           AS throttled
 FROM unnest($1::text[]) AS q(queue)
+CROSS JOIN LATERAL (
+    SELECT COALESCE(bool_or(x.paused
+                            OR x.concurrency <= (SELECT count(*) FROM {s}.executions r
+                                                 WHERE r.queue = x.name
+                                                   AND r.status = 'running')
+                            OR x.rate_starts <= (SELECT count(*) FROM {s}.rate_starts s
+                                                 WHERE s.limiter = 'q:' || x.name
+                                                   AND s.at > now() - make_interval(
+                                                       secs => x.rate_period))), false)
+               AS queue_stopped,
+           {s}.spent_rate_keys(now()) AS spent
+    FROM (SELECT 1) AS one LEFT JOIN {s}.queues x ON x.name = q.queue
+) f
 
 -- name: any_runnable
 SELECT EXISTS (
