@@ -21,6 +21,7 @@ from workflows.records import Outcome, Registration
 from workflows_cli.main import cli
 from workflows_postgres.store import PostgresStore
 
+
 async def _worker(store: PostgresStore, *queue_names: str) -> str:
     worker_id = str(uuid.uuid4())
     await store.register_worker(worker_id, Registration("test", 1, queue_names, "test"))
@@ -256,7 +257,9 @@ def computed(n: Any) -> None: ...
 
 
 async def test_a_computed_key_must_be_text() -> None:
-    with pytest.raises(ConfigurationError, match=r"concurrency_key \(as computed\) must be a string"):
+    with pytest.raises(
+        ConfigurationError, match=r"concurrency_key \(as computed\) must be a string"
+    ):
         await computed.queue(5)
 
 
@@ -323,3 +326,23 @@ async def test_keyed_workflow_holds_its_key_while_waiting(start_worker: Any) -> 
         await asyncio.sleep(0.01)
     await workflows.send_signal(second, "approved", {"approved": True})
     assert (await workflows.get_result(second, timeout=30))["status"] == "approved"
+
+
+async def test_a_worker_looks_again_when_a_spent_rate_has_room(
+    start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A poll far away: only the worker's own timer (when the window frees) can start the
+    # second half in time. Without it they would wait for the poll, 60 s on.
+    monkeypatch.setenv("WORKFLOWS_WORKER_POLL_INTERVAL", "60")
+    await queues.set_limit("rate-wake", rate="4/s")
+    await start_worker("rate-wake")
+    ids = await _enqueue(8, "rate-wake")
+    results = await asyncio.wait_for(
+        asyncio.gather(*(workflows.get_result(i, timeout=30) for i in ids)), 10
+    )
+    assert sorted(results) == sorted(f"call {i}" for i in range(8))
+    from datetime import datetime
+
+    statuses = [await workflows.get_status(i) for i in ids]
+    started = sorted(datetime.fromisoformat(s["started_at"]) for s in statuses)
+    assert (started[4] - started[0]).total_seconds() >= 1.0

@@ -10,6 +10,7 @@ from workflows.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutionNotFoundError,
+    ScheduleNotFoundError,
     SchemaNotReadyError,
     WorkflowNotFoundError,
     WorkflowsError,
@@ -28,6 +29,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (SchemaNotReadyError, EXIT_NOT_MIGRATED),
     (WorkflowNotFoundError, EXIT_NOT_FOUND),
     (ExecutionNotFoundError, EXIT_NOT_FOUND),
+    (ScheduleNotFoundError, EXIT_NOT_FOUND),
     (DatabaseUnavailableError, EXIT_UNAVAILABLE),
     # Kept at 1: a bad setting has exited 1 from the start, and scripts may test for it.
     (ConfigurationError, EXIT_ERROR),
@@ -38,7 +40,7 @@ MEANINGS: dict[int, str] = {
     EXIT_ERROR: "error (a bad setting, a missing privilege, a database or OS error)",
     EXIT_USAGE: "usage error",
     EXIT_NOT_MIGRATED: "schema not migrated: run `workflows migrate`, then retry",
-    EXIT_NOT_FOUND: "no such execution",
+    EXIT_NOT_FOUND: "no such execution or schedule",
     EXIT_UNAVAILABLE: "database unreachable",
 }
 

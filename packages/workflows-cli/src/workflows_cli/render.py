@@ -6,7 +6,17 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-LIST_COLUMNS = ("id", "kind", "name", "queue", "status", "priority", "attempts", "created_at")
+LIST_COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "queue",
+    "status",
+    "priority",
+    "attempts",
+    "created_at",
+    "schedule",
+)
 
 
 def to_json(value: Any) -> str:
@@ -21,8 +31,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def scheduled_by(status: dict[str, Any]) -> str | None:
+    """The schedule and tick that enqueued an execution (``name @ tick``), ``name (trigger)``
+    for a manual trigger, None for an execution no schedule made."""
+    name = status.get("schedule")
+    if name is None:
+        return None
+    tick = status.get("schedule_tick")
+    return f"{name} @ {tick}" if tick is not None else f"{name} (trigger)"
+
+
+def schedule_row(schedule: dict[str, Any]) -> dict[str, Any]:
+    """A schedule (``workflows.schedules.list``) as a row of ``workflows schedules list``."""
+    return {**schedule, "state": "paused" if schedule["paused"] else "active"}
+
+
+# Columns computed from a row's fields rather than read from one.
+_DERIVED = {"schedule": scheduled_by}
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = LIST_COLUMNS) -> str:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [
+        [_cell(_DERIVED[c](row) if c in _DERIVED else row.get(c)) for c in columns] for row in rows
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     for r in cells:
@@ -49,6 +80,9 @@ def details(status: dict[str, Any]) -> str:
         "result",
     )
     lines = [f"{k + ':':<13} {_cell(status.get(k))}" for k in keys]
+    schedule = scheduled_by(status)
+    if schedule is not None:
+        lines.append(f"{'schedule:':<13} {schedule}")
     error = status.get("error")
     if error:
         lines.append(f"{'error:':<13} {error.get('type')}: {error.get('message')}")

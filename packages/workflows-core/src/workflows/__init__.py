@@ -30,6 +30,7 @@ from workflows.errors import (
     ExecutionNotFoundError,
     NonDeterminismError,
     PermissionDeniedError,
+    ScheduleNotFoundError,
     SchemaNotReadyError,
     SerializationError,
     SignalError,
@@ -39,6 +40,7 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.schedules import Schedule
 from workflows.states import Kind, Status
 
 # The one version source: pyproject.toml reads it (a plain literal, so the build need not import).
@@ -57,6 +59,8 @@ __all__ = [
     "Kind",
     "NonDeterminismError",
     "PermissionDeniedError",
+    "Schedule",
+    "ScheduleNotFoundError",
     "SchemaNotReadyError",
     "SerializationError",
     "SignalError",

@@ -554,12 +554,15 @@ def _schedule_of(
         raise ConfigurationError(
             f"schedule must be a cron string or a Schedule, got {type(schedule).__name__}"
         )
-    return Schedule(
+    # As given: Schedule.validated() refuses what is wrong (a string as the arguments, "" as
+    # the timezone) rather than this turning it into something else.
+    given: Any = Schedule
+    return given(  # type: ignore[no-any-return]
         schedule,
-        args=tuple(schedule_args or ()),
-        kwargs=dict(schedule_kwargs or {}),
-        timezone=timezone or "UTC",
-        catchup=bool(catchup),
+        args=() if schedule_args is None else schedule_args,
+        kwargs={} if schedule_kwargs is None else schedule_kwargs,
+        timezone="UTC" if timezone is None else timezone,
+        catchup=False if catchup is None else catchup,
     )
 
 

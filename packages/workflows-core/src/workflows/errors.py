@@ -50,6 +50,10 @@ class WorkflowNotFoundError(ExecutionNotFoundError, SignalError):
     kind of missing workflow. Both an ``ExecutionNotFoundError`` and a ``SignalError``."""
 
 
+class ScheduleNotFoundError(WorkflowsError, LookupError):
+    """No schedule has that name."""
+
+
 class NonDeterminismError(WorkflowsError):
     """Replayed workflow code asked for a different step than its history recorded."""
 

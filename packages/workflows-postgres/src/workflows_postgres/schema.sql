@@ -80,6 +80,69 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION {s}.admissible(p_ids uuid[], p_queues text[], p_rate_keys text[], p_starts boolean[], p_now timestamp with time zone) RETURNS uuid[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q record;
+    r record;
+    v_name text;
+    names text[] := '{}';
+    room integer[] := '{}';
+    keep uuid[] := '{}';
+    i integer;
+    qi integer;
+    li integer;
+    ki integer;
+BEGIN
+    FOR v_name IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
+        SELECT * INTO q FROM {s}.queues WHERE name = v_name FOR UPDATE;
+        -- '=' and the rates' 'q:'/'k:': no queue name starts with '=', so none collide.
+        names := names || ('=' || v_name);
+        IF NOT FOUND THEN
+            room := room || 2147483647;
+            CONTINUE;
+        END IF;
+        room := room || CASE
+            WHEN q.paused THEN 0
+            WHEN q.concurrency IS NULL THEN 2147483647
+            ELSE greatest(q.concurrency - (SELECT count(*) FROM {s}.executions e
+                                           WHERE e.queue = q.name AND e.status = 'running'), 0)
+        END;
+        IF q.rate_starts IS NOT NULL THEN
+            names := names || ('q:' || v_name);
+            room := room || {s}.rate_room('q:' || v_name, q.rate_starts, q.rate_period, p_now);
+        END IF;
+    END LOOP;
+    FOR v_name IN SELECT DISTINCT x FROM unnest(p_rate_keys) AS x WHERE x IS NOT NULL ORDER BY 1
+    LOOP
+        SELECT * INTO r FROM {s}.rate_limits WHERE key = v_name FOR UPDATE;
+        IF FOUND THEN
+            names := names || ('k:' || v_name);
+            room := room || {s}.rate_room('k:' || v_name, r.starts, r.period, p_now);
+        END IF;
+    END LOOP;
+    FOR i IN 1 .. COALESCE(cardinality(p_ids), 0) LOOP
+        qi := array_position(names, '=' || p_queues[i]);
+        CONTINUE WHEN room[qi] <= 0;
+        IF p_starts[i] THEN
+            li := array_position(names, 'q:' || p_queues[i]);
+            ki := array_position(names, 'k:' || p_rate_keys[i]);
+            CONTINUE WHEN (li IS NOT NULL AND room[li] <= 0) OR (ki IS NOT NULL AND room[ki] <= 0);
+            IF li IS NOT NULL THEN
+                room[li] := room[li] - 1;
+            END IF;
+            IF ki IS NOT NULL THEN
+                room[ki] := room[ki] - 1;
+            END IF;
+        END IF;
+        room[qi] := room[qi] - 1;
+        keep := keep || p_ids[i];
+    END LOOP;
+    RETURN keep;
+END;
+$$;
+
 CREATE TABLE {s}.executions (
     id uuid NOT NULL,
     kind text NOT NULL,
@@ -108,6 +171,13 @@ CREATE TABLE {s}.executions (
     started_at timestamp with time zone,
     finished_at timestamp with time zone,
     releases integer DEFAULT 0 NOT NULL,
+    concurrency_key text,
+    concurrency_limit integer,
+    rate_key text,
+    held boolean DEFAULT false NOT NULL,
+    schedule_name text,
+    schedule_tick timestamp with time zone,
+    CONSTRAINT executions_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
     CONSTRAINT executions_kind_check CHECK ((kind = ANY (ARRAY['job'::text, 'workflow'::text, 'activity'::text]))),
     CONSTRAINT executions_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 );
@@ -115,44 +185,115 @@ CREATE TABLE {s}.executions (
 CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL::uuid[], p_wakeups bigint[] DEFAULT NULL::bigint[], p_new jsonb DEFAULT NULL::jsonb, p_queues text[] DEFAULT NULL::text[], p_limit integer DEFAULT 0, p_names text[] DEFAULT '{}'::text[], p_max integer[] DEFAULT '{}'::integer[], p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF {s}.executions
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    free boolean;
+    v_at timestamptz;
+    keep uuid[];
+    spent text[];
+    c_ids uuid[];
+    c_queues text[];
+    c_keys text[];
+    c_starts boolean[];
 BEGIN
+    -- Shared with every admission, exclusive for a change of settings: a limit set applies to
+    -- every admission that commits after it (none slips past it unlocked).
+    PERFORM pg_advisory_xact_lock_shared({s}.flow_lock_key());
     IF p_from = 'new' THEN
+        free := {s}.flow_free(ARRAY(SELECT DISTINCT x->>'queue' FROM jsonb_array_elements(p_new) x));
+        IF NOT free THEN
+            v_at := clock_timestamp();
+            SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
+                                  array_agg(r.rate_key ORDER BY r.ord),
+                                  array_agg(true ORDER BY r.ord), v_at)
+            INTO keep
+            FROM jsonb_to_recordset(p_new) WITH ORDINALITY
+                 AS r(id uuid, queue text, rate_key text, ord bigint);
+        END IF;
         RETURN QUERY
-        INSERT INTO {s}.executions AS e
-            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-             version, deadline, parent_id, parent_seq,
-             status, worker_id, lease, attempts, started_at)
-        SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority, r.args::json,
-               r.max_retries, r.timeout_seconds, now(), r.version, r.deadline, r.parent_id,
-               r.parent_seq,
-               'running', p_worker, 1, 1, now()
-        FROM jsonb_to_recordset(p_new)
-             AS r(id uuid, kind text, name text, queue text, priority integer, args text,
-                  max_retries integer, timeout_seconds float8, version integer,
-                  deadline timestamptz, parent_id uuid, parent_seq integer)
-        RETURNING e.*;
+        WITH a AS (
+            INSERT INTO {s}.executions AS e
+                (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+                 version, deadline, parent_id, parent_seq, concurrency_key, concurrency_limit,
+                 rate_key, status, worker_id, lease, attempts, started_at)
+            SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority,
+                   r.args::json, r.max_retries, r.timeout_seconds, now(), r.version, r.deadline,
+                   r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
+                   'running', p_worker, 1, 1, COALESCE(v_at, now())
+            FROM jsonb_to_recordset(p_new)
+                 AS r(id uuid, kind text, name text, queue text, priority integer, args text,
+                      max_retries integer, timeout_seconds float8, version integer,
+                      deadline timestamptz, parent_id uuid, parent_seq integer,
+                      concurrency_key text, concurrency_limit integer, rate_key text)
+            -- A keyed one never starts this way: it may have to wait for its key.
+            WHERE (free OR r.id = ANY (keep)) AND r.concurrency_key IS NULL
+            RETURNING e.*
+        ), counted AS (
+            INSERT INTO {s}.rate_starts (limiter, at)
+            SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
+            WHERE NOT free
+        )
+        SELECT * FROM a;
         RETURN;
     END IF;
     IF p_from = 'claim' THEN
         IF p_limit <= 0 THEN
             RETURN;
         END IF;
-        -- The same transition as the one below, in the same statement as the choice of
-        -- candidates: choosing them first into p_ids, a statement more, cost 6% of the jobs
-        -- one worker process drains.
-        RETURN QUERY
-        UPDATE {s}.executions e
-        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, now())
-        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the key.
-        WHERE e.id = ANY (ARRAY(
-            SELECT c.id
-            FROM unnest(p_queues) AS q(queue)
+        IF {s}.flow_free(p_queues) THEN
+            -- The same transition as the one below, in the same statement as the choice of
+            -- candidates: choosing them first into p_ids, a statement more, cost 6% of the
+            -- jobs one worker process drains.
+            RETURN QUERY
+            UPDATE {s}.executions e
+            SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+                attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+                started_at = COALESCE(e.started_at, now())
+            -- An id array, not a join: the plan (generic, so not knowing how many) stays on
+            -- the key.
+            WHERE e.id = ANY (ARRAY(
+                SELECT c.id
+                FROM unnest(p_queues) AS q(queue)
+                CROSS JOIN LATERAL (
+                    SELECT x.id, x.priority, x.run_at
+                    FROM {s}.executions x
+                    WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                      AND x.run_at <= now()
+                      AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                           OR x.run_at <= now() - interval '200 milliseconds'
+                           OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                          WHERE h.worker_id = x.sticky_worker_id))
+                      AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                            (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                             WHERE m.name = x.name), 2147483647))
+                      AND x.id <> ALL (p_exclude)
+                    ORDER BY x.priority DESC, x.run_at, x.id
+                    LIMIT p_limit
+                    FOR UPDATE SKIP LOCKED
+                ) c
+                ORDER BY c.priority DESC, c.run_at, c.id
+                LIMIT p_limit))
+            RETURNING e.*;
+            RETURN;
+        END IF;
+        -- Limited: candidates as above, but a queue with no room is not looked at and a spent
+        -- rate lets only workflows resuming through; then admissible() decides exactly.
+        v_at := clock_timestamp();
+        spent := {s}.spent_rate_keys(v_at);
+        SELECT array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id),
+               array_agg(c.queue ORDER BY c.priority DESC, c.run_at, c.id),
+               array_agg(c.rate_key ORDER BY c.priority DESC, c.run_at, c.id),
+               array_agg(c.start ORDER BY c.priority DESC, c.run_at, c.id)
+        INTO c_ids, c_queues, c_keys, c_starts
+        FROM (
+            SELECT x.*
+            FROM (SELECT l.queue, l.room, l.rate_ok
+                  FROM {s}.flow_rooms(p_queues, p_limit, v_at) l WHERE l.room > 0) q
             CROSS JOIN LATERAL (
-                SELECT x.id, x.priority, x.run_at
+                SELECT x.id, x.queue, x.rate_key, x.priority, x.run_at,
+                       (x.kind <> 'workflow' OR x.started_at IS NULL) AS start
                 FROM {s}.executions x
-                WHERE x.status = 'pending' AND x.queue = q.queue AND x.run_at <= now()
+                WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                  AND x.run_at <= now()
                   AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
                        OR x.run_at <= now() - interval '200 milliseconds'
                        OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
@@ -161,27 +302,57 @@ BEGIN
                         (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
                          WHERE m.name = x.name), 2147483647))
                   AND x.id <> ALL (p_exclude)
+                  AND ((q.rate_ok AND (x.rate_key IS NULL OR x.rate_key <> ALL (spent)))
+                       OR (x.kind = 'workflow' AND x.started_at IS NOT NULL))
                 ORDER BY x.priority DESC, x.run_at, x.id
-                LIMIT p_limit
+                LIMIT q.room
                 FOR UPDATE SKIP LOCKED
-            ) c
-            ORDER BY c.priority DESC, c.run_at, c.id
-            LIMIT p_limit))
-        RETURNING e.*;
-        RETURN;
-    END IF;
-    IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
-        RETURN;
+            ) x
+            ORDER BY x.priority DESC, x.run_at, x.id
+            LIMIT p_limit
+        ) c;
+        IF c_ids IS NULL THEN
+            RETURN;
+        END IF;
+        keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, v_at);
+    ELSE
+        IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
+            RETURN;
+        END IF;
+        keep := p_ids;
+        IF NOT {s}.flow_free(ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e
+                                   WHERE e.id = ANY (p_ids))) THEN
+            v_at := clock_timestamp();
+            SELECT {s}.admissible(
+                       array_agg(e.id ORDER BY o.ord), array_agg(e.queue ORDER BY o.ord),
+                       array_agg(e.rate_key ORDER BY o.ord),
+                       array_agg(e.kind <> 'workflow' OR e.started_at IS NULL ORDER BY o.ord),
+                       v_at)
+            INTO keep
+            FROM unnest(p_ids) WITH ORDINALITY AS o(id, ord)
+            JOIN {s}.executions e ON e.id = o.id
+            WHERE e.status = p_from;
+        END IF;
     END IF;
     RETURN QUERY
-    UPDATE {s}.executions e
-    SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-        attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-        started_at = COALESCE(e.started_at, now()),
-        wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
-        run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
-    WHERE e.id = ANY (p_ids) AND e.status = p_from
-    RETURNING e.*;
+    WITH a AS (
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, v_at, now()),
+            wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
+            run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
+        WHERE e.id = ANY (keep) AND e.status = CASE WHEN p_from = 'claim' THEN 'pending'
+                                                    ELSE p_from END
+        RETURNING e.*
+    ), counted AS (
+        -- A start is a job's or an activity's attempt, or a workflow's first activation (its
+        -- started_at is the one just set).
+        INSERT INTO {s}.rate_starts (limiter, at)
+        SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
+        WHERE v_at IS NOT NULL AND (a.kind <> 'workflow' OR a.started_at = v_at)
+    )
+    SELECT * FROM a;
 END;
 $$;
 
@@ -277,8 +448,17 @@ BEGIN
                 CONTINUE;
             END IF;
             -- The activation ends the workflow: admit it back to this worker, then apply it
-            -- as any other.
+            -- as any other. Its queue's limits may refuse it: then the outcome is recorded as
+            -- any other (the step not delivered, the workflow woken) and a claim replays it.
             SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[r.wf]) a;
+            IF cur_lease IS NULL THEN
+                UPDATE {s}.workflow_steps SET delivered_in = NULL
+                WHERE workflow_id = r.wf AND seq = r.seq;
+                PERFORM {s}.wake(ARRAY[r.wf]);
+                outcome := 'fallback';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
         END IF;
         IF r.wf_outcome <> 'blocked' AND EXISTS (
             SELECT 1 FROM {s}.executions x
@@ -352,16 +532,18 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean) RETURNS TABLE(id uuid, handed_to uuid)
+CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_rate_key text DEFAULT NULL::text) RETURNS TABLE(id uuid, handed_to uuid)
     LANGUAGE plpgsql
     AS $$
 DECLARE
     new_id uuid;
     due timestamptz;
+    is_held boolean;
     taker uuid;
 BEGIN
     IF p_handoff AND p_kind = 'job' AND p_run_at IS NULL AND COALESCE(p_delay, 0) <= 0
-       AND p_key IS NULL THEN
+       AND p_key IS NULL AND p_concurrency_key IS NULL AND p_rate_key IS NULL
+       AND {s}.flow_free(ARRAY[p_queue]) THEN
         DELETE FROM {s}.worker_offers o
         WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
                              WHERE f.queues @> ARRAY[p_queue] AND f.expires_at > now()
@@ -370,34 +552,162 @@ BEGIN
           AND NOT pg_try_advisory_xact_lock_shared(o.lock_key)
         RETURNING o.worker_id INTO taker;
         IF taker IS NOT NULL THEN
+            -- A limit set meanwhile may refuse it: then it is enqueued as any other.
             SELECT a.id, a.worker_id INTO new_id, handed_to
             FROM {s}.admit(taker, 'new', p_new => jsonb_build_array(jsonb_build_object(
                 'kind', p_kind, 'name', p_name, 'queue', p_queue, 'priority', p_priority,
                 'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
-                'version', p_version))) a;
-            id := new_id;
-            PERFORM pg_notify('{start}', handed_to::text || ' ' || new_id::text);
-            RETURN NEXT;
-            RETURN;
+                'version', p_version, 'id', {s}.new_id()))) a;
+            IF new_id IS NOT NULL THEN
+                id := new_id;
+                PERFORM pg_notify('{start}', handed_to::text || ' ' || new_id::text);
+                RETURN NEXT;
+                RETURN;
+            END IF;
         END IF;
     END IF;
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         idempotency_key, version, deadline)
+         idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key)
     VALUES ({s}.new_id(), p_kind, p_name, p_queue, p_priority, p_args::json, p_retries,
             p_timeout,
             COALESCE(p_run_at, now() + make_interval(secs => COALESCE(p_delay, 0))),
-            p_key, p_version, now() + make_interval(secs => p_wf_timeout))
+            p_key, p_version, now() + make_interval(secs => p_wf_timeout),
+            p_concurrency_key, p_concurrency_limit, p_rate_key)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING e.id, e.run_at INTO new_id, due;
+    RETURNING e.id, e.run_at, e.held INTO new_id, due, is_held;
     IF new_id IS NULL THEN
         RETURN;
     END IF;
     id := new_id;
-    IF due <= now() THEN
+    IF due <= now() AND NOT is_held THEN
         PERFORM pg_notify('{work}', p_queue);
     END IF;
     RETURN NEXT;
+END;
+$$;
+
+CREATE FUNCTION {s}.enqueue_scheduled(p_name text, p_ticks timestamp with time zone[]) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    sch {s}.schedules;
+    inserted uuid[];
+BEGIN
+    SELECT * INTO sch FROM {s}.schedules WHERE name = p_name;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    WITH ins AS (
+        INSERT INTO {s}.executions AS e
+            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+             version, deadline, concurrency_key, concurrency_limit, rate_key,
+             schedule_name, schedule_tick)
+        SELECT {s}.new_id(), sch.kind, sch.function_name, sch.queue, sch.priority, sch.args,
+               sch.max_retries, sch.timeout_seconds, now(), sch.version,
+               now() + make_interval(secs => sch.workflow_timeout), sch.concurrency_key,
+               sch.concurrency_limit, sch.rate_key, sch.name, t.tick
+        FROM unnest(p_ticks) WITH ORDINALITY AS t(tick, ord)
+        ORDER BY t.ord
+        ON CONFLICT (schedule_name, schedule_tick) WHERE schedule_name IS NOT NULL DO NOTHING
+        RETURNING e.id
+    )
+    SELECT array_agg(ins.id) INTO inserted FROM ins;
+    IF inserted IS NOT NULL THEN
+        PERFORM pg_notify('{work}', sch.queue);
+        RETURN QUERY SELECT unnest(inserted);
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION {s}.fire_schedule(p_name text, p_due timestamp with time zone, p_ticks timestamp with time zone[], p_next timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    fired integer;
+BEGIN
+    PERFORM 1 FROM {s}.schedules
+    WHERE name = p_name AND NOT paused AND next_tick IS NOT DISTINCT FROM p_due
+    FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO fired FROM {s}.enqueue_scheduled(p_name, p_ticks);
+    UPDATE {s}.schedules
+    SET next_tick = p_next,
+        last_tick = GREATEST(last_tick, (SELECT max(t) FROM unnest(p_ticks) AS t))
+    WHERE name = p_name;
+    RETURN fired;
+END;
+$$;
+
+CREATE FUNCTION {s}.flow_free(p_queues text[]) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM {s}.queues q
+                       WHERE q.name = ANY (p_queues)
+                         AND (q.paused OR q.concurrency IS NOT NULL OR q.rate_starts IS NOT NULL))
+       AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits)
+$$;
+
+CREATE FUNCTION {s}.flow_lock_key() RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT hashtextextended('{s}.flow', 0) $$;
+
+CREATE FUNCTION {s}.flow_rooms(p_queues text[], p_limit integer, p_now timestamp with time zone) RETURNS TABLE(queue text, room integer, rate_ok boolean)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q record;
+BEGIN
+    FOR queue IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
+        SELECT * INTO q FROM {s}.queues WHERE name = queue FOR UPDATE;
+        IF NOT FOUND THEN
+            room := p_limit;
+            rate_ok := true;
+        ELSE
+            room := CASE
+                WHEN q.paused THEN 0
+                WHEN q.concurrency IS NULL THEN p_limit
+                ELSE least(p_limit, greatest(q.concurrency - (
+                    SELECT count(*) FROM {s}.executions e
+                    WHERE e.queue = q.name AND e.status = 'running'), 0))
+            END;
+            rate_ok := q.rate_starts IS NULL
+                       OR {s}.rate_room('q:' || q.name, q.rate_starts, q.rate_period, p_now) > 0;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION {s}.free_key_slot() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    n integer;
+    nxt record;
+BEGIN
+    UPDATE {s}.concurrency_keys SET active = greatest(active - 1, 0)
+    WHERE key = OLD.concurrency_key
+    RETURNING active INTO n;
+    IF n IS NULL THEN
+        RETURN NULL;
+    END IF;
+    LOOP
+        SELECT e.id, e.queue, COALESCE(e.concurrency_limit, 1) AS lim INTO nxt
+        FROM {s}.executions e
+        WHERE e.held AND e.status = 'pending' AND e.concurrency_key = OLD.concurrency_key
+        ORDER BY e.priority DESC, e.run_at, e.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND OR n >= nxt.lim;
+        UPDATE {s}.executions SET held = false WHERE id = nxt.id;
+        n := n + 1;
+        PERFORM pg_notify('{work}', nxt.queue);
+    END LOOP;
+    UPDATE {s}.concurrency_keys SET active = n WHERE key = OLD.concurrency_key;
+    RETURN NULL;
 END;
 $$;
 
@@ -407,6 +717,7 @@ CREATE FUNCTION {s}.insert_plans(p_worker uuid, p_items jsonb) RETURNS void
 DECLARE
     eager jsonb;
     others jsonb;
+    admitted uuid[];
     announced bigint;
 BEGIN
     INSERT INTO {s}.workflow_steps
@@ -424,7 +735,14 @@ BEGIN
     INTO eager, others
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
-        PERFORM FROM {s}.admit(p_worker, 'new', p_new => eager);
+        SELECT array_agg(a.id) INTO admitted FROM {s}.admit(p_worker, 'new', p_new => eager) a;
+        SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
+        INTO others
+        FROM jsonb_array_elements(eager) AS c
+        WHERE NOT ((c.value->>'id')::uuid = ANY (COALESCE(admitted, '{}')));
+        IF jsonb_array_length(others) = 0 THEN
+            others := NULL;
+        END IF;
     END IF;
     IF others IS NULL THEN
         RETURN;
@@ -432,20 +750,22 @@ BEGIN
     WITH ins AS (
         INSERT INTO {s}.executions
             (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
-             deadline, parent_id, parent_seq)
+             deadline, parent_id, parent_seq, concurrency_key, concurrency_limit, rate_key)
         SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::json, r.max_retries,
                r.timeout_seconds, r.version,
                CASE WHEN r.workflow_timeout IS NULL THEN NULL
                     ELSE now() + make_interval(secs => r.workflow_timeout) END,
-               r.parent_id, r.parent_seq
+               r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key
         FROM jsonb_to_recordset(others)
              AS r(id uuid, kind text, name text, queue text, priority integer, args text,
                   max_retries integer, timeout_seconds float8, version integer,
-                  workflow_timeout float8, parent_id uuid, parent_seq integer)
-        RETURNING queue
+                  workflow_timeout float8, parent_id uuid, parent_seq integer,
+                  concurrency_key text, concurrency_limit integer, rate_key text)
+        RETURNING queue, held
     )
     SELECT count(*) INTO announced
-    FROM (SELECT DISTINCT queue FROM ins) q, LATERAL (SELECT pg_notify('{work}', q.queue)) n;
+    FROM (SELECT DISTINCT queue FROM ins WHERE NOT held) q,
+         LATERAL (SELECT pg_notify('{work}', q.queue)) n;
 END;
 $$;
 
@@ -484,6 +804,14 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION {s}.limiters_of(p_queue text, p_key text) RETURNS TABLE(limiter text)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT 'q:' || q.name FROM {s}.queues q WHERE q.name = p_queue AND q.rate_starts IS NOT NULL
+    UNION ALL
+    SELECT 'k:' || r.key FROM {s}.rate_limits r WHERE r.key = p_key
+$$;
+
 CREATE FUNCTION {s}.new_id() RETURNS uuid
     LANGUAGE sql PARALLEL SAFE
     AS $$
@@ -496,6 +824,16 @@ CREATE FUNCTION {s}.new_id() RETURNS uuid
                     FROM 1 FOR 6),
             52, 1), 53, 1),
         'hex')::uuid
+$$;
+
+CREATE FUNCTION {s}.rate_room(p_limiter text, p_starts integer, p_period double precision, p_now timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM {s}.rate_starts
+    WHERE limiter = p_limiter AND at <= p_now - make_interval(secs => p_period);
+    RETURN greatest(p_starts - (SELECT count(*) FROM {s}.rate_starts WHERE limiter = p_limiter), 0);
+END;
 $$;
 
 CREATE FUNCTION {s}.release(p_ids uuid[], p_leases bigint[], p_worker uuid, p_delay double precision DEFAULT 0) RETURNS SETOF uuid
@@ -547,6 +885,100 @@ BEGIN
 END;
 $$;
 
+CREATE TABLE {s}.queues (
+    name text NOT NULL,
+    concurrency integer,
+    rate_starts integer,
+    rate_period double precision,
+    paused boolean DEFAULT false NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT queues_check CHECK (((rate_starts IS NULL) = (rate_period IS NULL))),
+    CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 1)),
+    CONSTRAINT queues_rate_period_check CHECK (((rate_period > (0)::double precision) AND (rate_period <= (604800)::double precision))),
+    CONSTRAINT queues_rate_starts_check CHECK ((rate_starts >= 1))
+);
+
+CREATE FUNCTION {s}.set_queue(p_name text, p_concurrency integer, p_rate_starts integer, p_rate_period double precision, p_paused boolean, p_set_concurrency boolean, p_set_rate boolean, p_set_paused boolean) RETURNS SETOF {s}.queues
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock({s}.flow_lock_key());
+    INSERT INTO {s}.queues AS q (name, concurrency, rate_starts, rate_period, paused)
+    VALUES (p_name,
+            CASE WHEN p_set_concurrency THEN p_concurrency END,
+            CASE WHEN p_set_rate THEN p_rate_starts END,
+            CASE WHEN p_set_rate THEN p_rate_period END,
+            COALESCE(CASE WHEN p_set_paused THEN p_paused END, false))
+    ON CONFLICT (name) DO UPDATE SET
+        concurrency = CASE WHEN p_set_concurrency THEN p_concurrency ELSE q.concurrency END,
+        rate_starts = CASE WHEN p_set_rate THEN p_rate_starts ELSE q.rate_starts END,
+        rate_period = CASE WHEN p_set_rate THEN p_rate_period ELSE q.rate_period END,
+        paused = CASE WHEN p_set_paused THEN p_paused ELSE q.paused END,
+        updated_at = now();
+    PERFORM pg_notify('{work}', p_name);
+    RETURN QUERY SELECT * FROM {s}.queues WHERE name = p_name;
+END;
+$$;
+
+CREATE FUNCTION {s}.set_rate_limit(p_key text, p_starts integer, p_period double precision) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    existed boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock({s}.flow_lock_key());
+    existed := EXISTS (SELECT 1 FROM {s}.rate_limits WHERE key = p_key);
+    IF p_starts IS NULL THEN
+        DELETE FROM {s}.rate_limits WHERE key = p_key;
+        DELETE FROM {s}.rate_starts WHERE limiter = 'k:' || p_key;
+    ELSE
+        INSERT INTO {s}.rate_limits AS r (key, starts, period)
+        VALUES (p_key, p_starts, p_period)
+        ON CONFLICT (key) DO UPDATE SET starts = p_starts, period = p_period, updated_at = now();
+    END IF;
+    -- Work held back by it may go now: wake every worker to look.
+    PERFORM pg_notify('{work}', q.queue)
+    FROM (SELECT DISTINCT e.queue FROM {s}.executions e
+          WHERE e.status = 'pending' AND NOT e.held AND e.rate_key = p_key
+          LIMIT 100) q;
+    RETURN existed;
+END;
+$$;
+
+CREATE FUNCTION {s}.spent_rate_keys(p_now timestamp with time zone) RETURNS text[]
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT COALESCE(array_agg(r.key), '{}')
+    FROM {s}.rate_limits r
+    WHERE r.starts <= (SELECT count(*) FROM {s}.rate_starts s
+                       WHERE s.limiter = 'k:' || r.key
+                         AND s.at > p_now - make_interval(secs => r.period))
+$$;
+
+CREATE FUNCTION {s}.take_key_slot() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    taken boolean;
+BEGIN
+    IF NEW.status NOT IN ('pending', 'running', 'waiting') THEN
+        NEW.held := false;
+        RETURN NEW;
+    END IF;
+    INSERT INTO {s}.concurrency_keys AS k (key, active) VALUES (NEW.concurrency_key, 1)
+    ON CONFLICT (key) DO UPDATE SET active = k.active + 1
+        WHERE k.active < COALESCE(NEW.concurrency_limit, 1)
+    RETURNING true INTO taken;
+    NEW.held := taken IS NULL;
+    IF NEW.held AND NEW.status <> 'pending' THEN
+        RAISE EXCEPTION 'no free slot of concurrency key % for an execution started at once',
+            NEW.concurrency_key
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
 CREATE FUNCTION {s}.undelivered(p_wf uuid) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -557,6 +989,31 @@ BEGIN
             FROM {s}.workflow_steps u
             WHERE u.workflow_id = p_wf AND u.delivered_in IS NULL AND u.status <> 'scheduled');
 END;
+$$;
+
+CREATE FUNCTION {s}.waiting_for(e {s}.executions) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE
+        WHEN e.status <> 'pending' THEN NULL
+        WHEN e.held THEN format('concurrency key %s: its %s slot(s) are taken',
+                                e.concurrency_key, COALESCE(e.concurrency_limit, 1))
+        WHEN q.paused THEN format('queue %s is paused', e.queue)
+        WHEN e.run_at > now() THEN format('due at %s', e.run_at)
+        WHEN q.concurrency IS NOT NULL AND q.concurrency <= (
+                 SELECT count(*) FROM {s}.executions r
+                 WHERE r.queue = e.queue AND r.status = 'running')
+            THEN format('queue %s is at its concurrency limit (%s)', e.queue, q.concurrency)
+        WHEN q.rate_starts IS NOT NULL AND q.rate_starts <= (
+                 SELECT count(*) FROM {s}.rate_starts s
+                 WHERE s.limiter = 'q:' || e.queue
+                   AND s.at > now() - make_interval(secs => q.rate_period))
+            THEN format('queue %s is at its rate limit (%s per %s s)', e.queue, q.rate_starts,
+                        q.rate_period)
+        WHEN e.rate_key = ANY ({s}.spent_rate_keys(now()))
+            THEN format('rate limit %s is reached', e.rate_key)
+    END
+    FROM (SELECT 1) AS one LEFT JOIN {s}.queues q ON q.name = e.queue
 $$;
 
 CREATE FUNCTION {s}.wake(p_ids uuid[], p_counts bigint[] DEFAULT NULL::bigint[]) RETURNS bigint
@@ -585,6 +1042,12 @@ BEGIN
 END;
 $$;
 
+CREATE TABLE {s}.concurrency_keys (
+    key text NOT NULL,
+    active integer DEFAULT 0 NOT NULL,
+    CONSTRAINT concurrency_keys_active_check CHECK ((active >= 0))
+);
+
 CREATE TABLE {s}.leader (
     singleton boolean DEFAULT true NOT NULL,
     term bigint NOT NULL,
@@ -599,6 +1062,53 @@ CREATE TABLE {s}.leader_terms (
     began_at timestamp with time zone NOT NULL,
     renewed_at timestamp with time zone NOT NULL,
     expires_at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE {s}.rate_limits (
+    key text NOT NULL,
+    starts integer NOT NULL,
+    period double precision NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT rate_limits_period_check CHECK (((period > (0)::double precision) AND (period <= (604800)::double precision))),
+    CONSTRAINT rate_limits_starts_check CHECK ((starts >= 1))
+);
+
+CREATE TABLE {s}.rate_starts (
+    limiter text NOT NULL,
+    at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE {s}.schedules (
+    name text NOT NULL,
+    source text NOT NULL,
+    kind text NOT NULL,
+    function_name text NOT NULL,
+    queue text NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    args json NOT NULL,
+    max_retries integer NOT NULL,
+    timeout_seconds double precision,
+    version integer,
+    workflow_timeout double precision,
+    concurrency_key text,
+    concurrency_limit integer,
+    rate_key text,
+    cron text NOT NULL,
+    timezone text NOT NULL,
+    catchup boolean DEFAULT false NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    next_tick timestamp with time zone,
+    last_tick timestamp with time zone,
+    ticks_from timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
+    CONSTRAINT schedules_kind_check CHECK ((kind = ANY (ARRAY['job'::text, 'workflow'::text]))),
+    CONSTRAINT schedules_max_retries_check CHECK ((max_retries >= 0)),
+    CONSTRAINT schedules_name_check CHECK (((length(name) >= 1) AND (length(name) <= 255))),
+    CONSTRAINT schedules_source_check CHECK ((source = ANY (ARRAY['code'::text, 'api'::text]))),
+    CONSTRAINT schedules_timeout_seconds_check CHECK ((timeout_seconds > (0)::double precision)),
+    CONSTRAINT schedules_workflow_timeout_check CHECK ((workflow_timeout > (0)::double precision))
 );
 
 CREATE TABLE {s}.schema_migrations (
@@ -661,6 +1171,9 @@ CREATE TABLE {s}.workflow_steps (
 
 ALTER TABLE ONLY {s}.workflow_signals ALTER COLUMN id SET DEFAULT nextval('{s}.workflow_signals_id_seq'::regclass);
 
+ALTER TABLE ONLY {s}.concurrency_keys
+    ADD CONSTRAINT concurrency_keys_pkey PRIMARY KEY (key);
+
 ALTER TABLE ONLY {s}.executions
     ADD CONSTRAINT executions_pkey PRIMARY KEY (id);
 
@@ -669,6 +1182,15 @@ ALTER TABLE ONLY {s}.leader
 
 ALTER TABLE ONLY {s}.leader_terms
     ADD CONSTRAINT leader_terms_pkey PRIMARY KEY (term);
+
+ALTER TABLE ONLY {s}.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+ALTER TABLE ONLY {s}.rate_limits
+    ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (key);
+
+ALTER TABLE ONLY {s}.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (name);
 
 ALTER TABLE ONLY {s}.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
@@ -685,11 +1207,13 @@ ALTER TABLE ONLY {s}.workflow_signals
 ALTER TABLE ONLY {s}.workflow_steps
     ADD CONSTRAINT workflow_steps_pkey PRIMARY KEY (workflow_id, seq);
 
-CREATE INDEX executions_claim ON {s}.executions USING btree (queue, priority DESC, run_at, id) WHERE (status = 'pending'::text);
+CREATE INDEX executions_claim ON {s}.executions USING btree (queue, priority DESC, run_at, id) WHERE ((status = 'pending'::text) AND (NOT held));
 
 CREATE INDEX executions_created ON {s}.executions USING btree (created_at DESC);
 
 CREATE INDEX executions_deadline ON {s}.executions USING btree (deadline) WHERE ((deadline IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])));
+
+CREATE INDEX executions_held ON {s}.executions USING btree (concurrency_key, priority DESC, run_at, id) WHERE (held AND (status = 'pending'::text));
 
 CREATE UNIQUE INDEX executions_idempotency_key ON {s}.executions USING btree (idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
@@ -697,11 +1221,27 @@ CREATE INDEX executions_parent ON {s}.executions USING btree (parent_id) WHERE (
 
 CREATE INDEX executions_running_by_worker ON {s}.executions USING btree (worker_id) WHERE (status = 'running'::text);
 
+CREATE INDEX executions_running_queue ON {s}.executions USING btree (queue) WHERE (status = 'running'::text);
+
+CREATE UNIQUE INDEX executions_schedule_tick ON {s}.executions USING btree (schedule_name, schedule_tick) WHERE (schedule_name IS NOT NULL);
+
+CREATE INDEX rate_starts_window ON {s}.rate_starts USING btree (limiter, at);
+
+CREATE INDEX schedules_due ON {s}.schedules USING btree (next_tick NULLS FIRST) WHERE (NOT paused);
+
 CREATE INDEX workflow_signals_unconsumed ON {s}.workflow_signals USING btree (workflow_id, name, id) WHERE (consumed_seq IS NULL);
 
 CREATE INDEX workflow_steps_due ON {s}.workflow_steps USING btree (fire_at) WHERE ((status = 'scheduled'::text) AND (fire_at IS NOT NULL));
 
 CREATE INDEX workflow_steps_undelivered ON {s}.workflow_steps USING btree (workflow_id, seq) WHERE ((delivered_in IS NULL) AND (status <> 'scheduled'::text));
+
+CREATE TRIGGER executions_key_slot_again BEFORE UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((new.concurrency_key IS NOT NULL) AND (old.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (new.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])))) EXECUTE FUNCTION {s}.take_key_slot();
+
+CREATE TRIGGER executions_key_slot_delete AFTER DELETE ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])))) EXECUTE FUNCTION {s}.free_key_slot();
+
+CREATE TRIGGER executions_key_slot_end AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])))) EXECUTE FUNCTION {s}.free_key_slot();
+
+CREATE TRIGGER executions_key_slot_insert BEFORE INSERT ON {s}.executions FOR EACH ROW WHEN ((new.concurrency_key IS NOT NULL)) EXECUTE FUNCTION {s}.take_key_slot();
 
 ALTER TABLE ONLY {s}.executions
     ADD CONSTRAINT executions_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES {s}.executions(id) ON DELETE CASCADE;

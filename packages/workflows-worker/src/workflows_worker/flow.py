@@ -1,30 +1,68 @@
 """What this worker knows of the fleet's flow-control settings.
 
 Limits are enforced where executions start (admit() in the database), whatever a worker
-knows. But an activity a workflow starts on this worker's own queues may run here ahead of
-the write that admits it (eager); one the limits would hold back must not. So a worker runs
-ahead only on the queues it last saw unlimited, read every heartbeat interval. A limit set in
-between refuses the activity at its write (it then waits, pending) after it began here: that
-run is fenced off, and the activity runs again once admitted.
+knows. A worker's view serves two things:
+
+* An activity a workflow starts on this worker's own queues may run here ahead of the write
+  that admits it (eager); one a limit would hold back must not. So a worker runs ahead only on
+  the queues it last saw unlimited, read every heartbeat interval. A limit set in between
+  refuses the activity at its write (it then waits, pending) after it began here: that run is
+  fenced off, and the activity runs again once admitted.
+* A claim that came back short while a rate was spent: no notification says when the window
+  frees, so the worker asks when, and looks again then instead of at its next poll.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
 from workflows.store import WorkerStore
+
+log = logging.getLogger("workflows.worker")
 
 
 class FlowView:
-    def __init__(self, store: WorkerStore, queues: frozenset[str]) -> None:
+    def __init__(self, store: WorkerStore, queues: Sequence[str], look: Callable[[], None]) -> None:
         self._store = store
-        self._queues = queues
+        self._queues = frozenset(queues)
+        self._look = look
         # Nothing runs ahead until the settings have been read once.
         self._eager: frozenset[str] = frozenset()
+        self._rated = False
+        self._asking: asyncio.Task[None] | None = None
 
     def eager_queues(self) -> frozenset[str]:
         """This worker's queues whose activities may run ahead of their admission."""
         return self._eager
 
     async def refresh(self) -> None:
-        rows = await self._store.control("flow_view", ())
-        limited = frozenset(rows[0]["limited"]) if rows else frozenset()
-        self._eager = self._queues - limited
+        (row,) = await self._store.control("flow_view", ())
+        limited: list[str] = row["limited"]
+        rated: list[str] = row["rated"]
+        self._eager = self._queues - frozenset(limited)
+        self._rated = bool(row["rates"]) or bool(self._queues.intersection(rated))
+
+    def claimed_short(self) -> None:
+        """A claim took fewer than it asked for: if a rate may be why, look again when it
+        has room."""
+        if not self._rated or (self._asking is not None and not self._asking.done()):
+            return
+        self._asking = asyncio.get_running_loop().create_task(self._when_room())
+
+    async def _when_room(self) -> None:
+        try:
+            rows = await self._store.control("rate_room_at", (sorted(self._queues),))
+        except Exception as exc:
+            # The poll still looks: this only makes it sooner.
+            log.debug("asking when a rate has room failed: %s", exc)
+            return
+        seconds = rows[0]["seconds"] if rows else None
+        if seconds is not None:
+            await asyncio.sleep(max(float(seconds), 0.0) + 0.001)
+            self._look()
+
+    def close(self) -> None:
+        if self._asking is not None:
+            self._asking.cancel()

@@ -27,7 +27,8 @@ class Pump:
     Collaborators: ``start`` runs a claim; ``holds`` says whether a workflow is held in memory
     here (an outcome resolving it may claim it straight back); ``versions`` the newest version
     of each workflow this worker's code has; ``on_idle`` is called on each idle round (to
-    offer this worker for handoffs).
+    offer this worker for handoffs); ``claimed_short`` when a claim took fewer than it
+    asked for.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Pump:
         stopping: Callable[[], bool],
         burst: bool = False,
         on_idle: Callable[[], Awaitable[None]] | None = None,
+        claimed_short: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -64,6 +66,7 @@ class Pump:
         self._stopping = stopping
         self._burst = burst
         self._on_idle = on_idle
+        self._claimed_short = claimed_short
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -140,6 +143,9 @@ class Pump:
             # notification that came in meanwhile has set it already: never clear it here.)
             if want and len(claimed) == want:
                 wakeup.looking = True
+            elif want and self._claimed_short is not None:
+                # Fewer than asked: nothing more, or a limit (a spent rate says when to look).
+                self._claimed_short()
             for c in claimed:
                 self._start(c)
 

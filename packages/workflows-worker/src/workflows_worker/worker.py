@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import workflows
+from workflows.api import REGISTRY
 from workflows.config import Settings
 from workflows.records import Claimed, Registration
 from workflows.store import WorkerStore, backend
@@ -44,6 +45,7 @@ from workflows_worker.maintenance import Maintenance
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
 from workflows_worker.notifications import Notifications
 from workflows_worker.pump import Pump
+from workflows_worker.scheduler import Scheduler
 from workflows_worker.slots import Slots
 from workflows_worker.sync_pool import SyncPool
 from workflows_worker.wakeup import Wakeup
@@ -65,6 +67,7 @@ class _Parts:
     maintenance: Maintenance
     heart: HeartbeatThread
     pump: Pump
+    flow: FlowView
 
 
 class Worker:
@@ -161,6 +164,11 @@ class Worker:
         )
         parts.notifications.start()
         maintenance = asyncio.create_task(parts.maintenance.run(), name="workflows-maintenance")
+        tasks = [maintenance]
+        if not self.burst:
+            # A burst worker stops once its queues are empty: ticks would keep them busy.
+            scheduler = Scheduler(store, self.settings, REGISTRY, self._stopping)
+            tasks.append(asyncio.create_task(scheduler.run(), name="workflows-scheduler"))
         pump = asyncio.create_task(parts.pump.run(), name="workflows-pump")
         self._healthy = True
         try:
@@ -174,12 +182,13 @@ class Worker:
             pump.result()
         finally:
             self._healthy = False
-            for task in (maintenance, pump):
+            for task in (*tasks, pump):
                 task.cancel()
-            for task in (maintenance, pump):
+            for task in (*tasks, pump):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             parts.runner.close()
+            parts.flow.close()
             await parts.notifications.close()
             try:
                 await parts.maintenance.resign()
@@ -217,7 +226,7 @@ class Worker:
     def _assemble(self, store: WorkerStore, registration: Registration) -> _Parts:
         settings, worker_id = self.settings, self.id
         activations = ActivationBatches(store, worker_id, self._wakeup, self._writes)
-        flow = FlowView(store, frozenset(self.queues))
+        flow = FlowView(store, self.queues, self._wakeup.look)
         runner = WorkflowRunner(
             store,
             worker_id,
@@ -287,8 +296,11 @@ class Worker:
             stopping=self._stopping.is_set,
             burst=self.burst,
             on_idle=notifications.offer,
+            claimed_short=flow.claimed_short,
         )
-        return _Parts(store, runner, executor, activations, notifications, maintenance, heart, pump)
+        return _Parts(
+            store, runner, executor, activations, notifications, maintenance, heart, pump, flow
+        )
 
     def _start(self, c: Claimed) -> None:
         assert self._parts is not None

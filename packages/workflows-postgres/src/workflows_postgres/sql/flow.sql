@@ -40,11 +40,32 @@ FROM {s}.rate_limits r
 WHERE $1::text IS NULL OR r.key = $1
 ORDER BY r.key
 
--- The limited queues and whether any rate is defined: what a worker needs to know to keep
--- activities under a limit from running ahead of their admission (eager).
+-- The limited queues, the rated ones and whether any rate key has a rate: what a worker needs
+-- to keep activities under a limit from running ahead of their admission (eager) and to know
+-- when a spent rate will have room again.
 -- name: flow_view
 SELECT COALESCE(array_agg(q.name) FILTER (
            WHERE q.paused OR q.concurrency IS NOT NULL OR q.rate_starts IS NOT NULL), '{}')
            AS limited,
+       COALESCE(array_agg(q.name) FILTER (WHERE q.rate_starts IS NOT NULL), '{}') AS rated,
        EXISTS (SELECT 1 FROM {s}.rate_limits) AS rates
 FROM {s}.queues q
+
+-- Seconds until the first of the spent rates that hold back queues $1 has room again (its
+-- oldest start leaves the window); NULL when none is spent.
+-- name: rate_room_at
+SELECT extract(epoch FROM min(w.first + make_interval(secs => w.period)) - clock_timestamp())
+           ::float8 AS seconds
+FROM (
+    SELECT (SELECT min(s.at) FROM {s}.rate_starts s WHERE s.limiter = 'q:' || q.name) AS first,
+           q.rate_period AS period
+    FROM {s}.queues q
+    WHERE q.name = ANY ($1::text[]) AND q.rate_starts IS NOT NULL
+      AND q.rate_starts <= (SELECT count(*) FROM {s}.rate_starts s
+                            WHERE s.limiter = 'q:' || q.name
+                              AND s.at > clock_timestamp() - make_interval(secs => q.rate_period))
+    UNION ALL
+    SELECT (SELECT min(s.at) FROM {s}.rate_starts s WHERE s.limiter = 'k:' || r.key), r.period
+    FROM {s}.rate_limits r
+    WHERE r.key = ANY ({s}.spent_rate_keys(clock_timestamp()))
+) w
