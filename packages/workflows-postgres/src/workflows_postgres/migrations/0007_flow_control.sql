@@ -752,6 +752,9 @@ BEGIN
         rate_period = CASE WHEN p_set_rate THEN p_rate_period ELSE q.rate_period END,
         paused = CASE WHEN p_set_paused THEN p_paused ELSE q.paused END,
         updated_at = now();
+    IF p_set_rate AND p_rate_starts IS NULL THEN
+        DELETE FROM {s}.rate_starts WHERE limiter = 'q:' || p_name;
+    END IF;
     PERFORM pg_notify('{work}', p_name);
     RETURN QUERY SELECT * FROM {s}.queues WHERE name = p_name;
 END;
