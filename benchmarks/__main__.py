@@ -29,7 +29,20 @@ from typing import Any
 from benchmarks import report
 from benchmarks.common import ROOT, summarize
 
-SCENARIOS = ["enqueue", "drain", "pickup", "workflows", "claim", "memory"]
+SCENARIOS = [
+    "enqueue",
+    "drain",
+    "pickup",
+    "workflows",
+    "claim",
+    "memory",
+    "drain_limited",
+    "drain_keys",
+    "rate",
+    "claim_blocked",
+]
+# Flow control (issue 12): measured for this project alone (the ratios are to itself).
+OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked"}
 
 # name -> (Python package it needs, options for its module)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -48,6 +61,10 @@ QUICK_SET: dict[str, list[str]] = {
     "workflows": ["ours", "dbos-10ms"],
     "claim": ["ours"],
     "memory": ["ours"],
+    "drain_limited": ["ours"],
+    "drain_keys": ["ours"],
+    "rate": ["ours"],
+    "claim_blocked": ["ours"],
 }
 
 SYSTEM_NOTES = {
@@ -88,6 +105,24 @@ SCENARIO_NOTES = {
     "memory": "Peak RSS (ru_maxrss from wait4) of one worker process that runs "
     "{memory_jobs_per_slot} x concurrency jobs sleeping 50 ms each (so every slot "
     "is used), capped at {memory_cap} s.",
+    "drain_limited": "The overhead of the admission check. {limited_jobs} no-op jobs, 2 worker "
+    "processes (concurrency 10 each), as the drain scenario, once with no limit and once with "
+    "the queue's fleet-wide concurrency set to {limited_concurrency} (far above the 20 that "
+    "can run), in alternating order; ratio: limited / unlimited jobs/s, per run.",
+    "drain_keys": "{keys_jobs} no-op jobs on {keys} distinct concurrency keys of limit 1 (job i "
+    "on key i mod {keys}, so each key's jobs run one after the other), 2 worker processes "
+    "(concurrency 10 each), against the same jobs with no key; ratio: keys / no keys.",
+    "rate": "The queue's rate set to {rate_limit}/s, then {rate_limit} x ({rate_hold} + 1) no-op "
+    "jobs enqueued, 2 worker processes (concurrency 10 each, default polling). From the "
+    "admission times (`started_at`, set under the rate's lock): starts in the first "
+    "{rate_hold} s after the first one, per second (achieved rate; ratio to the limit), the "
+    "most in any sliding 1 s window (the limit: never above it), and the fewest in one of "
+    "those {rate_hold} whole seconds.",
+    "claim_blocked": "Median latency of {claim_calls} `PostgresStore.claim(..., 10)` calls "
+    "with {claim_free_rows} claimable pending rows, alone and with {claim_blocked_rows} more "
+    "pending rows on one concurrency key whose slot a running execution holds (held: older "
+    "and of a higher priority than the claimable rows, bulk-inserted with SQL); ratio: "
+    "blocked / unblocked.",
 }
 
 
@@ -328,6 +363,8 @@ def main(argv: list[str]) -> int:
             results["scenarios"][scenario] = {}
             for system in args.systems:
                 if args.matrix is not None and system not in args.matrix[scenario]:
+                    continue
+                if scenario in OURS_ONLY and system != "ours":
                     continue
                 t = time.monotonic()
                 print(f"{scenario:<10} {system:<14}", end=" ", flush=True)

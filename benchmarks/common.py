@@ -429,6 +429,23 @@ class System:
         """One claim of up to 10 executions (or what the system takes in one call); how many."""
         raise NotSupported("no public claim/dequeue call")
 
+    # flow control (ours only)
+    async def limit_queue(self, concurrency: int | None = None, rate: str | None = None) -> None:
+        """Set the bench queue's fleet-wide limits (``rate`` as ``"500/s"``)."""
+        raise NotSupported("no fleet-wide queue limits")
+
+    async def preload_keyed(self, n: int, keys: int) -> None:
+        """``n`` no-op jobs over ``keys`` concurrency keys of limit 1 (job i on key i % keys)."""
+        raise NotSupported("no concurrency keys")
+
+    async def start_times_us(self) -> list[int]:
+        """When each execution was admitted (epoch microseconds), in order."""
+        raise NotSupported("no admission times")
+
+    async def claim_load_blocked(self, n: int, blocked: int) -> None:
+        """As ``claim_load(n)``, plus ``blocked`` executions waiting on a busy concurrency key."""
+        raise NotSupported("no concurrency keys")
+
 
 async def fresh_database(admin_dsn: str, name: str, template: str | None = None) -> str:
     import asyncpg

@@ -39,6 +39,12 @@ async def nap(x: float) -> None:
     await asyncio.sleep(NAP_SECONDS)
 
 
+@job(queue=QUEUE, concurrency_key=lambda x, key: key)
+async def noop_keyed(x: float, key: str) -> None:
+    """A no-op on a concurrency key of limit 1 (the key computed at enqueue)."""
+    mark_first()
+
+
 @activity(queue=QUEUE)
 async def step(i: int) -> int:
     return i
@@ -119,6 +125,27 @@ class Ours(System):
             raise RuntimeError(f"workflow {workflow_id} {row['status']}")
         return float(row["at"]) if row["status"] == "completed" else None
 
+    async def limit_queue(self, concurrency: int | None = None, rate: str | None = None) -> None:
+        from workflows import queues
+
+        await queues.set_limit(QUEUE, concurrency=concurrency, rate=rate)
+
+    async def preload_keyed(self, n: int, keys: int) -> None:
+        for start in range(0, n, self.bulk_chunk):
+            await noop_keyed.queue_many(
+                [
+                    ((float(i), f"k{i % keys}"), {})
+                    for i in range(start, min(n, start + self.bulk_chunk))
+                ]
+            )
+
+    async def start_times_us(self) -> list[int]:
+        rows = await self.conn.fetch(
+            f"SELECT (extract(epoch FROM started_at) * 1000000)::bigint AS at "
+            f"FROM {SCHEMA}.executions WHERE started_at IS NOT NULL ORDER BY started_at"
+        )
+        return [int(r["at"]) for r in rows]
+
     def memory_argv(self, concurrency: int) -> tuple[list[str], bool]:
         # What users run: the `currant` command, not the embedded worker.
         currant = Path(sys.executable).with_name("currant")
@@ -138,10 +165,43 @@ class Ours(System):
     def worker_env(self) -> dict[str, str]:
         return {"WORKFLOWS_DATABASE_URL": self.dsn, "WORKFLOWS_SCHEMA": SCHEMA}
 
-    async def claim_load(self, n: int) -> None:
+    async def claim_load(self, n: int, blocked: int = 0) -> None:
         from workflows.config import Settings
         from workflows_postgres.store import PostgresStore
 
+        if blocked:
+            # A key whose one slot is taken by a running execution, then `blocked` pending
+            # executions of the key (held): older and of a higher priority than the claimable
+            # rows, so a claim that walked them would meet them first.
+            await self.conn.execute(
+                f"""
+                INSERT INTO {SCHEMA}.executions
+                    (id, kind, name, queue, args, max_retries, timeout_seconds, status,
+                     worker_id, lease, attempts, started_at, concurrency_key)
+                VALUES ({SCHEMA}.new_id(), 'job', 'benchmarks.ours:noop', $1,
+                        '{{"args": [0], "kwargs": {{}}}}'::json, 3, 300, 'running',
+                        gen_random_uuid(), 1, 1, now(), 'hot')
+                """,
+                QUEUE,
+            )
+            await self.conn.execute(
+                f"""
+                INSERT INTO {SCHEMA}.executions
+                    (id, kind, name, queue, args, max_retries, timeout_seconds, run_at,
+                     priority, concurrency_key)
+                SELECT {SCHEMA}.new_id(), 'job', 'benchmarks.ours:noop', $1,
+                       '{{"args": [0], "kwargs": {{}}}}'::jsonb, 3, 300,
+                       now() - interval '1 day' + make_interval(secs => g / 1000.0), 10, 'hot'
+                FROM generate_series(1, $2) AS g
+                """,
+                QUEUE,
+                blocked,
+            )
+            held = await self.conn.fetchval(
+                f"SELECT count(*) FROM {SCHEMA}.executions WHERE held AND status = 'pending'"
+            )
+            if held != blocked:
+                raise RuntimeError(f"{held} of {blocked} executions of the busy key are held")
         await self.conn.execute(
             f"""
             INSERT INTO {SCHEMA}.executions
@@ -158,6 +218,9 @@ class Ours(System):
         settings = Settings(database_url=self.dsn, schema=SCHEMA)
         self.store = await PostgresStore.connect(settings, dsn=self.dsn, min_size=1, max_size=2)
         self.worker_id = str(uuid.uuid4())
+
+    async def claim_load_blocked(self, n: int, blocked: int) -> None:
+        await self.claim_load(n, blocked)
 
     async def claim_once(self) -> int:
         claimed = await self.store.claim(self.worker_id, [QUEUE], 10, {})

@@ -17,6 +17,10 @@ SCENARIO_TITLES = {
     "workflows": "Workflows",
     "claim": "Claim at scale",
     "memory": "Worker memory",
+    "drain_limited": "Flow control: drain under a concurrency limit far above the load",
+    "drain_keys": "Flow control: drain over 1,000 concurrency keys",
+    "rate": "Flow control: a rate limit held busy",
+    "claim_blocked": "Flow control: claim with rows held behind a busy key",
     "ceiling": "Ceiling (pgbench)",
 }
 
@@ -38,6 +42,19 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "claim_ratio": ("claim latency, large : small backlog", "x", "lower"),
     "rss_c10_mb": ("peak RSS, concurrency 10", "MB", "lower"),
     "rss_c100_mb": ("peak RSS, concurrency 100", "MB", "lower"),
+    "drain_unlimited_per_s": ("no limit, 2 processes", "jobs/s", "higher"),
+    "drain_limited_per_s": ("queue concurrency limit far above the load", "jobs/s", "higher"),
+    "drain_limited_ratio": ("limited : unlimited", "x", "higher"),
+    "drain_nokeys_per_s": ("no key, 2 processes", "jobs/s", "higher"),
+    "drain_keys_per_s": ("1,000 keys of limit 1", "jobs/s", "higher"),
+    "drain_keys_ratio": ("keys : no keys", "x", "higher"),
+    "rate_achieved_per_s": ("starts per second over the hold", "starts/s", "higher"),
+    "rate_achieved_ratio": ("achieved : limit", "x", "higher"),
+    "rate_max_1s_window": ("most starts in any sliding 1 s window", "starts", "lower"),
+    "rate_min_second": ("fewest starts in one second of the hold", "starts", "higher"),
+    "claim_unblocked_ms": ("claim latency, no held rows", "ms", "lower"),
+    "claim_blocked_ms": ("claim latency, rows held behind a busy key", "ms", "lower"),
+    "claim_blocked_ratio": ("claim latency, held : none", "x", "lower"),
     "ceiling_tps": ("insert + update by key per transaction, 10 clients", "TPS", "higher"),
 }
 
@@ -218,6 +235,70 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 verdict(None if v is None else v <= limit),
             )
         )
+    return rows + flow_targets(results)
+
+
+def flow_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The targets of issue 12 (flow control), for the scenarios that ran."""
+    rows: list[tuple[str, str, str]] = []
+    ran = results["scenarios"]
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    def m(scenario: str, key: str) -> float | None:
+        return _median(results, scenario, OURS, key)
+
+    def worst(scenario: str, key: str, pick: Any) -> float | None:
+        entry = ran.get(scenario, {}).get(OURS, {}).get("figures", {}).get(key)
+        return None if entry is None else float(pick(entry["runs"]))
+
+    if "drain_limited" in ran:
+        r = m("drain_limited", "drain_limited_ratio")
+        rows.append(
+            (
+                "drain under a concurrency limit far above the load >= 0.9x no limit (issue 12)",
+                f"{fmt(r)}x",
+                verdict(None if r is None else r >= 0.9),
+            )
+        )
+    if "drain_keys" in ran:
+        v, r = m("drain_keys", "drain_keys_per_s"), m("drain_keys", "drain_keys_ratio")
+        rows.append(
+            (
+                "drain over 1,000 concurrency keys of limit 1 (issue 12: measured)",
+                f"{fmt(v)} jobs/s ({fmt(r)}x no keys)",
+                "info",
+            )
+        )
+    if "rate" in ran:
+        limit = results["meta"]["sizes"]["rate_limit"]
+        r = m("rate", "rate_achieved_ratio")
+        rows.append(
+            (
+                f"rate {limit}/s held: achieved within 5% of the limit (issue 12)",
+                f"{fmt(m('rate', 'rate_achieved_per_s'))}/s ({fmt(r)}x)",
+                verdict(None if r is None else r >= 0.95),
+            )
+        )
+        most = worst("rate", "rate_max_1s_window", max)
+        rows.append(
+            (
+                f"rate {limit}/s: never above it in any sliding 1 s window, every run (issue 12)",
+                f"at most {fmt(most)}",
+                verdict(None if most is None else most <= limit),
+            )
+        )
+    if "claim_blocked" in ran:
+        r = m("claim_blocked", "claim_blocked_ratio")
+        n = results["meta"]["sizes"]["claim_blocked_rows"]
+        rows.append(
+            (
+                f"claim with {n:,} rows held behind a busy key <= 2x unblocked (issue 12)",
+                f"{fmt(r)}x",
+                verdict(None if r is None else r <= 2),
+            )
+        )
     return rows
 
 
@@ -287,7 +368,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"error: {ceiling.get('error')}")
         lines.append("")
 
-    lines += ["## Targets (issue 5)", "", "| target | measured | |", "|---|---|---|"]
+    lines += ["## Targets (issues 5 and 12)", "", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(results)]
     lines.append("")
 

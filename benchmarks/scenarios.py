@@ -47,6 +47,16 @@ FULL: dict[str, Any] = {
     "memory_concurrency": [10, 100],
     "memory_jobs_per_slot": 30,
     "memory_cap": 10.0,
+    # flow control (issue 12), ours only
+    "limited_jobs": 10_000,
+    "limited_concurrency": 1_000,  # far above what 2 processes x concurrency 10 run
+    "limited_cap": 10.0,
+    "keys_jobs": 10_000,
+    "keys": 1_000,
+    "rate_limit": 500,  # starts per second
+    "rate_hold": 20,  # seconds the backlog keeps the rate busy
+    "claim_blocked_rows": 100_000,
+    "claim_free_rows": 1_000,
 }
 
 QUICK: dict[str, Any] = {
@@ -68,6 +78,15 @@ QUICK: dict[str, Any] = {
     "memory_concurrency": [10, 100],
     "memory_jobs_per_slot": 10,
     "memory_cap": 3.0,
+    "limited_jobs": 2_000,
+    "limited_concurrency": 1_000,
+    "limited_cap": 3.0,
+    "keys_jobs": 2_000,
+    "keys": 1_000,
+    "rate_limit": 500,
+    "rate_hold": 4,
+    "claim_blocked_rows": 100_000,
+    "claim_free_rows": 1_000,
 }
 
 
@@ -339,34 +358,43 @@ async def _one_workflow(system: System, workers: Workers, timeout: float) -> flo
     return finished - start
 
 
-async def claim(ctx: Context) -> list[dict[str, float]]:
+async def _claim_medians(ctx: Context, system: System, label: str) -> list[float]:
+    """Per run, the median latency of ``claim_calls`` claims (ms), after a warm-up claim."""
     calls = ctx.sizes["claim_calls"]
+    medians = []
+    got = 0
+    for _ in range(ctx.runs):
+        await system.claim_once()  # connections, prepared statements
+        latencies: list[float] = []
+        # A pathologically slow claim must not stall the benchmark for an hour: past the
+        # budget a run stops at 3 calls (the count is in the notes).
+        budget = time.monotonic() + ctx.sizes["claim_budget"]
+        while len(latencies) < calls and (len(latencies) < 3 or time.monotonic() < budget):
+            start = time.perf_counter()
+            got = await system.claim_once()
+            latencies.append(time.perf_counter() - start)
+            if got == 0:
+                raise RuntimeError("a claim found nothing with rows pending")
+        medians.append(percentile(latencies, 50) * 1000)
+        ctx.note(f"{label}_calls", len(latencies))
+    ctx.notes["claim_batch"] = got
+    return medians
+
+
+def _claim_extra(ctx: Context) -> int:
+    """Rows claimed by every call of every run, so that the backlog stays what it says."""
+    return (ctx.sizes["claim_calls"] + 1) * ctx.runs * 10
+
+
+async def claim(ctx: Context) -> list[dict[str, float]]:
     per_size: dict[int, list[float]] = {}
     for size in ctx.sizes["claim_sizes"]:
         system, db = await ctx.fresh()
         try:
-            # Enough rows that `size` stay pending through every claim of every run.
-            extra = (calls + 1) * ctx.runs * 10
             started = time.perf_counter()
-            await system.claim_load(size + extra)
+            await system.claim_load(size + _claim_extra(ctx))
             ctx.note(f"claim_load_{size}_s", round(time.perf_counter() - started, 1))
-            medians = []
-            for _ in range(ctx.runs):
-                await system.claim_once()  # connections, prepared statements
-                latencies: list[float] = []
-                # A pathologically slow claim must not stall the benchmark for an hour: past
-                # the budget a run stops at 3 calls (the count is in the notes).
-                budget = time.monotonic() + ctx.sizes["claim_budget"]
-                while len(latencies) < calls and (len(latencies) < 3 or time.monotonic() < budget):
-                    start = time.perf_counter()
-                    got = await system.claim_once()
-                    latencies.append(time.perf_counter() - start)
-                    if got == 0:
-                        raise RuntimeError("a claim found nothing with rows pending")
-                medians.append(percentile(latencies, 50) * 1000)
-                ctx.note(f"claim_{_label(size)}_calls", len(latencies))
-            per_size[size] = medians
-            ctx.notes["claim_batch"] = got
+            per_size[size] = await _claim_medians(ctx, system, f"claim_{_label(size)}")
         finally:
             await ctx.done_with(system, db)
     small, large = ctx.sizes["claim_sizes"]
@@ -416,6 +444,151 @@ async def memory(ctx: Context) -> list[dict[str, float]]:
     return results
 
 
+# ---- flow control (issue 12; ours only) ---------------------------------------------------
+
+FLOW_PROCS = 2
+
+
+async def _drain_pair(
+    ctx: Context,
+    total: int,
+    modes: tuple[str, str],
+    load: Callable[[System, str], Awaitable[None]],
+) -> list[dict[str, float]]:
+    """Drain throughput of two setups of a backlog of ``total``, alternating which goes first."""
+    cap = ctx.sizes["limited_cap"]
+    results = []
+    for run in range(ctx.runs):
+        figures = {}
+        for mode in modes if run % 2 == 0 else modes[::-1]:
+            system, db = await ctx.fresh()
+            try:
+                await load(system, mode)
+                await system.settle()
+                trace(f"{total} jobs enqueued ({mode})")
+                rate, done, capped = await _throughput(ctx, system, FLOW_PROCS, cap, total)
+                await _check_failures(system)
+            finally:
+                await ctx.done_with(system, db)
+            figures[f"drain_{mode}_per_s"] = rate
+            ctx.note(f"drain_{mode}_finished", f"{done}/{total}" + (" (capped)" if capped else ""))
+        results.append(figures)
+    return results
+
+
+async def drain_limited(ctx: Context) -> list[dict[str, float]]:
+    """Drain with a fleet-wide concurrency limit far above what runs, against no limit."""
+    total, limit = ctx.sizes["limited_jobs"], ctx.sizes["limited_concurrency"]
+
+    async def load(system: System, mode: str) -> None:
+        if mode == "limited":
+            await system.limit_queue(concurrency=limit)
+        await system.preload("noop", total)
+
+    results = await _drain_pair(ctx, total, ("unlimited", "limited"), load)
+    for figures in results:
+        figures["drain_limited_ratio"] = (
+            figures["drain_limited_per_s"] / figures["drain_unlimited_per_s"]
+        )
+    return results
+
+
+async def drain_keys(ctx: Context) -> list[dict[str, float]]:
+    """Drain of jobs spread over distinct concurrency keys of limit 1, against no keys."""
+    total, keys = ctx.sizes["keys_jobs"], ctx.sizes["keys"]
+
+    async def load(system: System, mode: str) -> None:
+        if mode == "keys":
+            await system.preload_keyed(total, keys)
+        else:
+            await system.preload("noop", total)
+
+    results = await _drain_pair(ctx, total, ("nokeys", "keys"), load)
+    for figures in results:
+        figures["drain_keys_ratio"] = figures["drain_keys_per_s"] / figures["drain_nokeys_per_s"]
+    return results
+
+
+def max_in_window(times_us: list[int], width_us: int) -> int:
+    """The most of the (sorted) times in any half-open window [t, t + width)."""
+    most = j = 0
+    for i, t in enumerate(times_us):
+        j = max(j, i)
+        while j < len(times_us) and times_us[j] < t + width_us:
+            j += 1
+        most = max(most, j - i)
+    return most
+
+
+async def rate(ctx: Context) -> list[dict[str, float]]:
+    """A queue rate held busy by a backlog: starts in the first ``rate_hold`` seconds.
+
+    The backlog is the rate for one second more than the hold, so that it never runs dry
+    within the hold. Admission times are ``started_at`` (set under the rate's lock).
+    """
+    limit, hold = ctx.sizes["rate_limit"], ctx.sizes["rate_hold"]
+    total = limit * (hold + 1)
+    second = 1_000_000
+    results = []
+    for _ in range(ctx.runs):
+        system, db = await ctx.fresh()
+        try:
+            await system.limit_queue(rate=f"{limit}/s")
+            await system.preload("noop", total)
+            await system.settle()
+            trace(f"{total} jobs enqueued, rate {limit}/s")
+            _, done, capped = await _throughput(ctx, system, FLOW_PROCS, hold + 30, total)
+            if capped:
+                raise RuntimeError(f"only {done} of {total} started within {hold + 30} s")
+            await _check_failures(system)
+            starts = await system.start_times_us()
+        finally:
+            await ctx.done_with(system, db)
+        if len(starts) != total:
+            raise RuntimeError(f"{len(starts)} admission times for {total} jobs")
+        t0 = starts[0]
+        in_hold = sum(1 for t in starts if t < t0 + hold * second)
+        per_second = [
+            sum(1 for t in starts if t0 + k * second <= t < t0 + (k + 1) * second)
+            for k in range(hold)
+        ]
+        ctx.note("rate_per_second", per_second)
+        results.append(
+            {
+                "rate_achieved_per_s": in_hold / hold,
+                "rate_achieved_ratio": in_hold / hold / limit,
+                "rate_max_1s_window": float(max_in_window(starts, second)),
+                "rate_min_second": float(min(per_second)),
+            }
+        )
+    return results
+
+
+async def claim_blocked(ctx: Context) -> list[dict[str, float]]:
+    """Claim latency with executions held behind a busy concurrency key, against none."""
+    free, blocked = ctx.sizes["claim_free_rows"], ctx.sizes["claim_blocked_rows"]
+    per_mode: dict[str, list[float]] = {}
+    for mode in ("unblocked", "blocked"):
+        system, db = await ctx.fresh()
+        try:
+            started = time.perf_counter()
+            await system.claim_load_blocked(
+                free + _claim_extra(ctx), blocked if mode == "blocked" else 0
+            )
+            ctx.note(f"claim_{mode}_load_s", round(time.perf_counter() - started, 1))
+            per_mode[mode] = await _claim_medians(ctx, system, f"claim_{mode}")
+        finally:
+            await ctx.done_with(system, db)
+    return [
+        {
+            "claim_unblocked_ms": per_mode["unblocked"][i],
+            "claim_blocked_ms": per_mode["blocked"][i],
+            "claim_blocked_ratio": per_mode["blocked"][i] / per_mode["unblocked"][i],
+        }
+        for i in range(ctx.runs)
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "enqueue": enqueue,
     "drain": drain,
@@ -423,4 +596,8 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "workflows": workflows,
     "claim": claim,
     "memory": memory,
+    "drain_limited": drain_limited,
+    "drain_keys": drain_keys,
+    "rate": rate,
+    "claim_blocked": claim_blocked,
 }
