@@ -346,3 +346,34 @@ async def test_a_worker_looks_again_when_a_spent_rate_has_room(
     statuses = [await workflows.get_status(i) for i in ids]
     started = sorted(datetime.fromisoformat(s["started_at"]) for s in statuses)
     assert (started[4] - started[0]).total_seconds() >= 1.0
+
+
+async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_it_can_counted(
+    store: PostgresStore, database_url: str
+) -> None:
+    # Two workers of concurrency 2 can hold at most 2 * 2 * 2 = 8 running (writes in flight
+    # included): under a limit of 20 their claims skip the count (the queue's lock in shared
+    # mode); under a limit of 5 they count, and never pass it.
+    async def worker() -> str:
+        worker_id = str(uuid.uuid4())
+        await store.register_worker(
+            worker_id, Registration("test", 1, ("roomy",), "test", concurrency=2)
+        )
+        return worker_id
+
+    one, two = await worker(), await worker()
+    await _enqueue(12, "roomy")
+    await queues.set_limit("roomy", concurrency=20)
+    first = await store.claim(one, ["roomy"], 2) + await store.claim(two, ["roomy"], 2)
+    assert len(first) == 4
+    await queues.set_limit("roomy", concurrency=5)
+    # 4 running + 8 the fleet could add > 5: counted, 1 more at most.
+    assert len(await store.claim(one, ["roomy"], 2)) == 1
+    assert await store.claim(two, ["roomy"], 2) == []
+    assert (
+        _count(
+            database_url,
+            "SELECT count(*) FROM workflows.executions WHERE queue = 'roomy' AND status = 'running'",
+        )
+        == 5
+    )

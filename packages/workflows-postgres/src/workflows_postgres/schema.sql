@@ -80,60 +80,38 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {s}.admissible(p_ids uuid[], p_queues text[], p_rate_keys text[], p_starts boolean[], p_now timestamp with time zone) RETURNS uuid[]
+CREATE FUNCTION {s}.admissible(p_ids uuid[], p_queues text[], p_rate_keys text[], p_starts boolean[], p_names text[], p_rooms integer[], p_rate_rooms integer[], p_now timestamp with time zone) RETURNS uuid[]
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    q record;
     r record;
-    v_name text;
-    names text[] := '{}';
-    room integer[] := '{}';
+    v_key text;
+    room integer[] := p_rooms;
+    rate_room integer[] := p_rate_rooms;
+    keys text[] := '{}';
+    key_room integer[] := '{}';
     keep uuid[] := '{}';
     i integer;
     qi integer;
-    li integer;
     ki integer;
 BEGIN
-    FOR v_name IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
-        SELECT * INTO q FROM {s}.queues WHERE name = v_name FOR UPDATE;
-        -- '=' and the rates' 'q:'/'k:': no queue name starts with '=', so none collide.
-        names := names || ('=' || v_name);
-        IF NOT FOUND THEN
-            room := room || 2147483647;
-            CONTINUE;
-        END IF;
-        room := room || CASE
-            WHEN q.paused THEN 0
-            WHEN q.concurrency IS NULL THEN 2147483647
-            ELSE greatest(q.concurrency - (SELECT count(*) FROM {s}.executions e
-                                           WHERE e.queue = q.name AND e.status = 'running'), 0)
-        END;
-        IF q.rate_starts IS NOT NULL THEN
-            names := names || ('q:' || v_name);
-            room := room || {s}.rate_room('q:' || v_name, q.rate_starts, q.rate_period, p_now);
-        END IF;
-    END LOOP;
-    FOR v_name IN SELECT DISTINCT x FROM unnest(p_rate_keys) AS x WHERE x IS NOT NULL ORDER BY 1
+    FOR v_key IN SELECT DISTINCT x FROM unnest(p_rate_keys) AS x WHERE x IS NOT NULL ORDER BY 1
     LOOP
-        SELECT * INTO r FROM {s}.rate_limits WHERE key = v_name FOR UPDATE;
+        SELECT * INTO r FROM {s}.rate_limits WHERE key = v_key FOR UPDATE;
         IF FOUND THEN
-            names := names || ('k:' || v_name);
-            room := room || {s}.rate_room('k:' || v_name, r.starts, r.period, p_now);
+            keys := keys || v_key;
+            key_room := key_room || {s}.rate_room('k:' || v_key, r.starts, r.period, p_now);
         END IF;
     END LOOP;
     FOR i IN 1 .. COALESCE(cardinality(p_ids), 0) LOOP
-        qi := array_position(names, '=' || p_queues[i]);
-        CONTINUE WHEN room[qi] <= 0;
+        qi := array_position(p_names, p_queues[i]);
+        CONTINUE WHEN qi IS NULL OR room[qi] <= 0;
         IF p_starts[i] THEN
-            li := array_position(names, 'q:' || p_queues[i]);
-            ki := array_position(names, 'k:' || p_rate_keys[i]);
-            CONTINUE WHEN (li IS NOT NULL AND room[li] <= 0) OR (ki IS NOT NULL AND room[ki] <= 0);
-            IF li IS NOT NULL THEN
-                room[li] := room[li] - 1;
-            END IF;
+            ki := array_position(keys, p_rate_keys[i]);
+            CONTINUE WHEN rate_room[qi] <= 0 OR (ki IS NOT NULL AND key_room[ki] <= 0);
+            rate_room[qi] := rate_room[qi] - 1;
             IF ki IS NOT NULL THEN
-                room[ki] := room[ki] - 1;
+                key_room[ki] := key_room[ki] - 1;
             END IF;
         END IF;
         room[qi] := room[qi] - 1;
@@ -188,6 +166,12 @@ CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL:
 DECLARE
     free boolean;
     v_at timestamptz;
+    v_queue text;
+    want integer;
+    r_names text[] := '{}';
+    r_rooms integer[] := '{}';
+    r_rates integer[] := '{}';
+    qr record;
     keep uuid[];
     spent text[];
     c_ids uuid[];
@@ -198,13 +182,63 @@ BEGIN
     -- Shared with every admission, exclusive for a change of settings: a limit set applies to
     -- every admission that commits after it (none slips past it unlocked).
     PERFORM pg_advisory_xact_lock_shared({s}.flow_lock_key());
+    v_at := clock_timestamp();
+    IF p_from = 'claim' THEN
+        IF p_limit <= 0 THEN
+            RETURN;
+        END IF;
+        want := p_limit;
+        FOR v_queue IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
+            qr := {s}.queue_room(v_queue, p_limit, p_worker, v_at);
+            r_names := r_names || v_queue;
+            r_rooms := r_rooms || qr.room;
+            r_rates := r_rates || qr.rate_room;
+        END LOOP;
+    ELSIF p_from = 'new' THEN
+        FOR v_queue, want IN
+            SELECT x->>'queue', count(*) FROM jsonb_array_elements(p_new) AS x
+            GROUP BY 1 ORDER BY 1
+        LOOP
+            qr := {s}.queue_room(v_queue, want, p_worker, v_at);
+            r_names := r_names || v_queue;
+            r_rooms := r_rooms || qr.room;
+            r_rates := r_rates || qr.rate_room;
+        END LOOP;
+    ELSE
+        IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
+            RETURN;
+        END IF;
+        FOR v_queue, want IN
+            SELECT e.queue, count(*) FROM {s}.executions e WHERE e.id = ANY (p_ids)
+            GROUP BY 1 ORDER BY 1
+        LOOP
+            qr := {s}.queue_room(v_queue, want, p_worker, v_at);
+            r_names := r_names || v_queue;
+            r_rooms := r_rooms || qr.room;
+            r_rates := r_rates || qr.rate_room;
+        END LOOP;
+    END IF;
+    -- Free: every queue has room for all asked of it, no rate of a queue or a key is involved.
+    free := NOT EXISTS (SELECT 1 FROM unnest(r_rooms, r_rates) AS x(room, rate)
+                        WHERE x.rate IS NOT NULL)
+            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits)
+            AND (p_from = 'claim' AND NOT EXISTS (SELECT 1 FROM unnest(r_rooms) AS x(room)
+                                                  WHERE x.room < p_limit)
+                 OR p_from <> 'claim' AND NOT EXISTS (
+                        SELECT 1 FROM unnest(r_names, r_rooms) AS x(name, room)
+                        WHERE x.room < (CASE WHEN p_from = 'new'
+                            THEN (SELECT count(*) FROM jsonb_array_elements(p_new) n
+                                  WHERE n->>'queue' = x.name)
+                            ELSE (SELECT count(*) FROM {s}.executions e
+                                  WHERE e.id = ANY (p_ids) AND e.queue = x.name) END)));
+    IF free THEN
+        v_at := NULL;
+    END IF;
     IF p_from = 'new' THEN
-        free := {s}.flow_free(ARRAY(SELECT DISTINCT x->>'queue' FROM jsonb_array_elements(p_new) x));
         IF NOT free THEN
-            v_at := clock_timestamp();
             SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
                                   array_agg(r.rate_key ORDER BY r.ord),
-                                  array_agg(true ORDER BY r.ord), v_at)
+                                  array_agg(true ORDER BY r.ord), r_names, r_rooms, r_rates, v_at)
             INTO keep
             FROM jsonb_to_recordset(p_new) WITH ORDINALITY
                  AS r(id uuid, queue text, rate_key text, ord bigint);
@@ -230,54 +264,50 @@ BEGIN
         ), counted AS (
             INSERT INTO {s}.rate_starts (limiter, at)
             SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-            WHERE NOT free
+            WHERE v_at IS NOT NULL
         )
         SELECT * FROM a;
         RETURN;
     END IF;
+    IF p_from = 'claim' AND free THEN
+        -- The same transition as the one below, in the same statement as the choice of
+        -- candidates: choosing them first into p_ids, a statement more, cost 6% of the jobs
+        -- one worker process drains.
+        RETURN QUERY
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, now())
+        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
+        -- key.
+        WHERE e.id = ANY (ARRAY(
+            SELECT c.id
+            FROM unnest(p_queues) AS q(queue)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.priority, x.run_at
+                FROM {s}.executions x
+                WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                  AND x.run_at <= now()
+                  AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                       OR x.run_at <= now() - interval '200 milliseconds'
+                       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                      WHERE h.worker_id = x.sticky_worker_id))
+                  AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                        (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                         WHERE m.name = x.name), 2147483647))
+                  AND x.id <> ALL (p_exclude)
+                ORDER BY x.priority DESC, x.run_at, x.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED
+            ) c
+            ORDER BY c.priority DESC, c.run_at, c.id
+            LIMIT p_limit))
+        RETURNING e.*;
+        RETURN;
+    END IF;
     IF p_from = 'claim' THEN
-        IF p_limit <= 0 THEN
-            RETURN;
-        END IF;
-        IF {s}.flow_free(p_queues) THEN
-            -- The same transition as the one below, in the same statement as the choice of
-            -- candidates: choosing them first into p_ids, a statement more, cost 6% of the
-            -- jobs one worker process drains.
-            RETURN QUERY
-            UPDATE {s}.executions e
-            SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-                attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-                started_at = COALESCE(e.started_at, now())
-            -- An id array, not a join: the plan (generic, so not knowing how many) stays on
-            -- the key.
-            WHERE e.id = ANY (ARRAY(
-                SELECT c.id
-                FROM unnest(p_queues) AS q(queue)
-                CROSS JOIN LATERAL (
-                    SELECT x.id, x.priority, x.run_at
-                    FROM {s}.executions x
-                    WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
-                      AND x.run_at <= now()
-                      AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
-                           OR x.run_at <= now() - interval '200 milliseconds'
-                           OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                                          WHERE h.worker_id = x.sticky_worker_id))
-                      AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                            (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
-                             WHERE m.name = x.name), 2147483647))
-                      AND x.id <> ALL (p_exclude)
-                    ORDER BY x.priority DESC, x.run_at, x.id
-                    LIMIT p_limit
-                    FOR UPDATE SKIP LOCKED
-                ) c
-                ORDER BY c.priority DESC, c.run_at, c.id
-                LIMIT p_limit))
-            RETURNING e.*;
-            RETURN;
-        END IF;
-        -- Limited: candidates as above, but a queue with no room is not looked at and a spent
-        -- rate lets only workflows resuming through; then admissible() decides exactly.
-        v_at := clock_timestamp();
+        -- Limited: candidates as above, but none from a queue with no room, and (unless a
+        -- workflow resuming) none under a spent rate; then admissible() decides exactly.
         spent := {s}.spent_rate_keys(v_at);
         SELECT array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id),
                array_agg(c.queue ORDER BY c.priority DESC, c.run_at, c.id),
@@ -286,8 +316,7 @@ BEGIN
         INTO c_ids, c_queues, c_keys, c_starts
         FROM (
             SELECT x.*
-            FROM (SELECT l.queue, l.room, l.rate_ok
-                  FROM {s}.flow_rooms(p_queues, p_limit, v_at) l WHERE l.room > 0) q
+            FROM unnest(r_names, r_rooms, r_rates) AS q(queue, room, rate)
             CROSS JOIN LATERAL (
                 SELECT x.id, x.queue, x.rate_key, x.priority, x.run_at,
                        (x.kind <> 'workflow' OR x.started_at IS NULL) AS start
@@ -302,37 +331,34 @@ BEGIN
                         (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
                          WHERE m.name = x.name), 2147483647))
                   AND x.id <> ALL (p_exclude)
-                  AND ((q.rate_ok AND (x.rate_key IS NULL OR x.rate_key <> ALL (spent)))
+                  AND ((COALESCE(q.rate, 1) > 0
+                        AND (x.rate_key IS NULL OR x.rate_key <> ALL (spent)))
                        OR (x.kind = 'workflow' AND x.started_at IS NOT NULL))
                 ORDER BY x.priority DESC, x.run_at, x.id
                 LIMIT q.room
                 FOR UPDATE SKIP LOCKED
             ) x
+            WHERE q.room > 0
             ORDER BY x.priority DESC, x.run_at, x.id
             LIMIT p_limit
         ) c;
         IF c_ids IS NULL THEN
             RETURN;
         END IF;
-        keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, v_at);
-    ELSE
-        IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
-            RETURN;
-        END IF;
+        keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, r_names, r_rooms, r_rates,
+                               v_at);
+    ELSIF free THEN
         keep := p_ids;
-        IF NOT {s}.flow_free(ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e
-                                   WHERE e.id = ANY (p_ids))) THEN
-            v_at := clock_timestamp();
-            SELECT {s}.admissible(
-                       array_agg(e.id ORDER BY o.ord), array_agg(e.queue ORDER BY o.ord),
-                       array_agg(e.rate_key ORDER BY o.ord),
-                       array_agg(e.kind <> 'workflow' OR e.started_at IS NULL ORDER BY o.ord),
-                       v_at)
-            INTO keep
-            FROM unnest(p_ids) WITH ORDINALITY AS o(id, ord)
-            JOIN {s}.executions e ON e.id = o.id
-            WHERE e.status = p_from;
-        END IF;
+    ELSE
+        SELECT {s}.admissible(
+                   array_agg(e.id ORDER BY o.ord), array_agg(e.queue ORDER BY o.ord),
+                   array_agg(e.rate_key ORDER BY o.ord),
+                   array_agg(e.kind <> 'workflow' OR e.started_at IS NULL ORDER BY o.ord),
+                   r_names, r_rooms, r_rates, v_at)
+        INTO keep
+        FROM unnest(p_ids) WITH ORDINALITY AS o(id, ord)
+        JOIN {s}.executions e ON e.id = o.id
+        WHERE e.status = p_from;
     END IF;
     RETURN QUERY
     WITH a AS (
@@ -654,33 +680,6 @@ CREATE FUNCTION {s}.flow_lock_key() RETURNS bigint
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT hashtextextended('{s}.flow', 0) $$;
 
-CREATE FUNCTION {s}.flow_rooms(p_queues text[], p_limit integer, p_now timestamp with time zone) RETURNS TABLE(queue text, room integer, rate_ok boolean)
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    q record;
-BEGIN
-    FOR queue IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
-        SELECT * INTO q FROM {s}.queues WHERE name = queue FOR UPDATE;
-        IF NOT FOUND THEN
-            room := p_limit;
-            rate_ok := true;
-        ELSE
-            room := CASE
-                WHEN q.paused THEN 0
-                WHEN q.concurrency IS NULL THEN p_limit
-                ELSE least(p_limit, greatest(q.concurrency - (
-                    SELECT count(*) FROM {s}.executions e
-                    WHERE e.queue = q.name AND e.status = 'running'), 0))
-            END;
-            rate_ok := q.rate_starts IS NULL
-                       OR {s}.rate_room('q:' || q.name, q.rate_starts, q.rate_period, p_now) > 0;
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-END;
-$$;
-
 CREATE FUNCTION {s}.free_key_slot() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -826,6 +825,48 @@ CREATE FUNCTION {s}.new_id() RETURNS uuid
         'hex')::uuid
 $$;
 
+CREATE FUNCTION {s}.queue_room(p_name text, p_want integer, p_worker uuid, p_now timestamp with time zone, OUT room integer, OUT rate_room integer) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q record;
+    lock_key bigint := hashtextextended('{s}.queue ' || p_name, 0);
+    held_shared text := COALESCE(current_setting('flow_control.shared_queue_locks', true), '');
+    marker text := '/' || p_name || '/';
+BEGIN
+    room := p_want;
+    SELECT * INTO q FROM {s}.queues WHERE name = p_name;
+    IF NOT FOUND OR NOT (q.paused OR q.concurrency IS NOT NULL OR q.rate_starts IS NOT NULL) THEN
+        RETURN;
+    END IF;
+    IF q.paused THEN
+        room := 0;
+        RETURN;
+    END IF;
+    IF q.rate_starts IS NULL
+       AND (position(marker IN held_shared) > 0 OR {s}.roomy(p_name, q.concurrency, p_worker))
+    THEN
+        PERFORM pg_advisory_xact_lock_shared(lock_key);
+        IF position(marker IN held_shared) = 0 THEN
+            PERFORM set_config('flow_control.shared_queue_locks', held_shared || marker, true);
+        END IF;
+        IF NOT {s}.roomy(p_name, q.concurrency, p_worker) THEN
+            room := 0;
+        END IF;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(lock_key);
+    IF q.concurrency IS NOT NULL THEN
+        room := least(p_want, greatest(q.concurrency - (
+            SELECT count(*) FROM {s}.executions e
+            WHERE e.queue = p_name AND e.status = 'running'), 0));
+    END IF;
+    IF q.rate_starts IS NOT NULL THEN
+        rate_room := {s}.rate_room('q:' || p_name, q.rate_starts, q.rate_period, p_now);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION {s}.rate_room(p_limiter text, p_starts integer, p_period double precision, p_now timestamp with time zone) RETURNS integer
     LANGUAGE plpgsql
     AS $$
@@ -883,6 +924,19 @@ BEGIN
     PERFORM {s}.wake(ARRAY[p_parent]);
     RETURN true;
 END;
+$$;
+
+CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT COALESCE(
+        bool_and(h.concurrency IS NOT NULL) AND bool_or(h.worker_id = p_worker)
+        AND (SELECT count(*) FROM {s}.executions e
+             WHERE e.queue = p_name AND e.status = 'running') + sum(2 * h.concurrency)
+            <= p_limit,
+        false)
+    FROM {s}.worker_heartbeats h
+    WHERE p_name = ANY (h.queues)
 $$;
 
 CREATE TABLE {s}.queues (
@@ -1127,7 +1181,8 @@ CREATE TABLE {s}.worker_heartbeats (
     queues text[] NOT NULL,
     code_version text NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
-    last_heartbeat timestamp with time zone DEFAULT now() NOT NULL
+    last_heartbeat timestamp with time zone DEFAULT now() NOT NULL,
+    concurrency integer
 );
 
 CREATE TABLE {s}.worker_offers (

@@ -137,7 +137,11 @@ class Worker:
             self.settings, dsn=self.dsn, max_size=self.concurrency + 4
         )
         registration = Registration(
-            socket.gethostname(), os.getpid(), tuple(self.queues), workflows.__version__
+            socket.gethostname(),
+            os.getpid(),
+            tuple(self.queues),
+            workflows.__version__,
+            self.concurrency,
         )
         try:
             await store.register_worker(self.id, registration)
