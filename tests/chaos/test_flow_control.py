@@ -110,7 +110,10 @@ def test_queue_limit_of_two_holds_across_three_workers_and_a_sigkill(
     db = chaos_db
     prepare(db)
     started = time.monotonic()
-    workers = start_fleet(fleet)
+    # One slot per process: reaching 2 at once takes two processes (a worker that frees a
+    # slot of a limited queue claims it straight back, so with more slots one could hold
+    # both), and a limit counted per process would let all three run.
+    workers = start_fleet(fleet, "-c", "1")
     assert queues.set_limit_sync(QUEUE, concurrency=2)["concurrency"] == 2
     tags = {flow_app.span.queue_sync(f"g{i}", 0.25): f"g{i}" for i in range(40)}
 

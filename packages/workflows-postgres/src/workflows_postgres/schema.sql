@@ -231,9 +231,6 @@ BEGIN
                                   WHERE n->>'queue' = x.name)
                             ELSE (SELECT count(*) FROM {s}.executions e
                                   WHERE e.id = ANY (p_ids) AND e.queue = x.name) END)));
-    IF free THEN
-        v_at := NULL;
-    END IF;
     IF p_from = 'new' THEN
         IF NOT free THEN
             SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
@@ -252,7 +249,8 @@ BEGIN
             SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority,
                    r.args::json, r.max_retries, r.timeout_seconds, now(), r.version, r.deadline,
                    r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
-                   'running', p_worker, 1, 1, COALESCE(v_at, now())
+                   -- Started as it was enqueued, when nothing could hold it back.
+                   'running', p_worker, 1, 1, CASE WHEN free THEN now() ELSE v_at END
             FROM jsonb_to_recordset(p_new)
                  AS r(id uuid, kind text, name text, queue text, priority integer, args text,
                       max_retries integer, timeout_seconds float8, version integer,
@@ -264,7 +262,7 @@ BEGIN
         ), counted AS (
             INSERT INTO {s}.rate_starts (limiter, at)
             SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-            WHERE v_at IS NOT NULL
+            WHERE NOT free
         )
         SELECT * FROM a;
         RETURN;
@@ -277,7 +275,7 @@ BEGIN
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
             attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, now())
+            started_at = COALESCE(e.started_at, v_at)
         -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
         -- key.
         WHERE e.id = ANY (ARRAY(
@@ -365,7 +363,7 @@ BEGIN
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
             attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, v_at, now()),
+            started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
         WHERE e.id = ANY (keep) AND e.status = CASE WHEN p_from = 'claim' THEN 'pending'
@@ -376,7 +374,7 @@ BEGIN
         -- started_at is the one just set).
         INSERT INTO {s}.rate_starts (limiter, at)
         SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-        WHERE v_at IS NOT NULL AND (a.kind <> 'workflow' OR a.started_at = v_at)
+        WHERE NOT free AND (a.kind <> 'workflow' OR a.started_at = v_at)
     )
     SELECT * FROM a;
 END;

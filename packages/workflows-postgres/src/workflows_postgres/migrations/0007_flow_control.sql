@@ -219,9 +219,11 @@ $$;
 -- queue's room and its rates (admissible()). Executions on concurrency keys are within their
 -- key's limit whenever they are not held (the triggers below), and a held one is never a
 -- candidate. 'new' inserts only what is admitted: the caller inserts the rest as pending.
--- Admissions under a rate are timed by clock_timestamp() taken under the locks, not now():
--- rate windows count them in the order they took the lock, whenever their transactions
--- began; each admitted start is counted by its rates.
+-- Admissions are timed by clock_timestamp() once the flow lock is held, not by now() (the
+-- transaction's start, which may be before a pause or a resume it waited for); each start
+-- admitted under a rate is counted by it at that time. Any two starts less than a period
+-- apart: the later to take the rate's lock counted the earlier, so a window never holds more
+-- than the rate allows.
 CREATE OR REPLACE FUNCTION {s}.admit(
     p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL, p_wakeups bigint[] DEFAULT NULL,
     p_new jsonb DEFAULT NULL, p_queues text[] DEFAULT NULL, p_limit integer DEFAULT 0,
@@ -296,9 +298,6 @@ BEGIN
                                   WHERE n->>'queue' = x.name)
                             ELSE (SELECT count(*) FROM {s}.executions e
                                   WHERE e.id = ANY (p_ids) AND e.queue = x.name) END)));
-    IF free THEN
-        v_at := NULL;
-    END IF;
     IF p_from = 'new' THEN
         IF NOT free THEN
             SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
@@ -317,7 +316,8 @@ BEGIN
             SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority,
                    r.args::json, r.max_retries, r.timeout_seconds, now(), r.version, r.deadline,
                    r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
-                   'running', p_worker, 1, 1, COALESCE(v_at, now())
+                   -- Started as it was enqueued, when nothing could hold it back.
+                   'running', p_worker, 1, 1, CASE WHEN free THEN now() ELSE v_at END
             FROM jsonb_to_recordset(p_new)
                  AS r(id uuid, kind text, name text, queue text, priority integer, args text,
                       max_retries integer, timeout_seconds float8, version integer,
@@ -329,7 +329,7 @@ BEGIN
         ), counted AS (
             INSERT INTO {s}.rate_starts (limiter, at)
             SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-            WHERE v_at IS NOT NULL
+            WHERE NOT free
         )
         SELECT * FROM a;
         RETURN;
@@ -342,7 +342,7 @@ BEGIN
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
             attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, now())
+            started_at = COALESCE(e.started_at, v_at)
         -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
         -- key.
         WHERE e.id = ANY (ARRAY(
@@ -430,7 +430,7 @@ BEGIN
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
             attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, v_at, now()),
+            started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
         WHERE e.id = ANY (keep) AND e.status = CASE WHEN p_from = 'claim' THEN 'pending'
@@ -441,7 +441,7 @@ BEGIN
         -- started_at is the one just set).
         INSERT INTO {s}.rate_starts (limiter, at)
         SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-        WHERE v_at IS NOT NULL AND (a.kind <> 'workflow' OR a.started_at = v_at)
+        WHERE NOT free AND (a.kind <> 'workflow' OR a.started_at = v_at)
     )
     SELECT * FROM a;
 END;
