@@ -22,10 +22,22 @@ from workflows.store import WorkerStore
 
 log = logging.getLogger("workflows.worker")
 
+# A look that found room but claimed nothing waits this long before the next, then twice as
+# long each time, up to the poll interval.
+_FIRST_BACKOFF = 0.01
+
 
 class FlowView:
-    def __init__(self, store: WorkerStore, queues: Sequence[str], look: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: WorkerStore,
+        queues: Sequence[str],
+        look: Callable[[], None],
+        poll: float = 1.0,
+    ) -> None:
         self._store = store
+        self._poll = poll
+        self._backoff = _FIRST_BACKOFF
         self._queues = frozenset(queues)
         self._look = look
         # Nothing runs ahead until the settings have been read once.
@@ -44,14 +56,16 @@ class FlowView:
         self._eager = self._queues - frozenset(limited)
         self._rated = bool(row["rates"]) or bool(self._queues.intersection(rated))
 
-    def claimed_short(self) -> None:
-        """A claim took fewer than it asked for: if a rate may be why, look again when it
-        has room."""
+    def claimed_short(self, got: int) -> None:
+        """A claim took fewer than it asked for (``got``): if a rate may be why, look again
+        when it has room."""
+        if got:
+            self._backoff = _FIRST_BACKOFF
         if not self._rated or (self._asking is not None and not self._asking.done()):
             return
-        self._asking = asyncio.get_running_loop().create_task(self._when_room())
+        self._asking = asyncio.get_running_loop().create_task(self._when_room(got))
 
-    async def _when_room(self) -> None:
+    async def _when_room(self, got: int) -> None:
         try:
             rows = await self._store.control("rate_room_at", (sorted(self._queues),))
         except Exception as exc:
@@ -59,9 +73,15 @@ class FlowView:
             log.debug("asking when a rate has room failed: %s", exc)
             return
         seconds = rows[0]["seconds"] if rows else None
-        if seconds is not None:
-            await asyncio.sleep(max(float(seconds), 0.0) + 0.001)
-            self._look()
+        if seconds is None:
+            return
+        if seconds <= 0 and not got:
+            # Room, and work, yet the claim took nothing (others took it, or it is not this
+            # worker's to take): look again, but less and less often, never spinning.
+            seconds = self._backoff
+            self._backoff = min(self._backoff * 2, self._poll)
+        await asyncio.sleep(float(seconds) + 0.001)
+        self._look()
 
     def close(self) -> None:
         if self._asking is not None:

@@ -49,7 +49,7 @@ class Pump:
         stopping: Callable[[], bool],
         burst: bool = False,
         on_idle: Callable[[], Awaitable[None]] | None = None,
-        claimed_short: Callable[[], None] | None = None,
+        claimed_short: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -145,7 +145,7 @@ class Pump:
                 wakeup.looking = True
             elif want and self._claimed_short is not None:
                 # Fewer than asked: nothing more, or a limit (a spent rate says when to look).
-                self._claimed_short()
+                self._claimed_short(len(claimed))
             for c in claimed:
                 self._start(c)
 

@@ -230,7 +230,7 @@ class Worker:
     def _assemble(self, store: WorkerStore, registration: Registration) -> _Parts:
         settings, worker_id = self.settings, self.id
         activations = ActivationBatches(store, worker_id, self._wakeup, self._writes)
-        flow = FlowView(store, self.queues, self._wakeup.look)
+        flow = FlowView(store, self.queues, self._wakeup.look, settings.worker_poll_interval)
         runner = WorkflowRunner(
             store,
             worker_id,

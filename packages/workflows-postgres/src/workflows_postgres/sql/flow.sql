@@ -51,21 +51,32 @@ SELECT COALESCE(array_agg(q.name) FILTER (
        EXISTS (SELECT 1 FROM {s}.rate_limits) AS rates
 FROM {s}.queues q
 
--- Seconds until the first of the spent rates that hold back queues $1 has room again (its
--- oldest start leaves the window); NULL when none is spent.
+-- When a worker whose claim came back short should look again, in seconds, for its queues $1
+-- that have runnable work: now (0) when the rate of one of them has room, else when the first
+-- spent rate (of a queue, or a rate key) has room again, as its oldest start leaves the window.
+-- NULL: no runnable work, or no rate involved.
 -- name: rate_room_at
-SELECT extract(epoch FROM min(w.first + make_interval(secs => w.period)) - clock_timestamp())
-           ::float8 AS seconds
+SELECT CASE WHEN EXISTS (
+           SELECT 1 FROM unnest($1::text[]) AS q(queue)
+           WHERE EXISTS (SELECT 1 FROM {s}.executions x
+                         WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                           AND x.run_at <= now()))
+       THEN greatest(min(w.seconds), 0) END AS seconds
 FROM (
-    SELECT (SELECT min(s.at) FROM {s}.rate_starts s WHERE s.limiter = 'q:' || q.name) AS first,
-           q.rate_period AS period
+    SELECT CASE WHEN l.used < q.rate_starts THEN 0
+                ELSE extract(epoch FROM l.first + make_interval(secs => q.rate_period)
+                                        - clock_timestamp()) END::float8 AS seconds
     FROM {s}.queues q
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS used, min(s.at) AS first FROM {s}.rate_starts s
+        WHERE s.limiter = 'q:' || q.name
+          AND s.at > clock_timestamp() - make_interval(secs => q.rate_period)) l
     WHERE q.name = ANY ($1::text[]) AND q.rate_starts IS NOT NULL
-      AND q.rate_starts <= (SELECT count(*) FROM {s}.rate_starts s
-                            WHERE s.limiter = 'q:' || q.name
-                              AND s.at > clock_timestamp() - make_interval(secs => q.rate_period))
     UNION ALL
-    SELECT (SELECT min(s.at) FROM {s}.rate_starts s WHERE s.limiter = 'k:' || r.key), r.period
-    FROM {s}.rate_limits r
+    SELECT extract(epoch FROM min(s.at) + make_interval(secs => r.period)
+                              - clock_timestamp())::float8
+    FROM {s}.rate_limits r JOIN {s}.rate_starts s ON s.limiter = 'k:' || r.key
     WHERE r.key = ANY ({s}.spent_rate_keys(clock_timestamp()))
+      AND s.at > clock_timestamp() - make_interval(secs => r.period)
+    GROUP BY r.key, r.period
 ) w
