@@ -38,6 +38,8 @@ class FlowView:
         self._store = store
         self._poll = poll
         self._backoff = _FIRST_BACKOFF
+        # The last look this view asked for was for room there and then.
+        self._probing = False
         self._queues = frozenset(queues)
         self._look = look
         # Nothing runs ahead until the settings have been read once.
@@ -56,16 +58,20 @@ class FlowView:
         self._eager = self._queues - frozenset(limited)
         self._rated = bool(row["rates"]) or bool(self._queues.intersection(rated))
 
-    def claimed_short(self, got: int) -> None:
-        """A claim took fewer than it asked for (``got``): if a rate may be why, look again
+    def claimed(self, got: int, wanted: int) -> None:
+        """A claim took ``got`` of the ``wanted``: if fewer and a rate may be why, look again
         when it has room."""
         if got:
+            # Progress: no reason to slow down.
             self._backoff = _FIRST_BACKOFF
-        if not self._rated or (self._asking is not None and not self._asking.done()):
+            self._probing = False
+        if got == wanted or not self._rated:
             return
-        self._asking = asyncio.get_running_loop().create_task(self._when_room(got))
+        if self._asking is not None and not self._asking.done():
+            return
+        self._asking = asyncio.get_running_loop().create_task(self._when_room())
 
-    async def _when_room(self, got: int) -> None:
+    async def _when_room(self) -> None:
         try:
             rows = await self._store.control("rate_room_at", (sorted(self._queues),))
         except Exception as exc:
@@ -75,12 +81,15 @@ class FlowView:
         seconds = rows[0]["seconds"] if rows else None
         if seconds is None:
             return
-        if seconds <= 0 and not got:
-            # Room, and work, yet the claim took nothing (others took it, or it is not this
-            # worker's to take): look again, but less and less often, never spinning.
-            seconds = self._backoff
-            self._backoff = min(self._backoff * 2, self._poll)
-        await asyncio.sleep(float(seconds) + 0.001)
+        if seconds <= 0:
+            # Room, and work, now. A look it asked for that took nothing (others were quicker,
+            # or the work is not this worker's to take) makes the next one wait, longer and
+            # longer: never spinning.
+            if self._probing:
+                seconds = self._backoff
+                self._backoff = min(self._backoff * 2, self._poll)
+            self._probing = True
+        await asyncio.sleep(float(seconds))
         self._look()
 
     def close(self) -> None:

@@ -27,8 +27,8 @@ class Pump:
     Collaborators: ``start`` runs a claim; ``holds`` says whether a workflow is held in memory
     here (an outcome resolving it may claim it straight back); ``versions`` the newest version
     of each workflow this worker's code has; ``on_idle`` is called on each idle round (to
-    offer this worker for handoffs); ``claimed_short`` when a claim took fewer than it
-    asked for.
+    offer this worker for handoffs); ``claimed`` with how many a claim took of how many
+    it asked for.
     """
 
     def __init__(
@@ -49,7 +49,7 @@ class Pump:
         stopping: Callable[[], bool],
         burst: bool = False,
         on_idle: Callable[[], Awaitable[None]] | None = None,
-        claimed_short: Callable[[int], None] | None = None,
+        claimed: Callable[[int, int], None] | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -66,7 +66,7 @@ class Pump:
         self._stopping = stopping
         self._burst = burst
         self._on_idle = on_idle
-        self._claimed_short = claimed_short
+        self._claimed = claimed
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,9 +143,9 @@ class Pump:
             # notification that came in meanwhile has set it already: never clear it here.)
             if want and len(claimed) == want:
                 wakeup.looking = True
-            elif want and self._claimed_short is not None:
+            if want and self._claimed is not None:
                 # Fewer than asked: nothing more, or a limit (a spent rate says when to look).
-                self._claimed_short(len(claimed))
+                self._claimed(len(claimed), want)
             for c in claimed:
                 self._start(c)
 

@@ -300,7 +300,7 @@ class Worker:
             stopping=self._stopping.is_set,
             burst=self.burst,
             on_idle=notifications.offer,
-            claimed_short=flow.claimed_short,
+            claimed=flow.claimed,
         )
         return _Parts(
             store, runner, executor, activations, notifications, maintenance, heart, pump, flow
