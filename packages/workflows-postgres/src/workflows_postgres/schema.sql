@@ -844,11 +844,13 @@ BEGIN
     IF q.rate_starts IS NULL
        AND (position(marker IN held_shared) > 0 OR {s}.roomy(p_name, q.concurrency, p_worker))
     THEN
+        -- Roomy needs no count of its own under the lock: what every live worker can hold
+        -- running bounds it whenever it was read. The lock keeps counting admissions out.
         PERFORM pg_advisory_xact_lock_shared(lock_key);
         IF position(marker IN held_shared) = 0 THEN
             PERFORM set_config('flow_control.shared_queue_locks', held_shared || marker, true);
-        END IF;
-        IF NOT {s}.roomy(p_name, q.concurrency, p_worker) THEN
+        ELSIF NOT {s}.roomy(p_name, q.concurrency, p_worker) THEN
+            -- Held since an earlier admission of this transaction, and no longer roomy.
             room := 0;
         END IF;
         RETURN;

@@ -89,8 +89,10 @@ $$;
 -- Whether admissions to queue p_name (limit p_limit) by p_worker may skip the count: what runs
 -- of it now plus twice the concurrency of every live worker serving it (all a worker can hold
 -- running at once, the slots of writes in flight included) stays within the limit, and
--- p_worker is one of those workers. Valid under the queue's lock in shared mode, which keeps
--- out the admissions that count (see queue_room()): then only such workers admit meanwhile.
+-- p_worker is one of those workers. Then, whatever they admit, the queue's running executions
+-- cannot pass the limit: those of workers no longer live are counted, every live worker's
+-- are bounded. Admissions that count instead (near the limit) must not run beside them: the
+-- queue's lock, shared for these and exclusive for those, keeps them apart (queue_room()).
 CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT COALESCE(
@@ -133,11 +135,13 @@ BEGIN
     IF q.rate_starts IS NULL
        AND (position(marker IN held_shared) > 0 OR {s}.roomy(p_name, q.concurrency, p_worker))
     THEN
+        -- Roomy needs no count of its own under the lock: what every live worker can hold
+        -- running bounds it whenever it was read. The lock keeps counting admissions out.
         PERFORM pg_advisory_xact_lock_shared(lock_key);
         IF position(marker IN held_shared) = 0 THEN
             PERFORM set_config('flow_control.shared_queue_locks', held_shared || marker, true);
-        END IF;
-        IF NOT {s}.roomy(p_name, q.concurrency, p_worker) THEN
+        ELSIF NOT {s}.roomy(p_name, q.concurrency, p_worker) THEN
+            -- Held since an earlier admission of this transaction, and no longer roomy.
             room := 0;
         END IF;
         RETURN;
