@@ -353,7 +353,7 @@ async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_i
 ) -> None:
     # Two workers of concurrency 2 can hold at most 2 * 2 * 2 = 8 running (writes in flight
     # included): under a limit of 20 their claims skip the count (the queue's lock in shared
-    # mode); under a limit of 5 they count, and never pass it.
+    # mode); under a limit of 5 (below 8) they count, and never pass it.
     async def worker() -> str:
         worker_id = str(uuid.uuid4())
         await store.register_worker(
@@ -367,7 +367,7 @@ async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_i
     first = await store.claim(one, ["roomy"], 2) + await store.claim(two, ["roomy"], 2)
     assert len(first) == 4
     await queues.set_limit("roomy", concurrency=5)
-    # 4 running + 8 the fleet could add > 5: counted, 1 more at most.
+    # Counted: 4 run, 1 more at most.
     assert len(await store.claim(one, ["roomy"], 2)) == 1
     assert await store.claim(two, ["roomy"], 2) == []
     assert (

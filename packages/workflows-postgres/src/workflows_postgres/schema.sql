@@ -844,8 +844,7 @@ BEGIN
     IF q.rate_starts IS NULL
        AND (position(marker IN held_shared) > 0 OR {s}.roomy(p_name, q.concurrency, p_worker))
     THEN
-        -- Roomy needs no count of its own under the lock: what every live worker can hold
-        -- running bounds it whenever it was read. The lock keeps counting admissions out.
+        -- The lock only keeps counting admissions out: the bound holds whenever it was read.
         PERFORM pg_advisory_xact_lock_shared(lock_key);
         IF position(marker IN held_shared) = 0 THEN
             PERFORM set_config('flow_control.shared_queue_locks', held_shared || marker, true);
@@ -931,9 +930,7 @@ CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS b
     AS $$
     SELECT COALESCE(
         bool_and(h.concurrency IS NOT NULL) AND bool_or(h.worker_id = p_worker)
-        AND (SELECT count(*) FROM {s}.executions e
-             WHERE e.queue = p_name AND e.status = 'running') + sum(2 * h.concurrency)
-            <= p_limit,
+        AND sum(2 * h.concurrency) <= p_limit,
         false)
     FROM {s}.worker_heartbeats h
     WHERE p_name = ANY (h.queues)

@@ -50,8 +50,12 @@ class Slots:
         if self._closed():
             return 0
         # Executions waiting for their outcome to be written run no code: their slots are
-        # free (so under load claims go with the outcomes that free them).
-        return max(self.capacity() - len(self._tasks) + self._writing, 0)
+        # free (so under load claims go with the outcomes that free them). Never more than
+        # twice the capacity in all, though: the bound flow control counts on (roomy() in
+        # migration 0007) for what one worker can hold running.
+        capacity = self.capacity()
+        tasks = len(self._tasks)
+        return max(min(capacity - tasks + self._writing, 2 * capacity - tasks), 0)
 
     def free_for_handoff(self) -> int:
         """Free slots a claim in progress has not asked for already."""

@@ -86,20 +86,20 @@ BEGIN
 END;
 $$;
 
--- Whether admissions to queue p_name (limit p_limit) by p_worker may skip the count: what runs
--- of it now plus twice the concurrency of every live worker serving it (all a worker can hold
--- running at once, the slots of writes in flight included) stays within the limit, and
--- p_worker is one of those workers. Then, whatever they admit, the queue's running executions
--- cannot pass the limit: those of workers no longer live are counted, every live worker's
--- are bounded. Admissions that count instead (near the limit) must not run beside them: the
--- queue's lock, shared for these and exclusive for those, keeps them apart (queue_room()).
+-- Whether admissions to queue p_name (limit p_limit) by p_worker may skip the count: twice the
+-- concurrency of every live worker serving it stays within the limit, and p_worker is one of
+-- them. A worker never holds more than twice its concurrency running (its slots, and as many
+-- executions whose outcome is being written: workflows_worker.slots), and only live workers
+-- admit (a dead one stays in worker_heartbeats, its bound counted, until its executions are
+-- recovered in the same transaction that removes it): so whatever they admit, the queue's
+-- running executions cannot pass the limit, and nothing needs counting. Admissions that count
+-- instead (near a limit) must not run beside them: the queue's lock, shared for these and
+-- exclusive for those, keeps them apart (queue_room()).
 CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT COALESCE(
         bool_and(h.concurrency IS NOT NULL) AND bool_or(h.worker_id = p_worker)
-        AND (SELECT count(*) FROM {s}.executions e
-             WHERE e.queue = p_name AND e.status = 'running') + sum(2 * h.concurrency)
-            <= p_limit,
+        AND sum(2 * h.concurrency) <= p_limit,
         false)
     FROM {s}.worker_heartbeats h
     WHERE p_name = ANY (h.queues)
@@ -135,8 +135,7 @@ BEGIN
     IF q.rate_starts IS NULL
        AND (position(marker IN held_shared) > 0 OR {s}.roomy(p_name, q.concurrency, p_worker))
     THEN
-        -- Roomy needs no count of its own under the lock: what every live worker can hold
-        -- running bounds it whenever it was read. The lock keeps counting admissions out.
+        -- The lock only keeps counting admissions out: the bound holds whenever it was read.
         PERFORM pg_advisory_xact_lock_shared(lock_key);
         IF position(marker IN held_shared) = 0 THEN
             PERFORM set_config('flow_control.shared_queue_locks', held_shared || marker, true);

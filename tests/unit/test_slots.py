@@ -1,0 +1,34 @@
+"""A worker's slots: never more than twice its capacity held, writes in flight included
+(the bound flow control relies on: roomy() in migration 0007)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from workflows_worker.slots import Slots
+
+
+async def test_slots_of_writes_in_flight_are_free_up_to_twice_the_capacity() -> None:
+    slots = Slots(2, stuck=lambda: 0, closed=lambda: False)
+    gate = asyncio.Event()
+    tasks = []
+
+    def start(n: int) -> None:
+        for _ in range(n):
+            task = asyncio.create_task(gate.wait())
+            tasks.append(task)
+            slots.add(f"e{len(tasks)}", task, None)
+
+    start(2)
+    assert slots.free() == 0
+    # Both wait for their outcome to be written: their slots are free again...
+    with slots.writing(), slots.writing():
+        assert slots.free() == 2
+        start(2)
+        # ... but four held (two running, two being written) is all one worker may hold.
+        assert slots.free() == 0
+        with slots.writing(), slots.writing():
+            assert slots.free() == 0
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert slots.free() == 2
