@@ -377,3 +377,37 @@ async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_i
         )
         == 5
     )
+
+
+@workflows.job(queue="many", concurrency_key=lambda customer, n: f"customer:{customer}")
+async def per_customer(customer: str, n: int) -> int:
+    return n
+
+
+async def test_queue_many_with_keys_from_each_call(store: PostgresStore, database_url: str) -> None:
+    calls = [((c, n), {}) for n in range(3) for c in ("b", "a")]
+    ids = await per_customer.queue_many(calls)
+    rows = {
+        r[0]: r[1:]
+        for r in psycopg.connect(database_url)
+        .execute(
+            b"SELECT id::text, concurrency_key, held, args->'args' FROM workflows.executions"
+            b" WHERE queue = 'many'"
+        )
+        .fetchall()
+    }
+    # Ids in call order, each with its own call's key; the first of each key took its slot.
+    assert [rows[i][2] for i in ids] == [list(args) for args, _ in calls]
+    assert [rows[i][0] for i in ids] == [f"customer:{c}" for (c, _), _ in calls]
+    assert [rows[i][1] for i in ids] == [False, False, True, True, True, True]
+    # Each key's runs start in call order.
+    worker = await _worker(store, "many")
+    order = []
+    for _ in range(3):
+        claimed = await store.claim(worker, ["many"], 10)
+        order += [c.id for c in claimed]
+        await _finish(store, claimed)
+    assert [i for i in order if rows[i][0] == "customer:a"] == [
+        i for i in ids if rows[i][0] == "customer:a"
+    ]
+    assert len(order) == 6

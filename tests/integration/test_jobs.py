@@ -334,7 +334,8 @@ async def test_claim_query_walks_the_claim_index(store: PostgresStore) -> None:
             "AND pronamespace = 'workflows'::regnamespace"
         )
         start = source.index("ANY (ARRAY(") + len("ANY (ARRAY(")
-        query = source[start : source.index("RETURNING", start)].rstrip().removesuffix("))")
+        end = source.index("LIMIT p_limit))", start) + len("LIMIT p_limit")
+        query = source[start:end]
         for n, (name, kind) in enumerate(
             [
                 ("p_worker", "uuid"),

@@ -90,8 +90,9 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
     each = r.keys_each
     ckeys = [k for k, _ in each] if each else [r.concurrency_key] * len(payloads)
     rkeys = [k for _, k in each] if each else [r.rate_key] * len(payloads)
+    keyed = any(k is not None for k in ckeys)
     rows = yield Call(
-        "enqueue_many",
+        "enqueue_many_keyed" if keyed else "enqueue_many",
         (
             r.kind,
             r.name,
@@ -105,7 +106,7 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
             r.version,
             _float(r.workflow_timeout),
             ckeys,
-            r.concurrency_limit if any(k is not None for k in ckeys) else None,
+            r.concurrency_limit if keyed else None,
             rkeys,
         ),
     )

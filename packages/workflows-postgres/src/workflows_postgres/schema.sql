@@ -165,7 +165,8 @@ CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL:
     AS $$
 DECLARE
     free boolean;
-    v_at timestamptz;
+    queues text[];
+    v_at timestamptz := clock_timestamp();
     v_queue text;
     want integer;
     r_names text[] := '{}';
@@ -179,58 +180,123 @@ DECLARE
     c_keys text[];
     c_starts boolean[];
 BEGIN
-    -- Shared with every admission, exclusive for a change of settings: a limit set applies to
-    -- every admission that commits after it (none slips past it unlocked).
-    PERFORM pg_advisory_xact_lock_shared({s}.flow_lock_key());
-    v_at := clock_timestamp();
+    -- Each mode first as if nothing limited it, in the statements of 0006 (plus NOT held):
+    -- the common case pays for one check and nothing else.
     IF p_from = 'claim' THEN
         IF p_limit <= 0 THEN
             RETURN;
         END IF;
-        want := p_limit;
-        FOR v_queue IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
-            qr := {s}.queue_room(v_queue, p_limit, p_worker, v_at);
-            r_names := r_names || v_queue;
-            r_rooms := r_rooms || qr.room;
-            r_rates := r_rates || qr.rate_room;
-        END LOOP;
+        -- The check is the statement's own: a claim that finds work costs no more.
+        RETURN QUERY
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, v_at)
+        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
+        -- key. Candidates chosen in the same statement: a statement more cost 6% of the jobs
+        -- one worker process drains.
+        WHERE e.id = ANY (ARRAY(
+            SELECT c.id
+            FROM unnest(p_queues) AS q(queue)
+            CROSS JOIN LATERAL (
+                SELECT x.id, x.priority, x.run_at
+                FROM {s}.executions x
+                WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
+                  AND x.run_at <= now()
+                  AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
+                       OR x.run_at <= now() - interval '200 milliseconds'
+                       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
+                                      WHERE h.worker_id = x.sticky_worker_id))
+                  AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
+                        (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
+                         WHERE m.name = x.name), 2147483647))
+                  AND x.id <> ALL (p_exclude)
+                ORDER BY x.priority DESC, x.run_at, x.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED
+            ) c
+            ORDER BY c.priority DESC, c.run_at, c.id
+            LIMIT p_limit))
+          AND NOT EXISTS (SELECT 1 FROM {s}.queues f
+                          WHERE f.name = ANY (p_queues)
+                            AND (f.paused OR f.concurrency IS NOT NULL
+                                 OR f.rate_starts IS NOT NULL)
+                          UNION ALL
+                          SELECT 1 FROM {s}.rate_limits)
+        RETURNING e.*;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        -- Nothing claimed: nothing to claim, or a limit to look at.
+        queues := p_queues;
     ELSIF p_from = 'new' THEN
-        FOR v_queue, want IN
-            SELECT x->>'queue', count(*) FROM jsonb_array_elements(p_new) AS x
-            GROUP BY 1 ORDER BY 1
-        LOOP
-            qr := {s}.queue_room(v_queue, want, p_worker, v_at);
-            r_names := r_names || v_queue;
-            r_rooms := r_rooms || qr.room;
-            r_rates := r_rates || qr.rate_room;
-        END LOOP;
+        queues := ARRAY(SELECT DISTINCT x->>'queue' FROM jsonb_array_elements(p_new) AS x);
     ELSE
         IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
             RETURN;
         END IF;
-        FOR v_queue, want IN
-            SELECT e.queue, count(*) FROM {s}.executions e WHERE e.id = ANY (p_ids)
-            GROUP BY 1 ORDER BY 1
-        LOOP
-            qr := {s}.queue_room(v_queue, want, p_worker, v_at);
-            r_names := r_names || v_queue;
-            r_rooms := r_rooms || qr.room;
-            r_rates := r_rates || qr.rate_room;
-        END LOOP;
+        queues := ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e WHERE e.id = ANY (p_ids));
     END IF;
-    -- Free: every queue has room for all asked of it, no rate of a queue or a key is involved.
-    free := NOT EXISTS (SELECT 1 FROM unnest(r_rooms, r_rates) AS x(room, rate)
-                        WHERE x.rate IS NOT NULL)
-            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits)
-            AND (p_from = 'claim' AND NOT EXISTS (SELECT 1 FROM unnest(r_rooms) AS x(room)
-                                                  WHERE x.room < p_limit)
-                 OR p_from <> 'claim' AND NOT EXISTS (
-                        SELECT 1 FROM unnest(r_names, r_rooms) AS x(name, room)
-                        WHERE x.room < (CASE WHEN p_from = 'new'
-                            THEN (SELECT count(*) FROM jsonb_array_elements(p_new) n
-                                  WHERE n->>'queue' = x.name)
-                            ELSE (SELECT count(*) FROM {s}.executions e
-                                  WHERE e.id = ANY (p_ids) AND e.queue = x.name) END)));
+    free := NOT EXISTS (SELECT 1 FROM {s}.queues f
+                        WHERE f.name = ANY (queues)
+                          AND (f.paused OR f.concurrency IS NOT NULL
+                               OR f.rate_starts IS NOT NULL))
+            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+    IF free AND p_from = 'claim' THEN
+        RETURN;
+    END IF;
+    IF free AND p_from = 'new' THEN
+        RETURN QUERY
+        INSERT INTO {s}.executions AS e
+            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+             version, deadline, parent_id, parent_seq, concurrency_key, concurrency_limit,
+             rate_key, status, worker_id, lease, attempts, started_at)
+        SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority,
+               r.args::json, r.max_retries, r.timeout_seconds, now(), r.version, r.deadline,
+               r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
+               -- Started as it was enqueued.
+               'running', p_worker, 1, 1, now()
+        FROM jsonb_to_recordset(p_new)
+             AS r(id uuid, kind text, name text, queue text, priority integer, args text,
+                  max_retries integer, timeout_seconds float8, version integer,
+                  deadline timestamptz, parent_id uuid, parent_seq integer,
+                  concurrency_key text, concurrency_limit integer, rate_key text)
+        -- A keyed one never starts this way: it may have to wait for its key.
+        WHERE r.concurrency_key IS NULL
+        RETURNING e.*;
+        RETURN;
+    END IF;
+    IF free THEN
+        RETURN QUERY
+        UPDATE {s}.executions e
+        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
+            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            started_at = COALESCE(e.started_at, v_at),
+            wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
+            run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
+        WHERE e.id = ANY (p_ids) AND e.status = p_from
+        RETURNING e.*;
+        RETURN;
+    END IF;
+    -- Limited: each queue's room, in name order (no two admissions deadlock).
+    free := true;
+    FOR v_queue, want IN
+        SELECT q.queue, CASE WHEN p_from = 'claim' THEN p_limit
+                             WHEN p_from = 'new' THEN (
+                                 SELECT count(*) FROM jsonb_array_elements(p_new) n
+                                 WHERE n->>'queue' = q.queue)
+                             ELSE (SELECT count(*) FROM {s}.executions e
+                                   WHERE e.id = ANY (p_ids) AND e.queue = q.queue) END
+        FROM unnest(queues) AS q(queue) ORDER BY 1
+    LOOP
+        qr := {s}.queue_room(v_queue, want, p_worker, v_at);
+        r_names := r_names || v_queue;
+        r_rooms := r_rooms || qr.room;
+        r_rates := r_rates || qr.rate_room;
+        -- Room for all asked, and no rate: as if free, so far.
+        free := free AND qr.room >= want AND qr.rate_room IS NULL;
+    END LOOP;
+    free := free AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
     IF p_from = 'new' THEN
         IF NOT free THEN
             SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
@@ -249,35 +315,28 @@ BEGIN
             SELECT COALESCE(r.id, {s}.new_id()), r.kind, r.name, r.queue, r.priority,
                    r.args::json, r.max_retries, r.timeout_seconds, now(), r.version, r.deadline,
                    r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
-                   -- Started as it was enqueued, when nothing could hold it back.
-                   'running', p_worker, 1, 1, CASE WHEN free THEN now() ELSE v_at END
+                   'running', p_worker, 1, 1, v_at
             FROM jsonb_to_recordset(p_new)
                  AS r(id uuid, kind text, name text, queue text, priority integer, args text,
                       max_retries integer, timeout_seconds float8, version integer,
                       deadline timestamptz, parent_id uuid, parent_seq integer,
                       concurrency_key text, concurrency_limit integer, rate_key text)
-            -- A keyed one never starts this way: it may have to wait for its key.
             WHERE (free OR r.id = ANY (keep)) AND r.concurrency_key IS NULL
             RETURNING e.*
         ), counted AS (
             INSERT INTO {s}.rate_starts (limiter, at)
             SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-            WHERE NOT free
         )
         SELECT * FROM a;
         RETURN;
     END IF;
     IF p_from = 'claim' AND free THEN
-        -- The same transition as the one below, in the same statement as the choice of
-        -- candidates: choosing them first into p_ids, a statement more, cost 6% of the jobs
-        -- one worker process drains.
+        -- Limited queues with room for all asked (roomy): the claim as the first one.
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
             attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at)
-        -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
-        -- key.
         WHERE e.id = ANY (ARRAY(
             SELECT c.id
             FROM unnest(p_queues) AS q(queue)
@@ -304,8 +363,8 @@ BEGIN
         RETURN;
     END IF;
     IF p_from = 'claim' THEN
-        -- Limited: candidates as above, but none from a queue with no room, and (unless a
-        -- workflow resuming) none under a spent rate; then admissible() decides exactly.
+        -- Candidates as above, but none from a queue with no room, and (unless a workflow
+        -- resuming) none under a spent rate; then admissible() decides exactly.
         spent := {s}.spent_rate_keys(v_at);
         SELECT array_agg(c.id ORDER BY c.priority DESC, c.run_at, c.id),
                array_agg(c.queue ORDER BY c.priority DESC, c.run_at, c.id),
@@ -374,7 +433,7 @@ BEGIN
         -- started_at is the one just set).
         INSERT INTO {s}.rate_starts (limiter, at)
         SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
-        WHERE NOT free AND (a.kind <> 'workflow' OR a.started_at = v_at)
+        WHERE a.kind <> 'workflow' OR a.started_at = v_at
     )
     SELECT * FROM a;
 END;
@@ -674,11 +733,16 @@ CREATE FUNCTION {s}.flow_free(p_queues text[]) RETURNS boolean
        AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits)
 $$;
 
-CREATE FUNCTION {s}.flow_lock_key() RETURNS bigint
-    LANGUAGE sql IMMUTABLE
-    AS $$ SELECT hashtextextended('{s}.flow', 0) $$;
-
 CREATE FUNCTION {s}.free_key_slot() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM {s}.free_key_slot_of(OLD.concurrency_key);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION {s}.free_key_slot_of(p_key text) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -686,15 +750,15 @@ DECLARE
     nxt record;
 BEGIN
     UPDATE {s}.concurrency_keys SET active = greatest(active - 1, 0)
-    WHERE key = OLD.concurrency_key
+    WHERE key = p_key
     RETURNING active INTO n;
     IF n IS NULL THEN
-        RETURN NULL;
+        RETURN;
     END IF;
     LOOP
         SELECT e.id, e.queue, COALESCE(e.concurrency_limit, 1) AS lim INTO nxt
         FROM {s}.executions e
-        WHERE e.held AND e.status = 'pending' AND e.concurrency_key = OLD.concurrency_key
+        WHERE e.held AND e.status = 'pending' AND e.concurrency_key = p_key
         ORDER BY e.priority DESC, e.run_at, e.id
         LIMIT 1
         FOR UPDATE SKIP LOCKED;
@@ -703,8 +767,7 @@ BEGIN
         n := n + 1;
         PERFORM pg_notify('{work}', nxt.queue);
     END LOOP;
-    UPDATE {s}.concurrency_keys SET active = n WHERE key = OLD.concurrency_key;
-    RETURN NULL;
+    UPDATE {s}.concurrency_keys SET active = n WHERE key = p_key;
 END;
 $$;
 
@@ -763,6 +826,30 @@ BEGIN
     SELECT count(*) INTO announced
     FROM (SELECT DISTINCT queue FROM ins WHERE NOT held) q,
          LATERAL (SELECT pg_notify('{work}', q.queue)) n;
+END;
+$$;
+
+CREATE FUNCTION {s}.key_slot_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    taken boolean;
+BEGIN
+    IF OLD.status IN ('pending', 'running', 'waiting') THEN
+        PERFORM {s}.free_key_slot_of(OLD.concurrency_key);
+        RETURN NULL;
+    END IF;
+    INSERT INTO {s}.concurrency_keys AS k (key, active) VALUES (NEW.concurrency_key, 1)
+    ON CONFLICT (key) DO UPDATE SET active = k.active + 1
+        WHERE k.active < COALESCE(NEW.concurrency_limit, 1)
+    RETURNING true INTO taken;
+    IF taken IS NULL AND NEW.status <> 'pending' THEN
+        RAISE EXCEPTION 'no free slot of concurrency key % for an execution started at once',
+            NEW.concurrency_key
+            USING ERRCODE = 'check_violation';
+    END IF;
+    UPDATE {s}.executions SET held = taken IS NULL WHERE id = NEW.id;
+    RETURN NULL;
 END;
 $$;
 
@@ -953,7 +1040,6 @@ CREATE FUNCTION {s}.set_queue(p_name text, p_concurrency integer, p_rate_starts 
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock({s}.flow_lock_key());
     INSERT INTO {s}.queues AS q (name, concurrency, rate_starts, rate_period, paused)
     VALUES (p_name,
             CASE WHEN p_set_concurrency THEN p_concurrency END,
@@ -980,7 +1066,6 @@ CREATE FUNCTION {s}.set_rate_limit(p_key text, p_starts integer, p_period double
 DECLARE
     existed boolean;
 BEGIN
-    PERFORM pg_advisory_xact_lock({s}.flow_lock_key());
     existed := EXISTS (SELECT 1 FROM {s}.rate_limits WHERE key = p_key);
     IF p_starts IS NULL THEN
         DELETE FROM {s}.rate_limits WHERE key = p_key;
@@ -1290,13 +1375,11 @@ CREATE INDEX workflow_steps_due ON {s}.workflow_steps USING btree (fire_at) WHER
 
 CREATE INDEX workflow_steps_undelivered ON {s}.workflow_steps USING btree (workflow_id, seq) WHERE ((delivered_in IS NULL) AND (status <> 'scheduled'::text));
 
-CREATE TRIGGER executions_key_slot_again BEFORE UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((new.concurrency_key IS NOT NULL) AND (old.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (new.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])))) EXECUTE FUNCTION {s}.take_key_slot();
-
 CREATE TRIGGER executions_key_slot_delete AFTER DELETE ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])))) EXECUTE FUNCTION {s}.free_key_slot();
 
-CREATE TRIGGER executions_key_slot_end AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])))) EXECUTE FUNCTION {s}.free_key_slot();
-
 CREATE TRIGGER executions_key_slot_insert BEFORE INSERT ON {s}.executions FOR EACH ROW WHEN ((new.concurrency_key IS NOT NULL)) EXECUTE FUNCTION {s}.take_key_slot();
+
+CREATE TRIGGER executions_key_slot_update AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN ((((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]))) OR ((new.concurrency_key IS NOT NULL) AND (old.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (new.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text]))))) EXECUTE FUNCTION {s}.key_slot_changed();
 
 ALTER TABLE ONLY {s}.executions
     ADD CONSTRAINT executions_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES {s}.executions(id) ON DELETE CASCADE;

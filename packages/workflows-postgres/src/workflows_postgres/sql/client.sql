@@ -38,6 +38,35 @@ WITH ins AS (
 )
 SELECT id::text AS id, (SELECT count(*) FROM notified) AS notified FROM ins
 
+-- queue_many() with concurrency keys (parameters as enqueue_many): the rows take their keys'
+-- slots in key order, so two batches on the same keys never wait for each other crosswise
+-- (a deadlock). Each key's runs start in call order: run_at a microsecond apart, since ids
+-- drawn in the same millisecond are in no order.
+-- name: enqueue_many_keyed
+WITH a AS MATERIALIZED (
+    SELECT {s}.new_id() AS id, a.args, a.ord, ($12::text[])[a.ord] AS ckey,
+           ($14::text[])[a.ord] AS rkey
+    FROM unnest($5::text[]) WITH ORDINALITY AS a(args, ord)
+    ORDER BY a.ord
+), ins AS (
+    INSERT INTO {s}.executions
+        (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+         version, deadline, concurrency_key, concurrency_limit, rate_key)
+    SELECT a.id, $1, $2, $3, $4, a.args::json, $6, $7,
+           COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0)))
+               + make_interval(secs => (a.ord - 1) / 1e6),
+           $10, now() + make_interval(secs => $11::float8), a.ckey, $13::int, a.rkey
+    FROM a
+    ORDER BY a.ckey NULLS FIRST, a.ord
+    RETURNING id, run_at, held
+), notified AS (
+    SELECT pg_notify('{work}', $3)
+    WHERE EXISTS (SELECT 1 FROM ins WHERE run_at <= now() AND NOT held)
+)
+SELECT a.id::text AS id, (SELECT count(*) FROM notified) AS notified
+FROM a JOIN ins USING (id)
+ORDER BY a.ord
+
 -- A workflow's timeout is stored as its deadline, now() + timeout at the insert that also sets
 -- created_at to now(): the difference is the timeout exactly, to the microsecond.
 -- name: status
@@ -49,7 +78,7 @@ SELECT
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
     e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id,
     e.schedule_name, e.schedule_tick, e.concurrency_key, e.rate_key,
-    {s}.waiting_for(e) AS waiting_for
+    CASE WHEN e.status = 'pending' THEN {s}.waiting_for(e) END AS waiting_for
 FROM {s}.executions e WHERE e.id = $1::uuid
 
 -- name: steps_of
