@@ -5,6 +5,7 @@ so each assertion is about what admit() lets through, not about a worker's timin
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -82,19 +83,24 @@ async def test_pause_stops_every_start_until_resumed(store: PostgresStore) -> No
     assert len(await store.claim(worker, ["pausable"], 10)) == 3
 
 
-async def test_a_limited_queue_takes_no_handoff(store: PostgresStore, database_url: str) -> None:
+async def test_a_handoff_goes_through_the_queue_limit(
+    store: PostgresStore, database_url: str
+) -> None:
     worker = await _worker(store, "handoffs")
     await queues.set_limit("handoffs", concurrency=1)
-    # An idle worker's offer, its listening session alive (it holds the offer's lock): an
-    # unlimited queue's job would go straight to it, already running.
+    # An idle worker's offer, its listening session alive (it holds the offer's lock): a job
+    # goes straight to it, already running, while the queue has room...
     with psycopg.connect(database_url, autocommit=True) as session:
         session.execute(b"SELECT pg_advisory_lock(123)")
         await store.offer(worker, ["handoffs"], 123, 30)
-        job = await jobs_app.record.options(queue="handoffs").queue("x")
-        assert (await workflows.get_status(job))["status"] == "pending"
-        await queues.set_limit("handoffs", concurrency=None)
-        job = await jobs_app.record.options(queue="handoffs").queue("y")
-        assert (await workflows.get_status(job))["status"] == "running"
+        first = await jobs_app.record.options(queue="handoffs").queue("x")
+        assert (await workflows.get_status(first))["status"] == "running"
+        # ... and not once it has none: enqueued as any other, waiting for room.
+        await store.offer(worker, ["handoffs"], 123, 30)
+        second = await jobs_app.record.options(queue="handoffs").queue("y")
+        status = await workflows.get_status(second)
+        assert status["status"] == "pending"
+        assert status["waiting_for"] == "queue handoffs is at its concurrency limit (1)"
 
 
 async def test_a_key_runs_one_at_a_time_in_order_without_blocking_others(
@@ -411,3 +417,80 @@ async def test_queue_many_with_keys_from_each_call(store: PostgresStore, databas
         i for i in ids if rows[i][0] == "customer:a"
     ]
     assert len(order) == 6
+
+
+async def test_an_eager_activity_its_queue_refuses_waits_pending(
+    store: PostgresStore, database_url: str
+) -> None:
+    # A worker runs an activity ahead of the write that admits it only on queues it saw
+    # unlimited; one limited since is refused at the write, and inserted to wait its turn.
+    worker = await _worker(store, "eager")
+    parent = await app.approval.queue("eager parent")
+
+    def plan(child: str, seq: int) -> str:
+        child_row = {
+            "id": child, "kind": "activity", "name": "m.f", "queue": "eager", "priority": 0,
+            "args": "{}", "max_retries": 0, "timeout_seconds": 60, "version": None,
+            "workflow_timeout": None, "parent_id": parent, "parent_seq": seq,
+            "concurrency_key": None, "concurrency_limit": None, "rate_key": None, "eager": True,
+        }  # fmt: skip
+        step = {"seq": seq, "kind": "activity", "name": "m.f", "status": "scheduled",
+                "exec": child, "seconds": None, "result": None, "delivered": None}  # fmt: skip
+        return json.dumps([{"wf": parent, "steps": [step], "children": [child_row]}])
+
+    admitted, refused = str(uuid.uuid4()), str(uuid.uuid4())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            b"SELECT workflows.insert_plans(%s::uuid, %s::jsonb)", (worker, plan(admitted, 1))
+        )
+        await queues.pause("eager")
+        conn.execute(
+            b"SELECT workflows.insert_plans(%s::uuid, %s::jsonb)", (worker, plan(refused, 2))
+        )
+        rows = dict(
+            conn.execute(
+                b"SELECT id::text, status FROM workflows.executions WHERE queue = 'eager'"
+            ).fetchall()
+        )
+    assert rows == {admitted: "running", refused: "pending"}
+
+
+@workflows.activity(queue="acts")
+async def gated_step(name: str) -> str:
+    return await jobs_app.wait_for_gate(name)
+
+
+@workflows.workflow(queue="limited-wf")
+async def one_gated_step(name: str) -> str:
+    return await gated_step.run(name)
+
+
+async def test_a_workflow_its_last_activity_ends_waits_for_room_in_its_queue(
+    start_worker: Any,
+) -> None:
+    # The activity's outcome comes with the activation that ends the workflow, which needs a
+    # slot of the workflow's queue: with none free, the outcome is recorded, the workflow
+    # waits (pending, its step not delivered), and ends once a slot frees.
+    await queues.set_limit("limited-wf", concurrency=1)
+    await start_worker("limited-wf", "acts")
+    wf = await one_gated_step.queue("wf")
+    for _ in range(500):
+        if "wf" in jobs_app.gate:
+            break
+        await asyncio.sleep(0.01)
+    blocker = await jobs_app.wait_for_gate.options(queue="limited-wf").queue("blocker")
+    for _ in range(500):
+        if (await workflows.get_status(blocker))["status"] == "running":
+            break
+        await asyncio.sleep(0.01)
+    jobs_app.gate["wf"].set()
+    for _ in range(500):
+        status = await workflows.get_status(wf)
+        if status["status"] == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert status["status"] == "pending"
+    assert status["waiting_for"] == "queue limited-wf is at its concurrency limit (1)"
+    jobs_app.gate.setdefault("blocker", asyncio.Event()).set()
+    assert await workflows.get_result(wf, timeout=30) == "wf"
+    assert await workflows.get_result(blocker, timeout=30) == "blocker"

@@ -165,6 +165,8 @@ CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL:
     AS $$
 DECLARE
     free boolean;
+    got bigint;
+    rest uuid[];
     queues text[];
     v_at timestamptz := clock_timestamp();
     v_queue text;
@@ -230,22 +232,9 @@ BEGIN
         -- Nothing claimed: nothing to claim, or a limit to look at.
         queues := p_queues;
     ELSIF p_from = 'new' THEN
-        queues := ARRAY(SELECT DISTINCT x->>'queue' FROM jsonb_array_elements(p_new) AS x);
-    ELSE
-        IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
-            RETURN;
-        END IF;
-        queues := ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e WHERE e.id = ANY (p_ids));
-    END IF;
-    free := NOT EXISTS (SELECT 1 FROM {s}.queues f
-                        WHERE f.name = ANY (queues)
-                          AND (f.paused OR f.concurrency IS NOT NULL
-                               OR f.rate_starts IS NOT NULL))
-            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
-    IF free AND p_from = 'claim' THEN
-        RETURN;
-    END IF;
-    IF free AND p_from = 'new' THEN
+        -- As for the claim, the check is each row's own: a row on a limited queue, or under a
+        -- rate key with a rate, is left for below. A keyed one never starts this way: it may
+        -- have to wait for its key (the caller inserts it pending).
         RETURN QUERY
         INSERT INTO {s}.executions AS e
             (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
@@ -261,12 +250,34 @@ BEGIN
                   max_retries integer, timeout_seconds float8, version integer,
                   deadline timestamptz, parent_id uuid, parent_seq integer,
                   concurrency_key text, concurrency_limit integer, rate_key text)
-        -- A keyed one never starts this way: it may have to wait for its key.
         WHERE r.concurrency_key IS NULL
+          AND NOT EXISTS (SELECT 1 FROM {s}.queues f
+                          WHERE f.name = r.queue
+                            AND (f.paused OR f.concurrency IS NOT NULL
+                                 OR f.rate_starts IS NOT NULL))
+          AND (r.rate_key IS NULL
+               OR NOT EXISTS (SELECT 1 FROM {s}.rate_limits k WHERE k.key = r.rate_key))
         RETURNING e.*;
-        RETURN;
-    END IF;
-    IF free THEN
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got = jsonb_array_length(p_new) THEN
+            RETURN;
+        END IF;
+        -- The rest (keyed ones aside): those limits may hold back, to be decided below.
+        SELECT jsonb_agg(x.value ORDER BY x.ord) INTO p_new
+        FROM jsonb_array_elements(p_new) WITH ORDINALITY AS x(value, ord)
+        WHERE x.value->>'concurrency_key' IS NULL
+          AND NOT EXISTS (SELECT 1 FROM {s}.executions e
+                          WHERE e.id = (x.value->>'id')::uuid);
+        IF p_new IS NULL THEN
+            RETURN;
+        END IF;
+        queues := ARRAY(SELECT DISTINCT x->>'queue' FROM jsonb_array_elements(p_new) AS x);
+    ELSE
+        IF cardinality(p_ids) IS NULL OR cardinality(p_ids) = 0 THEN
+            RETURN;
+        END IF;
+        -- As for the claim, the check is each row's own; a workflow resuming (not a start)
+        -- passes any rate.
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
@@ -275,7 +286,33 @@ BEGIN
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
         WHERE e.id = ANY (p_ids) AND e.status = p_from
+          AND NOT EXISTS (SELECT 1 FROM {s}.queues f
+                          WHERE f.name = e.queue
+                            AND (f.paused OR f.concurrency IS NOT NULL
+                                 OR f.rate_starts IS NOT NULL))
+          AND (e.rate_key IS NULL OR (e.kind = 'workflow' AND e.started_at IS NOT NULL)
+               OR NOT EXISTS (SELECT 1 FROM {s}.rate_limits k WHERE k.key = e.rate_key))
         RETURNING e.*;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        IF got = cardinality(p_ids) THEN
+            RETURN;
+        END IF;
+        -- The rest: still in p_from (the others moved on), for limits to decide below.
+        rest := ARRAY(SELECT e.id FROM {s}.executions e
+                      WHERE e.id = ANY (p_ids) AND e.status = p_from);
+        IF cardinality(rest) = 0 THEN
+            RETURN;
+        END IF;
+        queues := ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e WHERE e.id = ANY (rest));
+    END IF;
+    free := NOT EXISTS (SELECT 1 FROM {s}.queues f
+                        WHERE f.name = ANY (queues)
+                          AND (f.paused OR f.concurrency IS NOT NULL
+                               OR f.rate_starts IS NOT NULL))
+            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+    IF free THEN
+        -- Nothing limits them (a limit lifted meanwhile): the claim found nothing more to take,
+        -- and the rows left of the others are no longer to be admitted.
         RETURN;
     END IF;
     -- Limited: each queue's room, in name order (no two admissions deadlock).
@@ -286,7 +323,7 @@ BEGIN
                                  SELECT count(*) FROM jsonb_array_elements(p_new) n
                                  WHERE n->>'queue' = q.queue)
                              ELSE (SELECT count(*) FROM {s}.executions e
-                                   WHERE e.id = ANY (p_ids) AND e.queue = q.queue) END
+                                   WHERE e.id = ANY (rest) AND e.queue = q.queue) END
         FROM unnest(queues) AS q(queue) ORDER BY 1
     LOOP
         qr := {s}.queue_room(v_queue, want, p_worker, v_at);
@@ -303,8 +340,8 @@ BEGIN
                                   array_agg(r.rate_key ORDER BY r.ord),
                                   array_agg(true ORDER BY r.ord), r_names, r_rooms, r_rates, v_at)
             INTO keep
-            FROM jsonb_to_recordset(p_new) WITH ORDINALITY
-                 AS r(id uuid, queue text, rate_key text, ord bigint);
+            FROM ROWS FROM (jsonb_to_recordset(p_new) AS (id uuid, queue text, rate_key text))
+                 WITH ORDINALITY AS r(id, queue, rate_key, ord);
         END IF;
         RETURN QUERY
         WITH a AS (
@@ -405,7 +442,7 @@ BEGIN
         keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, r_names, r_rooms, r_rates,
                                v_at);
     ELSIF free THEN
-        keep := p_ids;
+        keep := rest;
     ELSE
         SELECT {s}.admissible(
                    array_agg(e.id ORDER BY o.ord), array_agg(e.queue ORDER BY o.ord),
@@ -413,7 +450,7 @@ BEGIN
                    array_agg(e.kind <> 'workflow' OR e.started_at IS NULL ORDER BY o.ord),
                    r_names, r_rooms, r_rates, v_at)
         INTO keep
-        FROM unnest(p_ids) WITH ORDINALITY AS o(id, ord)
+        FROM unnest(rest) WITH ORDINALITY AS o(id, ord)
         JOIN {s}.executions e ON e.id = o.id
         WHERE e.status = p_from;
     END IF;
@@ -625,8 +662,7 @@ DECLARE
     taker uuid;
 BEGIN
     IF p_handoff AND p_kind = 'job' AND p_run_at IS NULL AND COALESCE(p_delay, 0) <= 0
-       AND p_key IS NULL AND p_concurrency_key IS NULL AND p_rate_key IS NULL
-       AND {s}.flow_free(ARRAY[p_queue]) THEN
+       AND p_key IS NULL AND p_concurrency_key IS NULL AND p_rate_key IS NULL THEN
         DELETE FROM {s}.worker_offers o
         WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
                              WHERE f.queues @> ARRAY[p_queue] AND f.expires_at > now()

@@ -167,6 +167,13 @@ class Worker:
             self.concurrency,
         )
         parts.notifications.start()
+        try:
+            # Before the first claim: which queues' activities may run ahead (flow.py).
+            await parts.flow.refresh()
+        except Exception as exc:
+            # Then none do until maintenance reads it: the safe side.
+            if not store.is_transient(exc):
+                raise
         maintenance = asyncio.create_task(parts.maintenance.run(), name="workflows-maintenance")
         tasks = [maintenance]
         if not self.burst:
