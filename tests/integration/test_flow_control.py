@@ -357,14 +357,12 @@ async def test_a_worker_looks_again_when_a_spent_rate_has_room(
 async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_it_can_counted(
     store: PostgresStore, database_url: str
 ) -> None:
-    # Two workers of concurrency 2 can hold at most 2 * 2 * 2 = 8 running (writes in flight
-    # included): under a limit of 20 their claims skip the count (the queue's lock in shared
-    # mode); under a limit of 5 (below 8) they count, and never pass it.
+    # Two workers that report holding at most 4 running each (what a worker of concurrency 2
+    # serving a limited queue keeps to): under a limit of 20 their claims skip the count (the
+    # queue's lock in shared mode); under a limit of 5 (below 8) they count, and never pass it.
     async def worker() -> str:
-        worker_id = str(uuid.uuid4())
-        await store.register_worker(
-            worker_id, Registration("test", 1, ("roomy",), "test", concurrency=2)
-        )
+        worker_id = await _worker(store, "roomy")
+        await store.control("report_running_bound", (worker_id, 4))
         return worker_id
 
     one, two = await worker(), await worker()
@@ -379,10 +377,30 @@ async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_i
     assert (
         _count(
             database_url,
-            "SELECT count(*) FROM workflows.executions WHERE queue = 'roomy' AND status = 'running'",
+            "SELECT count(*) FROM workflows.executions"
+            " WHERE queue = 'roomy' AND status = 'running'",
         )
         == 5
     )
+
+
+async def test_a_worker_serving_a_limited_queue_keeps_to_the_bound_it_reports(
+    start_worker: Any, database_url: str
+) -> None:
+    # Unlimited: no bound (writes in flight may take more slots: workflows go faster); limited:
+    # twice its concurrency, held to and reported.
+    worker = await start_worker("bounded", concurrency=3)
+    bound = "SELECT running_bound FROM workflows.worker_heartbeats WHERE worker_id = %s::uuid"
+    assert _count(database_url, bound, worker.id) is None
+    assert worker._slots.bound is None
+    await queues.set_limit("bounded", concurrency=100)
+    await worker._parts.flow.refresh()  # what maintenance does every heartbeat interval
+    assert worker._slots.bound == 6
+    assert _count(database_url, bound, worker.id) == 6
+    await queues.set_limit("bounded", concurrency=None)
+    await worker._parts.flow.refresh()
+    assert _count(database_url, bound, worker.id) is None
+    assert worker._slots.bound is None
 
 
 @workflows.job(queue="many", concurrency_key=lambda customer, n: f"customer:{customer}")

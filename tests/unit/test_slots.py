@@ -1,5 +1,5 @@
-"""A worker's slots: never more than twice its capacity held, writes in flight included
-(the bound flow control relies on: roomy() in migration 0007)."""
+"""A worker's slots: with a bound set (while it serves a queue with a concurrency limit), never
+more held than the bound, writes in flight included (roomy() in migration 0007 relies on it)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import asyncio
 from workflows_worker.slots import Slots
 
 
-async def test_slots_of_writes_in_flight_are_free_up_to_twice_the_capacity() -> None:
+async def test_slots_of_writes_in_flight_are_free_up_to_the_bound() -> None:
     slots = Slots(2, stuck=lambda: 0, closed=lambda: False)
+    slots.bound = 4
     gate = asyncio.Event()
     tasks = []
 
@@ -29,6 +30,9 @@ async def test_slots_of_writes_in_flight_are_free_up_to_twice_the_capacity() -> 
         assert slots.free() == 0
         with slots.writing(), slots.writing():
             assert slots.free() == 0
+            # Without a bound, writes in flight free their slots whatever is held.
+            slots.bound = None
+            assert slots.free() == 2
     gate.set()
     await asyncio.gather(*tasks)
     assert slots.free() == 2

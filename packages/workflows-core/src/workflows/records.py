@@ -179,8 +179,6 @@ class Registration:
     pid: int
     queues: tuple[str, ...]
     code_version: str
-    # Executions it runs at once: bounds what it can hold running (see roomy() in 0007).
-    concurrency: int | None = None
 
 
 def plan(

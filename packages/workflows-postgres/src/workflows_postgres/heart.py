@@ -50,7 +50,6 @@ class PostgresHeart:
                     "p3": r.pid,
                     "p4": list(r.queues),
                     "p5": r.code_version,
-                    "p6": r.concurrency,
                 },
             )
             return False

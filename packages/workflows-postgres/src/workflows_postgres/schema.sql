@@ -1052,8 +1052,8 @@ CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS b
     LANGUAGE sql STABLE
     AS $$
     SELECT COALESCE(
-        bool_and(h.concurrency IS NOT NULL) AND bool_or(h.worker_id = p_worker)
-        AND sum(2 * h.concurrency) <= p_limit,
+        bool_and(h.running_bound IS NOT NULL) AND bool_or(h.worker_id = p_worker)
+        AND sum(h.running_bound) <= p_limit,
         false)
     FROM {s}.worker_heartbeats h
     WHERE p_name = ANY (h.queues)
@@ -1300,7 +1300,7 @@ CREATE TABLE {s}.worker_heartbeats (
     code_version text NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     last_heartbeat timestamp with time zone DEFAULT now() NOT NULL,
-    concurrency integer
+    running_bound integer
 );
 
 CREATE TABLE {s}.worker_offers (

@@ -293,7 +293,6 @@ class PostgresStore:
             r.pid,
             list(r.queues),
             r.code_version,
-            r.concurrency,
         )
 
     async def deregister_worker(self, worker_id: str) -> None:

@@ -10,6 +10,11 @@ knows. A worker's view serves two things:
   fenced off, and the activity runs again once admitted.
 * A claim that came back short while a rate was spent: no notification says when the window
   frees, so the worker asks when, and looks again then instead of at its next poll.
+* While it serves a queue with a concurrency limit, the worker holds no more than twice its
+  concurrency (running, and waiting for their outcome to be written: ``Slots.bound``) and says
+  so in its heartbeat row (``running_bound``): a limit the fleet's bounds cannot reach is then
+  admitted without counting (roomy() in migration 0007). It reports the bound only once it
+  keeps to it, and withdraws it before it stops keeping to it, never the other way round.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from workflows.store import WorkerStore
+from workflows_worker.slots import Slots
 
 log = logging.getLogger("workflows.worker")
 
@@ -31,11 +37,15 @@ class FlowView:
     def __init__(
         self,
         store: WorkerStore,
+        worker_id: str,
         queues: Sequence[str],
+        slots: Slots,
         look: Callable[[], None],
         poll: float = 1.0,
     ) -> None:
         self._store = store
+        self._worker_id = worker_id
+        self._slots = slots
         self._poll = poll
         self._backoff = _FIRST_BACKOFF
         # The last look this view asked for was for room there and then.
@@ -55,8 +65,27 @@ class FlowView:
         (row,) = await self._store.control("flow_view", ())
         limited: list[str] = row["limited"]
         rated: list[str] = row["rated"]
+        capped: list[str] = row["capped"]
         self._eager = self._queues - frozenset(limited)
         self._rated = bool(row["rates"]) or bool(self._queues.intersection(rated))
+        await self._bound(bool(self._queues.intersection(capped)))
+
+    async def _bound(self, wanted: bool) -> None:
+        slots = self._slots
+        if not wanted:
+            if slots.bound is not None:
+                # Withdrawn first: admissions count again before this worker may hold more.
+                await self._store.control("report_running_bound", (self._worker_id, None))
+                slots.bound = None
+            return
+        bound = 2 * slots.concurrency
+        slots.bound = bound
+        # Reported once kept to (a worker holding more must first let some finish), and at
+        # every look: a row made again after this worker was thought dead starts with none.
+        held = len(slots)
+        await self._store.control(
+            "report_running_bound", (self._worker_id, bound if held <= bound else None)
+        )
 
     def claimed(self, got: int, wanted: int) -> None:
         """A claim took ``got`` of the ``wanted``: if fewer and a rate may be why, look again

@@ -25,6 +25,8 @@ class Slots:
         closed: Callable[[], bool],
     ) -> None:
         self.concurrency = concurrency
+        # The most executions held at once (running and being written), when set.
+        self.bound: int | None = None
         self._stuck = stuck
         self._closed = closed
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -50,12 +52,12 @@ class Slots:
         if self._closed():
             return 0
         # Executions waiting for their outcome to be written run no code: their slots are
-        # free (so under load claims go with the outcomes that free them). Never more than
-        # twice the capacity in all, though: the bound flow control counts on (roomy() in
-        # migration 0007) for what one worker can hold running.
-        capacity = self.capacity()
-        tasks = len(self._tasks)
-        return max(min(capacity - tasks + self._writing, 2 * capacity - tasks), 0)
+        # free (so under load claims go with the outcomes that free them). Bounded, no more
+        # than ``bound`` held in all, while flow control counts on it (flow.py).
+        free = self.capacity() - len(self._tasks) + self._writing
+        if self.bound is not None:
+            free = min(free, self.bound - len(self._tasks))
+        return max(free, 0)
 
     def free_for_handoff(self) -> int:
         """Free slots a claim in progress has not asked for already."""

@@ -141,7 +141,6 @@ class Worker:
             os.getpid(),
             tuple(self.queues),
             workflows.__version__,
-            self.concurrency,
         )
         try:
             await store.register_worker(self.id, registration)
@@ -237,7 +236,14 @@ class Worker:
     def _assemble(self, store: WorkerStore, registration: Registration) -> _Parts:
         settings, worker_id = self.settings, self.id
         activations = ActivationBatches(store, worker_id, self._wakeup, self._writes)
-        flow = FlowView(store, self.queues, self._wakeup.look, settings.worker_poll_interval)
+        flow = FlowView(
+            store,
+            worker_id,
+            self.queues,
+            self._slots,
+            self._wakeup.look,
+            settings.worker_poll_interval,
+        )
         runner = WorkflowRunner(
             store,
             worker_id,

@@ -47,9 +47,10 @@ ALTER TABLE {s}.executions
     ADD COLUMN rate_key text,
     ADD COLUMN held boolean NOT NULL DEFAULT false;
 
--- What a worker runs at once: bounds what it can hold running (roomy()); NULL (a worker of an
--- older version) makes every admission to a limited queue count.
-ALTER TABLE {s}.worker_heartbeats ADD COLUMN concurrency integer;
+-- The most executions a worker can hold running, reported while it keeps to that bound (it
+-- does while it serves a queue with a concurrency limit: workflows_worker.flow); NULL, as for
+-- a worker of an older version, makes every admission to a limited queue it serves count.
+ALTER TABLE {s}.worker_heartbeats ADD COLUMN running_bound integer;
 
 -- Held executions leave the claim index; the next of a key is found through its own.
 DROP INDEX {s}.executions_claim;
@@ -80,20 +81,19 @@ BEGIN
 END;
 $$;
 
--- Whether admissions to queue p_name (limit p_limit) by p_worker may skip the count: twice the
--- concurrency of every live worker serving it stays within the limit, and p_worker is one of
--- them. A worker never holds more than twice its concurrency running (its slots, and as many
--- executions whose outcome is being written: workflows_worker.slots), and only live workers
--- admit (a dead one stays in worker_heartbeats, its bound counted, until its executions are
--- recovered in the same transaction that removes it): so whatever they admit, the queue's
--- running executions cannot pass the limit, and nothing needs counting. Admissions that count
--- instead (near a limit) must not run beside them: the queue's lock, shared for these and
--- exclusive for those, keeps them apart (queue_room()).
+-- Whether admissions to queue p_name (limit p_limit) by p_worker may skip the count: every
+-- live worker serving it reports the most it can hold running (running_bound), their sum is
+-- within the limit, and p_worker is one of them. Only live workers admit (a dead one stays in
+-- worker_heartbeats, its bound counted, until its executions are recovered in the same
+-- transaction that removes it): so whatever they admit, the queue's running executions cannot
+-- pass the limit, and nothing needs counting. Admissions that count instead (near a limit)
+-- must not run beside them: the queue's lock, shared for these and exclusive for those,
+-- keeps them apart (queue_room()).
 CREATE FUNCTION {s}.roomy(p_name text, p_limit integer, p_worker uuid) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT COALESCE(
-        bool_and(h.concurrency IS NOT NULL) AND bool_or(h.worker_id = p_worker)
-        AND sum(2 * h.concurrency) <= p_limit,
+        bool_and(h.running_bound IS NOT NULL) AND bool_or(h.worker_id = p_worker)
+        AND sum(h.running_bound) <= p_limit,
         false)
     FROM {s}.worker_heartbeats h
     WHERE p_name = ANY (h.queues)

@@ -48,6 +48,7 @@ SELECT COALESCE(array_agg(q.name) FILTER (
            WHERE q.paused OR q.concurrency IS NOT NULL OR q.rate_starts IS NOT NULL), '{}')
            AS limited,
        COALESCE(array_agg(q.name) FILTER (WHERE q.rate_starts IS NOT NULL), '{}') AS rated,
+       COALESCE(array_agg(q.name) FILTER (WHERE q.concurrency IS NOT NULL), '{}') AS capped,
        EXISTS (SELECT 1 FROM {s}.rate_limits) AS rates
 FROM {s}.queues q
 
@@ -80,3 +81,7 @@ FROM (
       AND s.at > clock_timestamp() - make_interval(secs => r.period)
     GROUP BY r.key, r.period
 ) w
+
+-- What worker $1 reports it can hold running at most ($2; NULL: no bound it keeps to).
+-- name: report_running_bound
+UPDATE {s}.worker_heartbeats SET running_bound = $2::int WHERE worker_id = $1::uuid

@@ -181,8 +181,8 @@ LIMIT 100
 FOR UPDATE SKIP LOCKED
 
 -- name: register_worker
-INSERT INTO {s}.worker_heartbeats (worker_id, hostname, pid, queues, code_version, concurrency)
-VALUES ($1::uuid, $2, $3, $4::text[], $5, $6::int)
+INSERT INTO {s}.worker_heartbeats (worker_id, hostname, pid, queues, code_version)
+VALUES ($1::uuid, $2, $3, $4::text[], $5)
 ON CONFLICT (worker_id) DO UPDATE SET last_heartbeat = now()
 
 -- name: heartbeat
