@@ -832,12 +832,14 @@ BEGIN
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
         SELECT array_agg(a.id) INTO admitted FROM {s}.admit(p_worker, 'new', p_new => eager) a;
-        SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
-        INTO others
-        FROM jsonb_array_elements(eager) AS c
-        WHERE NOT ((c.value->>'id')::uuid = ANY (COALESCE(admitted, '{}')));
-        IF jsonb_array_length(others) = 0 THEN
-            others := NULL;
+        IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(eager) THEN
+            SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
+            INTO others
+            FROM jsonb_array_elements(eager) AS c
+            WHERE NOT ((c.value->>'id')::uuid = ANY (COALESCE(admitted, '{}')));
+            IF jsonb_array_length(others) = 0 THEN
+                others := NULL;
+            END IF;
         END IF;
     END IF;
     IF others IS NULL THEN
@@ -1396,8 +1398,6 @@ CREATE UNIQUE INDEX executions_idempotency_key ON {s}.executions USING btree (id
 CREATE INDEX executions_parent ON {s}.executions USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
 CREATE INDEX executions_running_by_worker ON {s}.executions USING btree (worker_id) WHERE (status = 'running'::text);
-
-CREATE INDEX executions_running_queue ON {s}.executions USING btree (queue) WHERE (status = 'running'::text);
 
 CREATE UNIQUE INDEX executions_schedule_tick ON {s}.executions USING btree (schedule_name, schedule_tick) WHERE (schedule_name IS NOT NULL);
 

@@ -58,8 +58,9 @@ CREATE INDEX executions_claim ON {s}.executions (queue, priority DESC, run_at, i
     WHERE status = 'pending' AND NOT held;
 CREATE INDEX executions_held ON {s}.executions (concurrency_key, priority DESC, run_at, id)
     WHERE held AND status = 'pending';
--- A limited queue's running executions, counted under its lock at every admission.
-CREATE INDEX executions_running_queue ON {s}.executions (queue) WHERE status = 'running';
+-- A limited queue's running executions are counted through executions_running_by_worker
+-- (0001), which holds every running row: few, whatever the backlog. An index of its own would
+-- cost every admission an insert, to serve only the admissions near a limit.
 
 -- Whether admissions to p_queues are unlimited (nothing to lock or count).
 CREATE FUNCTION {s}.flow_free(p_queues text[]) RETURNS boolean
@@ -687,12 +688,14 @@ BEGIN
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
         SELECT array_agg(a.id) INTO admitted FROM {s}.admit(p_worker, 'new', p_new => eager) a;
-        SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
-        INTO others
-        FROM jsonb_array_elements(eager) AS c
-        WHERE NOT ((c.value->>'id')::uuid = ANY (COALESCE(admitted, '{}')));
-        IF jsonb_array_length(others) = 0 THEN
-            others := NULL;
+        IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(eager) THEN
+            SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
+            INTO others
+            FROM jsonb_array_elements(eager) AS c
+            WHERE NOT ((c.value->>'id')::uuid = ANY (COALESCE(admitted, '{}')));
+            IF jsonb_array_length(others) = 0 THEN
+                others := NULL;
+            END IF;
         END IF;
     END IF;
     IF others IS NULL THEN
