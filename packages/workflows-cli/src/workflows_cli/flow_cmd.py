@@ -10,7 +10,7 @@ from workflows.errors import ConfigurationError
 from workflows.flow import check_key, check_limit, parse_rate
 from workflows_cli import render
 from workflows_cli.exit_codes import EPILOG
-from workflows_cli.main import clean_errors
+from workflows_cli.failures import clean_errors
 
 QUEUE_COLUMNS = ("name", "concurrency", "rate", "paused", "running", "pending", "held")
 

@@ -7,7 +7,7 @@ import click
 from workflows import schedules as api
 from workflows_cli import render
 from workflows_cli.exit_codes import EPILOG
-from workflows_cli.main import clean_errors
+from workflows_cli.failures import clean_errors
 
 SCHEDULE_COLUMNS = ("name", "function", "queue", "cron", "timezone", "state", "next_tick", "source")
 

@@ -11,8 +11,9 @@ import click
 from workflows.config import Settings
 from workflows.errors import WorkflowsError
 from workflows_cli.exit_codes import EPILOG
-from workflows_cli.main import clean_errors, setup_logging
+from workflows_cli.failures import clean_errors
 from workflows_cli.main import cli as workflows_cli
+from workflows_cli.main import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
