@@ -235,6 +235,7 @@ async def test_a_rate_key_is_shared_across_queues(store: PostgresStore) -> None:
         (lambda: queues.set_limit_sync("q", rate="ten per second"), "rate must look like"),
         (lambda: queues.set_limit_sync("q", rate="0/s"), "1 to 1,000,000 starts"),
         (lambda: queues.set_limit_sync("bad queue!", concurrency=1), "queue"),
+        (lambda: queues.set_limit_sync("q"), "give concurrency=, rate= or both"),
         (lambda: rate_limits.set_sync("k", "5/fortnight"), "rate must look like"),
         (lambda: rate_limits.set_sync("", "5/s"), "non-empty"),
         (lambda: jobs_app.record.options(concurrency_key=""), "non-empty"),

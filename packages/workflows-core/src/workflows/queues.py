@@ -15,6 +15,7 @@ from typing import Any
 
 from workflows.api import validate_queue
 from workflows.config import Settings
+from workflows.errors import ConfigurationError
 from workflows.flow import Rate, check_limit, parse_rate
 from workflows.store import async_store, sync_store
 
@@ -32,6 +33,8 @@ UNCHANGED: Any = _Unset()
 
 def _set_args(queue: str, concurrency: Any, rate: Any, paused: bool | None) -> tuple[Any, ...]:
     validate_queue(queue)
+    if concurrency is UNCHANGED and rate is UNCHANGED and paused is None:
+        raise ConfigurationError("give concurrency=, rate= or both (None removes a limit)")
     set_concurrency = concurrency is not UNCHANGED
     if set_concurrency and concurrency is not None:
         check_limit("concurrency", concurrency)
