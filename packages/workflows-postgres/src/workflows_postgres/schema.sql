@@ -80,7 +80,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {s}.admissible(p_ids uuid[], p_queues text[], p_rate_keys text[], p_starts boolean[], p_names text[], p_rooms integer[], p_rate_rooms integer[], p_now timestamp with time zone) RETURNS uuid[]
+CREATE FUNCTION {s}.admissible(p_ids uuid[], p_queues text[], p_rate_keys text[], p_starts boolean[], p_names text[], p_rooms integer[], p_rate_rooms integer[]) RETURNS uuid[]
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -100,7 +100,7 @@ BEGIN
         SELECT * INTO r FROM {s}.rate_limits WHERE key = v_key FOR UPDATE;
         IF FOUND THEN
             keys := keys || v_key;
-            key_room := key_room || {s}.rate_room('k:' || v_key, r.starts, r.period, p_now);
+            key_room := key_room || {s}.rate_room('k:' || v_key, r.starts, r.period);
         END IF;
     END LOOP;
     FOR i IN 1 .. COALESCE(cardinality(p_ids), 0) LOOP
@@ -165,6 +165,7 @@ CREATE FUNCTION {s}.admit(p_worker uuid, p_from text, p_ids uuid[] DEFAULT NULL:
     AS $$
 DECLARE
     free boolean;
+    roomy boolean;
     got bigint;
     rest uuid[];
     queues text[];
@@ -188,7 +189,10 @@ BEGIN
         IF p_limit <= 0 THEN
             RETURN;
         END IF;
-        -- The check is the statement's own: a claim that finds work costs no more.
+        -- The check is the statement's own: a claim that finds work costs no more. Run again
+        -- without it (roomy) when the limits found are ones the fleet cannot reach.
+        roomy := false;
+        LOOP
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
@@ -219,18 +223,31 @@ BEGIN
             ) c
             ORDER BY c.priority DESC, c.run_at, c.id
             LIMIT p_limit))
-          AND NOT EXISTS (SELECT 1 FROM {s}.queues f
-                          WHERE f.name = ANY (p_queues)
-                            AND (f.paused OR f.concurrency IS NOT NULL
-                                 OR f.rate_starts IS NOT NULL)
-                          UNION ALL
-                          SELECT 1 FROM {s}.rate_limits)
+          AND (roomy OR NOT EXISTS (SELECT 1 FROM {s}.queues f
+                                    WHERE f.name = ANY (p_queues)
+                                      AND (f.paused OR f.concurrency IS NOT NULL
+                                           OR f.rate_starts IS NOT NULL)
+                                    UNION ALL
+                                    SELECT 1 FROM {s}.rate_limits))
         RETURNING e.*;
-        IF FOUND THEN
+        IF FOUND OR roomy THEN
             RETURN;
         END IF;
         -- Nothing claimed: nothing to claim, or a limit to look at.
-        queues := p_queues;
+        IF {s}.flow_free(p_queues) THEN
+            RETURN;
+        END IF;
+        -- Each queue's room, in name order (no two admissions deadlock).
+        roomy := NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+        FOR v_queue IN SELECT DISTINCT x FROM unnest(p_queues) AS x ORDER BY 1 LOOP
+            qr := {s}.queue_room(v_queue, p_limit, p_worker);
+            r_names := r_names || v_queue;
+            r_rooms := r_rooms || qr.room;
+            r_rates := r_rates || qr.rate_room;
+            roomy := roomy AND qr.room >= p_limit AND qr.rate_room IS NULL;
+        END LOOP;
+        EXIT WHEN NOT roomy;
+        END LOOP;
     ELSIF p_from = 'new' THEN
         -- As for the claim, the check is each row's own: a row on a limited queue, or under a
         -- rate key with a rate, is left for below. A keyed one never starts this way: it may
@@ -305,44 +322,44 @@ BEGIN
         END IF;
         queues := ARRAY(SELECT DISTINCT e.queue FROM {s}.executions e WHERE e.id = ANY (rest));
     END IF;
-    free := NOT EXISTS (SELECT 1 FROM {s}.queues f
-                        WHERE f.name = ANY (queues)
-                          AND (f.paused OR f.concurrency IS NOT NULL
-                               OR f.rate_starts IS NOT NULL))
-            AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
-    IF free THEN
-        -- Nothing limits them (a limit lifted meanwhile): the claim found nothing more to take,
-        -- and the rows left of the others are no longer to be admitted.
-        RETURN;
+    IF p_from = 'claim' THEN
+        -- Rooms taken above, and not roomy.
+        free := false;
+    ELSE
+        IF {s}.flow_free(queues) THEN
+            -- Nothing limits them (a limit lifted meanwhile): the rows left are no longer to
+            -- be admitted.
+            RETURN;
+        END IF;
+        -- Limited: each queue's room, in name order (no two admissions deadlock).
+        free := NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+        FOR v_queue, want IN
+            SELECT q.queue, CASE WHEN p_from = 'new' THEN (
+                                     SELECT count(*) FROM jsonb_array_elements(p_new) n
+                                     WHERE n->>'queue' = q.queue)
+                                 ELSE (SELECT count(*) FROM {s}.executions e
+                                       WHERE e.id = ANY (rest) AND e.queue = q.queue) END
+            FROM unnest(queues) AS q(queue) ORDER BY 1
+        LOOP
+            qr := {s}.queue_room(v_queue, want, p_worker);
+            r_names := r_names || v_queue;
+            r_rooms := r_rooms || qr.room;
+            r_rates := r_rates || qr.rate_room;
+            -- Room for all asked, and no rate: as if free.
+            free := free AND qr.room >= want AND qr.rate_room IS NULL;
+        END LOOP;
     END IF;
-    -- Limited: each queue's room, in name order (no two admissions deadlock).
-    free := true;
-    FOR v_queue, want IN
-        SELECT q.queue, CASE WHEN p_from = 'claim' THEN p_limit
-                             WHEN p_from = 'new' THEN (
-                                 SELECT count(*) FROM jsonb_array_elements(p_new) n
-                                 WHERE n->>'queue' = q.queue)
-                             ELSE (SELECT count(*) FROM {s}.executions e
-                                   WHERE e.id = ANY (rest) AND e.queue = q.queue) END
-        FROM unnest(queues) AS q(queue) ORDER BY 1
-    LOOP
-        qr := {s}.queue_room(v_queue, want, p_worker, v_at);
-        r_names := r_names || v_queue;
-        r_rooms := r_rooms || qr.room;
-        r_rates := r_rates || qr.rate_room;
-        -- Room for all asked, and no rate: as if free, so far.
-        free := free AND qr.room >= want AND qr.rate_room IS NULL;
-    END LOOP;
-    free := free AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
     IF p_from = 'new' THEN
         IF NOT free THEN
             SELECT {s}.admissible(array_agg(r.id ORDER BY r.ord), array_agg(r.queue ORDER BY r.ord),
                                   array_agg(r.rate_key ORDER BY r.ord),
-                                  array_agg(true ORDER BY r.ord), r_names, r_rooms, r_rates, v_at)
+                                  array_agg(true ORDER BY r.ord), r_names, r_rooms, r_rates)
             INTO keep
             FROM ROWS FROM (jsonb_to_recordset(p_new) AS (id uuid, queue text, rate_key text))
                  WITH ORDINALITY AS r(id, queue, rate_key, ord);
         END IF;
+        -- Every limit's lock is held and counted: the starts are timed now (see above).
+        v_at := clock_timestamp();
         RETURN QUERY
         WITH a AS (
             INSERT INTO {s}.executions AS e
@@ -365,38 +382,6 @@ BEGIN
             SELECT l.limiter, v_at FROM a, {s}.limiters_of(a.queue, a.rate_key) l
         )
         SELECT * FROM a;
-        RETURN;
-    END IF;
-    IF p_from = 'claim' AND free THEN
-        -- Limited queues with room for all asked (roomy): the claim as the first one.
-        RETURN QUERY
-        UPDATE {s}.executions e
-        SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
-            started_at = COALESCE(e.started_at, v_at)
-        WHERE e.id = ANY (ARRAY(
-            SELECT c.id
-            FROM unnest(p_queues) AS q(queue)
-            CROSS JOIN LATERAL (
-                SELECT x.id, x.priority, x.run_at
-                FROM {s}.executions x
-                WHERE x.status = 'pending' AND NOT x.held AND x.queue = q.queue
-                  AND x.run_at <= now()
-                  AND (x.sticky_worker_id IS NULL OR x.sticky_worker_id = p_worker
-                       OR x.run_at <= now() - interval '200 milliseconds'
-                       OR NOT EXISTS (SELECT 1 FROM {s}.worker_heartbeats h
-                                      WHERE h.worker_id = x.sticky_worker_id))
-                  AND NOT (x.kind = 'workflow' AND x.version > COALESCE(
-                        (SELECT m.max FROM unnest(p_names, p_max) AS m(name, max)
-                         WHERE m.name = x.name), 2147483647))
-                  AND x.id <> ALL (p_exclude)
-                ORDER BY x.priority DESC, x.run_at, x.id
-                LIMIT p_limit
-                FOR UPDATE SKIP LOCKED
-            ) c
-            ORDER BY c.priority DESC, c.run_at, c.id
-            LIMIT p_limit))
-        RETURNING e.*;
         RETURN;
     END IF;
     IF p_from = 'claim' THEN
@@ -439,8 +424,7 @@ BEGIN
         IF c_ids IS NULL THEN
             RETURN;
         END IF;
-        keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, r_names, r_rooms, r_rates,
-                               v_at);
+        keep := {s}.admissible(c_ids, c_queues, c_keys, c_starts, r_names, r_rooms, r_rates);
     ELSIF free THEN
         keep := rest;
     ELSE
@@ -448,12 +432,14 @@ BEGIN
                    array_agg(e.id ORDER BY o.ord), array_agg(e.queue ORDER BY o.ord),
                    array_agg(e.rate_key ORDER BY o.ord),
                    array_agg(e.kind <> 'workflow' OR e.started_at IS NULL ORDER BY o.ord),
-                   r_names, r_rooms, r_rates, v_at)
+                   r_names, r_rooms, r_rates)
         INTO keep
         FROM unnest(rest) WITH ORDINALITY AS o(id, ord)
         JOIN {s}.executions e ON e.id = o.id
         WHERE e.status = p_from;
     END IF;
+    -- Every limit's lock is held and counted: the starts are timed now (see above).
+    v_at := clock_timestamp();
     RETURN QUERY
     WITH a AS (
         UPDATE {s}.executions e
@@ -870,23 +856,14 @@ $$;
 CREATE FUNCTION {s}.key_slot_changed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    taken boolean;
 BEGIN
     IF OLD.status IN ('pending', 'running', 'waiting') THEN
         PERFORM {s}.free_key_slot_of(OLD.concurrency_key);
-        RETURN NULL;
+    ELSE
+        UPDATE {s}.executions
+        SET held = NOT {s}.take_slot(NEW.concurrency_key, NEW.concurrency_limit, NEW.status)
+        WHERE id = NEW.id;
     END IF;
-    INSERT INTO {s}.concurrency_keys AS k (key, active) VALUES (NEW.concurrency_key, 1)
-    ON CONFLICT (key) DO UPDATE SET active = k.active + 1
-        WHERE k.active < COALESCE(NEW.concurrency_limit, 1)
-    RETURNING true INTO taken;
-    IF taken IS NULL AND NEW.status <> 'pending' THEN
-        RAISE EXCEPTION 'no free slot of concurrency key % for an execution started at once',
-            NEW.concurrency_key
-            USING ERRCODE = 'check_violation';
-    END IF;
-    UPDATE {s}.executions SET held = taken IS NULL WHERE id = NEW.id;
     RETURN NULL;
 END;
 $$;
@@ -948,7 +925,7 @@ CREATE FUNCTION {s}.new_id() RETURNS uuid
         'hex')::uuid
 $$;
 
-CREATE FUNCTION {s}.queue_room(p_name text, p_want integer, p_worker uuid, p_now timestamp with time zone, OUT room integer, OUT rate_room integer) RETURNS record
+CREATE FUNCTION {s}.queue_room(p_name text, p_want integer, p_worker uuid, OUT room integer, OUT rate_room integer) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -986,17 +963,17 @@ BEGIN
             WHERE e.queue = p_name AND e.status = 'running'), 0));
     END IF;
     IF q.rate_starts IS NOT NULL THEN
-        rate_room := {s}.rate_room('q:' || p_name, q.rate_starts, q.rate_period, p_now);
+        rate_room := {s}.rate_room('q:' || p_name, q.rate_starts, q.rate_period);
     END IF;
 END;
 $$;
 
-CREATE FUNCTION {s}.rate_room(p_limiter text, p_starts integer, p_period double precision, p_now timestamp with time zone) RETURNS integer
+CREATE FUNCTION {s}.rate_room(p_limiter text, p_starts integer, p_period double precision) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 BEGIN
     DELETE FROM {s}.rate_starts
-    WHERE limiter = p_limiter AND at <= p_now - make_interval(secs => p_period);
+    WHERE limiter = p_limiter AND at <= clock_timestamp() - make_interval(secs => p_period);
     RETURN greatest(p_starts - (SELECT count(*) FROM {s}.rate_starts WHERE limiter = p_limiter), 0);
 END;
 $$;
@@ -1135,24 +1112,29 @@ $$;
 CREATE FUNCTION {s}.take_key_slot() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+BEGIN
+    NEW.held := NEW.status IN ('pending', 'running', 'waiting')
+                AND NOT {s}.take_slot(NEW.concurrency_key, NEW.concurrency_limit, NEW.status);
+    RETURN NEW;
+END;
+$$;
+
+CREATE FUNCTION {s}.take_slot(p_key text, p_limit integer, p_status text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
     taken boolean;
 BEGIN
-    IF NEW.status NOT IN ('pending', 'running', 'waiting') THEN
-        NEW.held := false;
-        RETURN NEW;
-    END IF;
-    INSERT INTO {s}.concurrency_keys AS k (key, active) VALUES (NEW.concurrency_key, 1)
+    INSERT INTO {s}.concurrency_keys AS k (key, active) VALUES (p_key, 1)
     ON CONFLICT (key) DO UPDATE SET active = k.active + 1
-        WHERE k.active < COALESCE(NEW.concurrency_limit, 1)
+        WHERE k.active < COALESCE(p_limit, 1)
     RETURNING true INTO taken;
-    NEW.held := taken IS NULL;
-    IF NEW.held AND NEW.status <> 'pending' THEN
+    IF taken IS NULL AND p_status <> 'pending' THEN
         RAISE EXCEPTION 'no free slot of concurrency key % for an execution started at once',
-            NEW.concurrency_key
+            p_key
             USING ERRCODE = 'check_violation';
     END IF;
-    RETURN NEW;
+    RETURN taken IS NOT NULL;
 END;
 $$;
 
