@@ -233,8 +233,15 @@ BEGIN
         IF FOUND OR roomy THEN
             RETURN;
         END IF;
-        -- Nothing claimed: nothing to claim, or a limit to look at.
-        IF {s}.flow_free(p_queues) THEN
+        -- Nothing claimed: nothing to claim, or a limit to look at. (flow_free() written out:
+        -- a SQL function with subqueries is not inlined, and its call costs more than this
+        -- check, paid by every claim under a limit.)
+        IF NOT EXISTS (SELECT 1 FROM {s}.queues f
+                       WHERE f.name = ANY (p_queues)
+                         AND (f.paused OR f.concurrency IS NOT NULL
+                              OR f.rate_starts IS NOT NULL)
+                       UNION ALL
+                       SELECT 1 FROM {s}.rate_limits) THEN
             RETURN;
         END IF;
         -- Each queue's room, in name order (no two admissions deadlock).
