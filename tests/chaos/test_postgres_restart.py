@@ -55,7 +55,8 @@ def check_scrape(db: Db, port: int, worker: WorkerProcess) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     for name in (
-        "workflows_executions",
+        "workflows_attempts",
+        "workflows_executions_finished",
         "workflows_execution_duration_seconds",
         "workflows_pickup_latency_seconds",
         "workflows_executions_in_progress",
@@ -67,8 +68,8 @@ def check_scrape(db: Db, port: int, worker: WorkerProcess) -> None:
     def completed(kind: str) -> float:
         return sum(
             s.value
-            for s in families["workflows_executions"].samples
-            if s.name == "workflows_executions_total"
+            for s in families["workflows_executions_finished"].samples
+            if s.name == "workflows_executions_finished_total"
             and s.labels == {"queue": "chaos", "kind": kind, "status": "completed"}
         )
 

@@ -238,7 +238,7 @@ async def test_graceful_shutdown_hands_work_back_without_a_heartbeat_timeout(
 async def test_dead_worker_is_recovered_by_exactly_one_of_two_live_workers(
     store: PostgresStore, start_worker: StartWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workflows.worker")
+    caplog.set_level(logging.INFO, logger="workflows_worker")
     dead = str(uuid.uuid4())
     await store.register_worker(dead, Registration("gone-host", 424242, (QUEUE,), "0"))
     retried = await effect.options(retries=2).queue("retried")
@@ -264,9 +264,9 @@ async def test_dead_worker_is_recovered_by_exactly_one_of_two_live_workers(
     recoveries = [sample(w, "workflows_worker_recoveries_total") for w in (a, b)]
     assert sorted(recoveries) == [0.0, 1.0]
     rescuer = (a, b)[recoveries.index(1.0)]
-    recovered = {"queue": QUEUE, "status": "recovered"}
-    assert sample(rescuer, "workflows_executions_total", kind="job", **recovered) == 2
-    assert sample(rescuer, "workflows_executions_total", kind="workflow", **recovered) == 1
+    lost_attempts = {"queue": QUEUE, "outcome": "lost"}
+    assert sample(rescuer, "workflows_attempts_total", kind="job", **lost_attempts) == 2
+    assert sample(rescuer, "workflows_attempts_total", kind="workflow", **lost_attempts) == 1
     logged = [r.getMessage() for r in caplog.records if "recovered dead worker" in r.getMessage()]
     assert logged == [f"recovered dead worker {dead[:8]} (gone-host pid 424242)"]
     assert any("recovered 3 executions (1 workflows)" in r.getMessage() for r in caplog.records)
@@ -295,7 +295,7 @@ async def test_a_worker_judges_no_peer_before_beating_on_time_for_a_whole_timeou
 async def test_recovered_workflow_resumes_from_its_history(
     store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workflows.worker")
+    caplog.set_level(logging.INFO, logger="workflows_worker")
     wf = await step_signal_step.queue("resume")
     async with running(QUEUE):
 
@@ -382,7 +382,7 @@ async def test_workflow_activation_under_an_old_lease_writes_nothing(store: Post
 async def test_worker_that_lost_its_claim_discards_its_late_result_and_logs_it(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workflows.worker")
+    caplog.set_level(logging.INFO, logger="workflows_worker")
     # The worker beats once at start, then not for a minute: as if paused (SIGSTOP, a long GC).
     monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "60")
     # Settings refuse an interval of half the timeout or more: a live worker would look dead.
@@ -462,14 +462,19 @@ async def test_metrics_scrape_parses_and_counts_the_work_done(
     families = {f.name: f for f in text_string_to_metric_families(text)}
     # The parser names a counter's family without its `_total`.
     for name in (
-        "workflows_executions",
+        "workflows_attempts",
+        "workflows_executions_finished",
         "workflows_execution_duration_seconds",
         "workflows_pickup_latency_seconds",
         "workflows_executions_in_progress",
         "workflows_queue_depth",
+        "workflows_queue_depth_estimated",
+        "workflows_queue_oldest_pending_age_seconds",
         "workflows_workers_alive",
+        "workflows_build_info",
     ):
         assert name in families, f"{name} missing from the scrape"
+    assert not [s.name for f in families.values() for s in f.samples if "_created" in s.name]
 
     def value(family: str, sample_name: str, **labels: str) -> float:
         return sum(
@@ -478,13 +483,20 @@ async def test_metrics_scrape_parses_and_counts_the_work_done(
             if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
-    executions = "workflows_executions_total"
-    assert value("workflows_executions", executions, kind="job", status="completed") == 6
-    assert value("workflows_executions", executions, kind="job", status="retried") == 2
-    assert value("workflows_executions", executions, kind="job", status="failed") == 1
-    assert value("workflows_executions", executions, kind="activity", status="completed") == 2
-    assert value("workflows_executions", executions, kind="workflow", status="completed") == 1
-    assert value("workflows_executions", executions, status="recovered") == 0
+    attempts, finished = "workflows_attempts_total", "workflows_executions_finished_total"
+    # 9 job attempts: 6 completed, 2 failed and retried, 1 failed for good.
+    assert value("workflows_attempts", attempts, kind="job", outcome="completed") == 6
+    assert value("workflows_attempts", attempts, kind="job", outcome="failed") == 3
+    assert value("workflows_attempts", attempts, kind="activity", outcome="completed") == 2
+    assert value("workflows_attempts", attempts, kind="workflow", outcome="completed") == 1
+    assert value("workflows_attempts", attempts, kind="workflow") == 3
+    assert value("workflows_attempts", attempts, outcome="lost") == 0
+    # 8 executions, each once, with its final status.
+    assert value("workflows_executions_finished", finished, kind="job", status="completed") == 6
+    assert value("workflows_executions_finished", finished, kind="job", status="failed") == 1
+    assert value("workflows_executions_finished", finished, kind="activity") == 2
+    assert value("workflows_executions_finished", finished, kind="workflow") == 1
+    assert value("workflows_executions_finished", finished) == 10
     duration = "workflows_execution_duration_seconds"
     # Every run is timed: 9 job attempts, 2 activities, the workflow's 3 activations (its
     # start, then one on each activity's outcome).

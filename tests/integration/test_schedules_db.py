@@ -435,7 +435,7 @@ async def test_a_paused_schedule_fires_nothing_and_resumes_from_its_next_tick(
 async def test_a_hostile_schedule_row_is_logged_and_skipped_and_the_others_fire(
     store: PostgresStore, fns: dict[str, Any], db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workflows.worker")
+    caplog.set_level(logging.INFO, logger="workflows_worker")
     await schedules.create("good", fns["beat"], SECONDLY)
     template = (
         "INSERT INTO workflows.schedules (name, source, kind, function_name, queue, args, "

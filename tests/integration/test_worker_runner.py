@@ -120,7 +120,7 @@ async def test_an_activitys_outcome_resumes_the_workflow_held_here_in_one_write(
 async def test_a_claim_right_after_the_copy_resumes_it_and_a_later_one_replays(
     rig: Rig, store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="workflows.worker")
+    caplog.set_level("INFO", logger="workflows_worker")
 
     def replayed() -> int:
         return sum("replayed workflow" in r.getMessage() for r in caplog.records)

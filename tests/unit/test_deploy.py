@@ -143,7 +143,8 @@ def test_alerts_and_dashboard_name_only_metrics_a_worker_exports() -> None:
     assert alert_names >= {
         "workflows_workers_alive",
         "workflows_queue_depth",
-        "workflows_executions_total",
+        "workflows_executions_finished_total",
+        "workflows_queue_oldest_pending_age_seconds",
     }
     assert alert_names <= METRIC_NAMES, alert_names - METRIC_NAMES
     # The dashboard shows every family the worker exports, and nothing else.
@@ -157,6 +158,7 @@ def _annotations(alertname: str, **values: str) -> dict[str, str]:
     for key, template in rule["annotations"].items():
         text = template.replace("{{ $labels.queue }}", values.get("queue", ""))
         text = text.replace("{{ $value | humanizePercentage }}", values.get("percentage", ""))
+        text = text.replace("{{ $value | humanizeDuration }}", values.get("duration", ""))
         assert "{{" not in text, f"extend _annotations for {text}"
         rendered[key] = text
     return rendered
@@ -251,25 +253,30 @@ def test_alerts_fire_on_their_conditions_and_only_then(tmp_path: Path) -> None:
             ],
         },
         {
-            # default: 2 of 10 ended runs fail (20%); its recoveries re-queue other workers'
-            # runs and must not dilute that to 2 of 30. healthy: 1 of 100 fails (1%).
+            # default: 2 of 10 executions that ended failed for good (20%); its many attempts
+            # (retries, recoveries) must not dilute that. healthy: 1 of 100 (1%).
             "interval": "1m",
             "input_series": [
                 {
-                    "series": f'workflows_executions_total{{queue="{queue}",kind="job",'
+                    "series": f'workflows_executions_finished_total{{queue="{queue}",kind="job",'
                     f'status="{status}"}}',
                     "values": f"0+{per_minute}x20",
                 }
                 for queue, status, per_minute in (
                     ("default", "failed", 2),
-                    ("default", "completed", 6),
-                    ("default", "retried", 1),
+                    ("default", "completed", 7),
                     ("default", "cancelled", 1),
-                    ("default", "recovered", 20),
                     ("healthy", "failed", 1),
-                    ("healthy", "retried", 9),
-                    ("healthy", "completed", 90),
+                    ("healthy", "completed", 99),
                 )
+            ]
+            + [
+                {
+                    "series": f'workflows_attempts_total{{queue="default",kind="job",'
+                    f'outcome="{outcome}"}}',
+                    "values": "0+20x20",
+                }
+                for outcome in ("failed", "lost", "timed_out")
             ],
             "alert_rule_test": [
                 {"eval_time": "3m", "alertname": "WorkflowsHighFailureRate", "exp_alerts": []},
@@ -281,6 +288,48 @@ def test_alerts_fire_on_their_conditions_and_only_then(tmp_path: Path) -> None:
                             "exp_labels": {"severity": "warning", "queue": "default"},
                             "exp_annotations": _annotations(
                                 "WorkflowsHighFailureRate", queue="default", percentage="20%"
+                            ),
+                        }
+                    ],
+                },
+            ],
+        },
+        {
+            # stuck: its oldest due execution ages a minute a minute (nobody serves it), as
+            # two workers report; busy: a deep backlog served in order, always 60 s old;
+            # blip: old for 4 minutes, then served (shorter than the alert's `for`).
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": f'workflows_queue_oldest_pending_age_seconds{{instance="{w}",'
+                    'queue="stuck"}',
+                    "values": "0+60x20",
+                }
+                for w in ("w1", "w2")
+            ]
+            + [
+                {
+                    "series": 'workflows_queue_oldest_pending_age_seconds{instance="w1",'
+                    'queue="busy"}',
+                    "values": "60x20",
+                },
+                {
+                    "series": 'workflows_queue_oldest_pending_age_seconds{instance="w1",'
+                    'queue="blip"}',
+                    "values": "0 0 0 400 400 400 400 0x13",
+                },
+            ],
+            "alert_rule_test": [
+                # stuck passes 300 s at minute 6: pending until minute 11.
+                {"eval_time": "9m", "alertname": "WorkflowsOldestPendingTooOld", "exp_alerts": []},
+                {
+                    "eval_time": "12m",
+                    "alertname": "WorkflowsOldestPendingTooOld",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "warning", "queue": "stuck"},
+                            "exp_annotations": _annotations(
+                                "WorkflowsOldestPendingTooOld", queue="stuck", duration="12m 0s"
                             ),
                         }
                     ],

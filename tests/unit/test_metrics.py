@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from workflows_worker.metrics import METRIC_NAMES, MetricsServer, WorkerMetrics
+from workflows_worker import __version__
+from workflows_worker.metrics import METRIC_NAMES, MetricsServer, WorkerMetrics, attempt_outcome
 
 
 def _get(server: MetricsServer, path: str) -> tuple[int, bytes]:
@@ -68,9 +69,10 @@ def test_scrape_exposes_every_family_and_the_process_collectors(
     metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
 ) -> None:
     metrics.execution_started("default", "job", 0.01)
-    metrics.execution_finished("default", "job", "completed", 0.2)
+    metrics.attempt_ended("default", "job", "completed", 0.2, "completed")
     metrics.execution_recovered("default", "job")
     metrics.set_queue_depth({("default", "pending"): 1})
+    metrics.set_oldest_pending_age({"default": 3.0})
     metrics.set_workers_alive(1)
     metrics.worker_recovered()
 
@@ -82,35 +84,131 @@ def test_scrape_exposes_every_family_and_the_process_collectors(
     assert "process_cpu_seconds_total" in families
 
 
-def test_execution_outcomes_are_counted_by_queue_kind_and_status(
+def _end(metrics: WorkerMetrics, queue: str, kind: str, status: str, **kw: bool) -> None:
+    """A run started and ended in ``status``, as the executor reports it."""
+    metrics.execution_started(queue, kind, 0.003)
+    outcome, final = attempt_outcome(status, **kw)
+    metrics.attempt_ended(queue, kind, outcome, 1.5, final)
+
+
+def test_attempts_count_every_end_and_finished_only_final_outcomes(
     metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
 ) -> None:
-    for status in ("completed", "completed", "failed", "retried", "cancelled"):
-        metrics.execution_started("default", "job", 0.003)
-        metrics.execution_finished("default", "job", status, 1.5)
-    metrics.execution_started("emails", "workflow", None)
-    metrics.execution_finished("emails", "workflow", "completed", None)
+    # One job: two failed attempts (one past its timeout), then completed.
+    _end(metrics, "default", "job", "retried")
+    _end(metrics, "default", "job", "retried", timed_out=True)
+    _end(metrics, "default", "job", "completed")
+    # Another: out of retries after a timeout.
+    _end(metrics, "default", "job", "failed", timed_out=True)
+    _end(metrics, "default", "job", "cancelled")
+    _end(metrics, "default", "job", "released")
+    _end(metrics, "default", "job", "stale")
+    _end(metrics, "emails", "workflow", "waiting")
+    _end(metrics, "emails", "workflow", "completed")
+    metrics.execution_recovered("default", "job", n=2)
 
-    samples = _scrape(serve(lambda: True))["workflows_executions_total"]
+    families = _scrape(serve(lambda: True))
 
-    total = "workflows_executions_total"
-    assert _value(samples, total, queue="default", kind="job", status="completed") == 2
-    assert _value(samples, total, queue="default", kind="job", status="failed") == 1
-    assert _value(samples, total, queue="default", kind="job", status="retried") == 1
-    assert _value(samples, total, queue="default", kind="job", status="cancelled") == 1
-    assert _value(samples, total, queue="emails", kind="workflow", status="completed") == 1
+    attempts, total = families["workflows_attempts_total"], "workflows_attempts_total"
+    job = {"queue": "default", "kind": "job"}
+    assert _value(attempts, total, **job, outcome="failed") == 1
+    assert _value(attempts, total, **job, outcome="timed_out") == 2
+    assert _value(attempts, total, **job, outcome="completed") == 1
+    assert _value(attempts, total, **job, outcome="cancelled") == 1
+    assert _value(attempts, total, **job, outcome="released") == 1
+    assert _value(attempts, total, **job, outcome="discarded") == 1
+    assert _value(attempts, total, **job, outcome="lost") == 2
+    wf = {"queue": "emails", "kind": "workflow"}
+    assert _value(attempts, total, **wf, outcome="suspended") == 1
+    assert _value(attempts, total, **wf, outcome="completed") == 1
+
+    finished, total = (
+        families["workflows_executions_finished_total"],
+        ("workflows_executions_finished_total"),
+    )
+    # Two jobs ended for good, plus the cancelled one: a sum over statuses counts executions.
+    assert _value(finished, total, **job, status="completed") == 1
+    assert _value(finished, total, **job, status="failed") == 1
+    assert _value(finished, total, **job, status="cancelled") == 1
+    assert _value(finished, total, **wf, status="completed") == 1
+    assert len(finished) == 4
+
+
+def test_an_inline_activation_is_a_workflow_attempt_and_finishes_it_when_it_ends(
+    metrics: WorkerMetrics,
+) -> None:
+    metrics.activation_ran("emails", 0.01, "suspended")
+    metrics.activation_ran("emails", 0.01, "failed")
+    metrics.activation_ran("emails", 0.01, "discarded")
+
+    families = _samples(metrics.render().decode())
+
+    attempts, total = families["workflows_attempts_total"], "workflows_attempts_total"
+    wf = {"queue": "emails", "kind": "workflow"}
+    assert _value(attempts, total, **wf, outcome="suspended") == 1
+    assert _value(attempts, total, **wf, outcome="failed") == 1
+    assert _value(attempts, total, **wf, outcome="discarded") == 1
+    finished = families["workflows_executions_finished_total"]
+    assert [(s.labels["status"], s.value) for s in finished] == [("failed", 1.0)]
+    # No claim of its own: nothing was in progress for it.
+    assert families["workflows_executions_in_progress"] == []
+
+
+def test_no_created_series_are_exposed(metrics: WorkerMetrics) -> None:
+    _end(metrics, "default", "job", "completed")
+    metrics.execution_recovered("default", "job")
+
+    text = metrics.render().decode()
+
+    assert "workflows_attempts_total" in text
+    assert "_created" not in text
+
+
+def test_build_info_names_the_worker_version(metrics: WorkerMetrics) -> None:
+    families = _samples(metrics.render().decode())
+
+    (sample,) = families["workflows_build_info"]
+    assert sample.value == 1
+    assert sample.labels["version"] == __version__
+    assert sample.labels["python"].count(".") == 2
+
+
+def test_oldest_pending_age_per_queue_starts_at_zero_and_clamps_negatives() -> None:
+    metrics = WorkerMetrics(queues=["default", "emails"])
+    before = _samples(metrics.render().decode())["workflows_queue_oldest_pending_age_seconds"]
+    assert {s.labels["queue"]: s.value for s in before} == {"default": 0, "emails": 0}
+
+    metrics.set_oldest_pending_age({"default": 12.5, "emails": -0.2})
+
+    after = _samples(metrics.render().decode())["workflows_queue_oldest_pending_age_seconds"]
+    assert {s.labels["queue"]: s.value for s in after} == {"default": 12.5, "emails": 0}
+
+
+def test_estimated_depths_are_marked_and_unmarked_when_counted_again(
+    metrics: WorkerMetrics,
+) -> None:
+    metrics.set_queue_depth(
+        {("default", "pending"): 250_000, ("default", "held"): 3}, {("default", "pending")}
+    )
+    first = _samples(metrics.render().decode())["workflows_queue_depth_estimated"]
+    assert {s.labels["status"]: s.value for s in first} == {"pending": 1, "held": 0}
+
+    metrics.set_queue_depth({("default", "pending"): 40})
+
+    second = _samples(metrics.render().decode())["workflows_queue_depth_estimated"]
+    assert {s.labels["status"]: s.value for s in second} == {"pending": 0, "held": 0}
 
 
 def test_histograms_observe_durations_and_pickup_latency_in_their_buckets(
     metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
 ) -> None:
     metrics.execution_started("default", "job", 0.0004)
-    metrics.execution_finished("default", "job", "completed", 2.0)
+    metrics.attempt_ended("default", "job", "completed", 2.0, "completed")
     metrics.execution_started("default", "job", 0.7)
-    metrics.execution_finished("default", "job", "failed", 0.02)
+    metrics.attempt_ended("default", "job", "failed", 0.02, "failed")
     # No pickup latency known (a resumed workflow) and no duration: nothing observed.
     metrics.execution_started("default", "job", None)
-    metrics.execution_finished("default", "job", "cancelled", None)
+    metrics.attempt_ended("default", "job", "cancelled", None, "cancelled")
 
     families = _scrape(serve(lambda: True))
 
@@ -145,27 +243,26 @@ def test_negative_pickup_latency_from_clock_skew_is_observed_as_zero(
     assert _value(pickup, name + "_bucket", queue="default", le="0.0005") == 1
 
 
-def test_in_progress_falls_only_for_statuses_that_end_a_run(
+def test_in_progress_falls_for_every_run_that_ends_and_not_for_recovered_ones(
     metrics: WorkerMetrics, serve: Callable[[Callable[[], bool]], MetricsServer]
 ) -> None:
-    for _ in range(5):
+    for _ in range(9):
         metrics.execution_started("default", "job", 0.01)
     metrics.execution_started("other", "activity", 0.01)
-    for status in ("completed", "failed", "retried", "cancelled"):
-        metrics.execution_finished("default", "job", status, 0.1)
+    for status in ("completed", "failed", "retried", "cancelled", "released", "stale", "waiting"):
+        outcome, final = attempt_outcome(status)
+        metrics.attempt_ended("default", "job", outcome, 0.1, final)
     # Recovery counts another worker's runs: this worker's in-progress gauge must not move.
     metrics.execution_recovered("default", "job", n=3)
-    metrics.execution_finished("default", "job", "recovered", None)
 
     families = _scrape(serve(lambda: True))
 
     in_progress = families["workflows_executions_in_progress"]
-    assert _value(in_progress, "workflows_executions_in_progress", queue="default") == 1
+    assert _value(in_progress, "workflows_executions_in_progress", queue="default") == 2
     assert _value(in_progress, "workflows_executions_in_progress", queue="other") == 1
-    total = families["workflows_executions_total"]
+    total = families["workflows_attempts_total"]
     assert (
-        _value(total, "workflows_executions_total", queue="default", kind="job", status="recovered")
-        == 4
+        _value(total, "workflows_attempts_total", queue="default", kind="job", outcome="lost") == 3
     )
 
 
@@ -221,8 +318,12 @@ def test_workers_alive_and_recoveries(
 
 
 def test_unknown_statuses_are_rejected_without_creating_series(metrics: WorkerMetrics) -> None:
-    with pytest.raises(ValueError, match="execution status"):
-        metrics.execution_finished("default", "job", "succeeded", 1.0)
+    with pytest.raises(ValueError, match="attempt outcome"):
+        metrics.attempt_ended("default", "job", "succeeded", 1.0, None)
+    with pytest.raises(ValueError, match="final status"):
+        metrics.attempt_ended("default", "job", "completed", 1.0, "succeeded")
+    with pytest.raises(ValueError, match="no attempt outcome"):
+        attempt_outcome("succeeded")
     with pytest.raises(ValueError, match="queue depth status"):
         metrics.set_queue_depth({("default", "pending"): 1, ("default", "running"): 2})
 
@@ -240,10 +341,7 @@ def test_metric_names_lists_exactly_the_workflows_families_rendered(
 
     families = _samples(metrics.render().decode())
 
-    # The text format states each `_created` timestamp as a gauge family of its own.
-    workflows_families = {
-        name for name in families if name.startswith("workflows_") and not name.endswith("_created")
-    }
+    workflows_families = {name for name in families if name.startswith("workflows_")}
     assert workflows_families == METRIC_NAMES
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import click
@@ -12,19 +11,13 @@ from workflows.states import Kind, Status
 from workflows_cli import render
 from workflows_cli.exit_codes import EPILOG
 from workflows_cli.failures import clean_errors
+from workflows_cli.logs import setup_logging
 
 
 def _store() -> Any:
     from workflows_postgres.sync import SyncStore
 
     return SyncStore(Settings.from_env())
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -40,8 +33,9 @@ def migrate() -> None:
     from workflows import admin
     from workflows_postgres.migrate import latest_version
 
-    setup_logging("WARNING")
     settings = Settings.from_env()
+    # WARNING, whatever WORKFLOWS_LOG_LEVEL says: what it applied is its output below.
+    setup_logging("WARNING", settings.log_format)
     applied = admin.migrate()
     if applied:
         click.echo(

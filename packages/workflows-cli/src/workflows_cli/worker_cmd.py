@@ -8,12 +8,12 @@ import sys
 
 import click
 
-from workflows.config import Settings
+from workflows.config import LOG_FORMATS, LOG_LEVELS, Settings
 from workflows.errors import WorkflowsError
 from workflows_cli.exit_codes import EPILOG
 from workflows_cli.failures import clean_errors
+from workflows_cli.logs import setup_logging
 from workflows_cli.main import cli as workflows_cli
-from workflows_cli.main import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
@@ -46,9 +46,16 @@ def cli() -> None:
 )
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Log records of this level and above [default: WORKFLOWS_LOG_LEVEL, else INFO].",
+)
+@click.option(
+    "--log-format",
+    default=None,
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    help="text, or json: one object per line with the execution's fields "
+    "[default: WORKFLOWS_LOG_FORMAT, else text].",
 )
 @clean_errors
 def worker(
@@ -57,15 +64,22 @@ def worker(
     concurrency: int | None,
     burst: bool,
     metrics_port: int | None,
-    log_level: str,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run a worker serving QUEUEs until SIGTERM/SIGINT."""
     from workflows_worker.imports import add_cwd_to_path, import_app_modules
+    from workflows_worker.logs import CONTEXT_FIELDS
     from workflows_worker.worker import Worker
 
-    setup_logging(log_level)
     # Before any application code runs: a bad setting is reported as itself.
     settings = Settings.from_env()
+    handler = setup_logging(
+        log_level or settings.log_level, (log_format or settings.log_format).lower()
+    )
+    if handler is not None:
+        # Records of the store's own loggers, logged in the worker's tasks, name it too.
+        handler.addFilter(CONTEXT_FIELDS)
     add_cwd_to_path()
     try:
         import_app_modules(list(apps))

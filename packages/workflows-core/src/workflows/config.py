@@ -14,6 +14,8 @@ from typing import Any
 from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.errors import ConfigurationError
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 # The longest notification channel is "<schema>_cancel" (see workflows_postgres.queries), and
 # PostgreSQL refuses or truncates channel names past 63 bytes: a longer schema would leave the
@@ -41,12 +43,31 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
 
 
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1, true, yes, on or 0, false, no, off (or empty)")
+
+
 def _names(raw: str) -> tuple[str, ...]:
     # Blank items are skipped, so a trailing comma (or an empty variable) is harmless.
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 # ---- checks: a value, however it was built -> ValueError if it cannot work ----------------
+
+
+def _log_format(value: str) -> None:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
+
+
+def _log_level(value: str) -> None:
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
 
 
 def _positive_float(value: float) -> None:
@@ -141,6 +162,14 @@ class Settings:
     retry_backoff: float = 1.0
     retry_backoff_max: float = 300.0
     worker_sticky_cache: int = 1000
+    # Log output of `currant worker` (and `workflows migrate`): text or json, one per line.
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Silences the notice that the embedded development database is in use.
+    quiet_embedded: bool = False
+    # workflows_queue_depth counts exactly up to this many per queue and status, and past it
+    # reports the planner's estimate (workflows_queue_depth_estimated says which).
+    worker_queue_depth_exact_limit: int = 100_000
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -217,6 +246,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retry_backoff": float,
     "retry_backoff_max": float,
     "worker_sticky_cache": int,
+    "log_format": lambda raw: raw.lower(),
+    "log_level": lambda raw: raw.upper(),
+    "quiet_embedded": _flag,
+    "worker_queue_depth_exact_limit": int,
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -237,6 +270,9 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retry_backoff": _positive_float,
     "retry_backoff_max": _positive_float,
     "worker_sticky_cache": _non_negative_int,
+    "log_format": _log_format,
+    "log_level": _log_level,
+    "worker_queue_depth_exact_limit": _positive_int,
 }
 
 

@@ -70,11 +70,13 @@ def ensure_running(data_dir: Path | None = None) -> str:
     if folder not in _announced:
         _announced.add(folder)
         # A warning, so it shows without any logging set up: a development database must
-        # never be mistaken for the production one.
-        log.warning(
-            "using the embedded PostgreSQL in %s (set WORKFLOWS_DATABASE_URL to use your own)",
-            folder,
-        )
+        # never be mistaken for the production one. Once per process and folder; silenced by
+        # WORKFLOWS_QUIET_EMBEDDED=1 or a log level above WARNING.
+        if not Settings.current().quiet_embedded:
+            log.warning(
+                "using the embedded PostgreSQL in %s (set WORKFLOWS_DATABASE_URL to use your own)",
+                folder,
+            )
     return socket_dsn(socket_dir, port, DATABASE)
 
 

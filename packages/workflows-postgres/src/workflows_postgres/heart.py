@@ -14,7 +14,7 @@ from workflows.records import Registration
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import connect_sync
 
-log = logging.getLogger("workflows.worker")
+log = logging.getLogger(__name__)
 
 
 class PostgresHeart:
@@ -39,7 +39,9 @@ class PostgresHeart:
             if row is not None:
                 return True
             log.warning(
-                "worker %s was declared dead by a peer; registering again", self._worker_id[:8]
+                "worker %s was declared dead by a peer; registering again",
+                self._worker_id[:8],
+                extra={"worker_id": self._worker_id},
             )
             r = self._registration
             conn.execute(

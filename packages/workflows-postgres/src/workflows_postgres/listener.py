@@ -23,7 +23,7 @@ from workflows_postgres.connect import first_line
 if TYPE_CHECKING:
     from workflows_postgres.store import PostgresStore
 
-log = logging.getLogger("workflows.worker")
+log = logging.getLogger(__name__)
 
 
 def handed_over(payload: str, worker_id: str) -> str | None:

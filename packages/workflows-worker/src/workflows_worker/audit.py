@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Container
 
 from workflows.store import WorkerStore
+from workflows_worker.logs import get_logger
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 
 class Audit:

@@ -4,15 +4,15 @@ batches at a time, and whether such writes are going through at all."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from workflows.records import Advance, Advanced, Outcome
 from workflows.store import WorkerStore
 from workflows_worker.errors import UnstorableOutcomeError, first_line
+from workflows_worker.logs import execution_fields, get_logger
 from workflows_worker.wakeup import Wakeup
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 # Two, so the database writes one while this worker runs the code the other's results let go
 # on, and two of the server's cores work at once.
@@ -182,6 +182,7 @@ class ActivationBatches:
                     "the database refused an activation of workflow %s: %s",
                     item.workflow.id,
                     first_line(exc),
+                    extra=execution_fields(item.workflow),
                 )
                 if not waiter.done():
                     waiter.set_exception(UnstorableOutcomeError(first_line(exc)))

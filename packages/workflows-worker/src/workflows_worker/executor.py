@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from typing import Any, Protocol
@@ -15,15 +14,13 @@ from workflows.store import WorkerStore
 from workflows_worker.batches import OutcomeQueue
 from workflows_worker.errors import UnstorableOutcomeError, first_line, unstorable
 from workflows_worker.imports import FunctionNotFound, ImportPolicy
-from workflows_worker.metrics import WorkerMetrics
+from workflows_worker.logs import bound, execution_fields, get_logger
+from workflows_worker.metrics import WorkerMetrics, attempt_outcome
 from workflows_worker.slots import Slots
 from workflows_worker.sync_pool import SyncPool
 from workflows_worker.wakeup import Wakeup
 
-log = logging.getLogger("workflows.worker")
-
-# The statuses that end a run with an outcome (the rest suspend, release or lose the claim).
-RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "retried"})
+log = get_logger(__name__)
 
 
 class Workflows(Protocol):
@@ -73,6 +70,8 @@ class Executor:
         self._metrics = metrics
         self._wakeup = wakeup
         self.executed = 0
+        # Runs whose code ran past its timeout: their attempts ended timed_out.
+        self._timed_out: set[str] = set()
 
     def start(self, c: Claimed) -> None:
         task = asyncio.create_task(self.execute(c), name=f"workflows-{c.kind}-{c.id}")
@@ -87,6 +86,11 @@ class Executor:
 
     async def execute(self, c: Claimed) -> None:
         """Run ``c`` in the slot it holds (the task calling this), and free the slot after."""
+        # Its own task: every record logged in it is about ``c``.
+        with bound(**execution_fields(c)):
+            await self._execute(c)
+
+    async def _execute(self, c: Claimed) -> None:
         started = time.monotonic()
         self._metrics.execution_started(c.queue, c.kind, c.pickup_latency)
         status = "failed"
@@ -113,11 +117,10 @@ class Executor:
             self._slots.remove(c.id)
             self.executed += 1
             elapsed = time.monotonic() - started
-            if status in RUN_STATUSES:
-                self._metrics.execution_finished(c.queue, c.kind, status, elapsed)
-            else:
-                # Suspended workflows, released or stale claims: the run ended, no outcome.
-                self._metrics.execution_suspended(c.queue, c.kind, elapsed)
+            timed_out = c.id in self._timed_out
+            self._timed_out.discard(c.id)
+            outcome, final = attempt_outcome(status, timed_out)
+            self._metrics.attempt_ended(c.queue, c.kind, outcome, elapsed, final)
             self._wakeup.wake()
 
     async def _internal_error(self, c: Claimed, exc: Exception, started: float) -> str:
@@ -220,6 +223,7 @@ class Executor:
             # (sys.exit(), argparse, click), KeyboardInterrupt and GeneratorExit would end
             # the worker, and every restart would take the same execution and die again.
             if isinstance(exc, TimeoutError) and deadline.expired():
+                self._timed_out.add(c.id)
                 timed_out = TimeoutError(f"timed out after {c.timeout} s")
                 return await self._fail(c, error_of(timed_out, "TimeoutError"), started)
             return await self._fail(c, codec.error_payload(exc), started)
@@ -259,6 +263,7 @@ class Executor:
             error.get("message"),
             delay,
             "" if ok else " [stale claim: discarded]",
+            extra={"duration": time.monotonic() - started},
         )
         return "retried"
 
@@ -299,6 +304,7 @@ class Executor:
                 c.id,
             )
             return "stale"
+        elapsed = time.monotonic() - started
         if status == "failed" and error is not None:
             log.info(
                 "failed %s %s id=%s after %d attempts in %.3f s: %s: %s",
@@ -306,13 +312,20 @@ class Executor:
                 c.name,
                 c.id,
                 c.attempts,
-                time.monotonic() - started,
+                elapsed,
                 error.get("type"),
                 error.get("message"),
+                extra={"duration": elapsed},
             )
         else:
             log.info(
-                "%s %s %s id=%s in %.3f s", status, c.kind, c.name, c.id, time.monotonic() - started
+                "%s %s %s id=%s in %.3f s",
+                status,
+                c.kind,
+                c.name,
+                c.id,
+                elapsed,
+                extra={"duration": elapsed},
             )
         return status
 

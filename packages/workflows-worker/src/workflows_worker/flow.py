@@ -20,13 +20,13 @@ knows. A worker's view serves two things:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 
 from workflows.store import WorkerStore
+from workflows_worker.logs import get_logger
 from workflows_worker.slots import Slots
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 # A look that found room but claimed nothing waits this long before the next, then twice as
 # long each time, up to the poll interval.

@@ -3,15 +3,15 @@ a live worker declared dead (see watchdog for the trade-off)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from workflows.store import Heart
 from workflows_worker.errors import first_line
+from workflows_worker.logs import get_logger
 from workflows_worker.watchdog import LoopWatch
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 STOP_BEATING_AFTER = 10  # heartbeat timeouts
 

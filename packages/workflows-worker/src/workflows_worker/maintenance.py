@@ -4,7 +4,6 @@ and each worker's own (its audit and gauges)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -13,10 +12,12 @@ from workflows.store import WorkerStore
 from workflows_worker.audit import Audit
 from workflows_worker.errors import first_line
 from workflows_worker.flow import FlowView
+from workflows_worker.logs import get_logger
 from workflows_worker.metrics import WorkerMetrics
+from workflows_worker.queue_gauges import read_queue_gauges
 from workflows_worker.wakeup import Wakeup
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 
 class Maintenance:
@@ -54,6 +55,7 @@ class Maintenance:
         self._interval = settings.worker_heartbeat_interval
         self._timeout = settings.worker_heartbeat_timeout
         self._poll = settings.worker_poll_interval
+        self._depth_limit = settings.worker_queue_depth_exact_limit
         self._audit = audit
         self._metrics = metrics
         self._wakeup = wakeup
@@ -159,4 +161,6 @@ class Maintenance:
     async def sample_gauges(self) -> None:
         self._metrics.set_stuck_threads(self._stuck())
         self._metrics.set_workers_alive(await self._store.workers_alive(self._timeout))
-        self._metrics.set_queue_depth(await self._store.queue_depths(self._queues))
+        gauges = await read_queue_gauges(self._store, self._queues, self._depth_limit)
+        self._metrics.set_queue_depth(gauges.depths, gauges.estimated)
+        self._metrics.set_oldest_pending_age(gauges.oldest_pending_age)

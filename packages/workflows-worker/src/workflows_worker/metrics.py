@@ -7,6 +7,7 @@ tests start many) would otherwise collide on the global registry with "Duplicate
 from __future__ import annotations
 
 import io
+import platform
 import selectors
 import socket
 import threading
@@ -24,40 +25,75 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     make_wsgi_app,
 )
 
+from workflows_worker import __version__
+
 __all__ = [
+    "ATTEMPT_OUTCOMES",
     "DEPTH_STATUSES",
-    "EXECUTION_STATUSES",
+    "FINAL_STATUSES",
     "METRIC_NAMES",
     "MetricsServer",
     "WorkerMetrics",
+    "attempt_outcome",
 ]
 
 # Names as PromQL sees them (counters keep their `_total`), which is what alerts and dashboards use.
 METRIC_NAMES: frozenset[str] = frozenset(
     {
-        "workflows_executions_total",
+        "workflows_attempts_total",
+        "workflows_executions_finished_total",
         "workflows_execution_duration_seconds",
         "workflows_pickup_latency_seconds",
         "workflows_executions_in_progress",
         "workflows_queue_depth",
+        "workflows_queue_depth_estimated",
+        "workflows_queue_oldest_pending_age_seconds",
         "workflows_workers_alive",
         "workflows_worker_recoveries_total",
         "workflows_event_loop_lag_seconds",
         "workflows_event_loop_blocked_total",
         "workflows_sync_threads_stuck",
+        "workflows_build_info",
     }
 )
 
-EXECUTION_STATUSES: frozenset[str] = frozenset(
-    {"completed", "failed", "retried", "cancelled", "recovered"}
+# How one attempt (a run of a job or activity, an activation of a workflow) ended:
+# completed, failed (the code raised; retried or not), timed_out (past its timeout; retried or
+# not), cancelled (on request), suspended (a workflow now waits: a step, a timer, a signal),
+# released (given back unfinished: the shutdown's grace over, a database error, code too old),
+# discarded (its claim was taken over, its outcome dropped), lost (its worker died; counted by
+# the worker that recovered it).
+ATTEMPT_OUTCOMES: frozenset[str] = frozenset(
+    {
+        "completed",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "suspended",
+        "released",
+        "discarded",
+        "lost",
+    }
 )
-# `recovered` is absent on purpose: the run it counts was started by a dead worker, so this
-# worker's in-progress gauge never counted it.
-_RUN_ENDING_STATUSES: frozenset[str] = frozenset({"completed", "failed", "retried", "cancelled"})
+# How an execution ended for good (counted once, by the worker that recorded it).
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+# The status a run ended in (see executor.py) -> how the attempt ended, and the final
+# status when the run ended the execution. "retried": failed, and to run again.
+_OF_RUN_STATUS: dict[str, tuple[str, str | None]] = {
+    "completed": ("completed", "completed"),
+    "failed": ("failed", "failed"),
+    "retried": ("failed", None),
+    "cancelled": ("cancelled", "cancelled"),
+    "waiting": ("suspended", None),
+    "pending": ("suspended", None),
+    "released": ("released", None),
+    "stale": ("discarded", None),
+}
 # held: waiting for a concurrency key's slot; throttled: due but held back by a limit.
 DEPTH_STATUSES: frozenset[str] = frozenset({"pending", "waiting", "held", "throttled"})
 
@@ -112,6 +148,10 @@ class WorkerMetrics:
     """
 
     def __init__(self, queues: Iterable[str] = ()) -> None:
+        # A `_created` series per counter and histogram series doubles what Prometheus stores
+        # for a value no dashboard here reads. The switch is process-wide (prometheus_client
+        # has no other), and takes effect for the series created after it.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         # Series by (family, label values): labels() takes a lock and builds a key on every
         # call, a cost paid several times per workflow step. Label values here are bounded
@@ -119,9 +159,17 @@ class WorkerMetrics:
         self._series_cache: dict[tuple[int, tuple[str, ...]], Any] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self._executions = Counter(
-            "workflows_executions_total",
-            "Executions handled by this worker, by outcome.",
+        self._attempts = Counter(
+            "workflows_attempts_total",
+            "Attempts that ended on this worker (a workflow's: its activations), by outcome: "
+            "completed, failed, timed_out, cancelled, suspended, released, discarded, lost.",
+            ("queue", "kind", "outcome"),
+            registry=self.registry,
+        )
+        self._finished = Counter(
+            "workflows_executions_finished_total",
+            "Executions this worker ended for good, by final status (each counted once "
+            "across the fleet).",
             ("queue", "kind", "status"),
             registry=self.registry,
         )
@@ -148,8 +196,23 @@ class WorkerMetrics:
         self._queue_depth = Gauge(
             "workflows_queue_depth",
             "Executions waiting in a queue, as last read from the database (status: pending,"
-            " waiting, held by a concurrency key, throttled by a queue or rate limit).",
+            " waiting, held by a concurrency key, throttled by a queue or rate limit); exact up"
+            " to WORKFLOWS_WORKER_QUEUE_DEPTH_EXACT_LIMIT, the planner's estimate past it.",
             ("queue", "status"),
+            registry=self.registry,
+        )
+        self._depth_estimated = Gauge(
+            "workflows_queue_depth_estimated",
+            "1 when workflows_queue_depth of the same queue and status is an estimate (past "
+            "the exact limit), else 0.",
+            ("queue", "status"),
+            registry=self.registry,
+        )
+        self._oldest_age = Gauge(
+            "workflows_queue_oldest_pending_age_seconds",
+            "How long the oldest runnable pending execution of a queue has been due, as last"
+            " read from the database; 0 when none is.",
+            ("queue",),
             registry=self.registry,
         )
         self._workers_alive = Gauge(
@@ -179,10 +242,18 @@ class WorkerMetrics:
             "Threads of this worker still running a plain-def call past its timeout.",
             registry=self.registry,
         )
+        build = Gauge(
+            "workflows_build_info",
+            "Always 1: the worker package's version and the Python version running it.",
+            ("version", "python"),
+            registry=self.registry,
+        )
+        build.labels(version=__version__, python=platform.python_version()).set(1)
         self._depth_lock = threading.Lock()
         self._depth_keys: set[tuple[str, str]] = set()
         for queue in queues:
             self._in_progress.labels(queue=queue)
+            self._oldest_age.labels(queue=queue)
 
     def _series(self, family: Any, *values: str) -> Any:
         key = (id(family), values)
@@ -198,41 +269,48 @@ class WorkerMetrics:
             # between the hosts can make it negative, which would corrupt the histogram's sum.
             self._series(self._pickup, queue).observe(max(pickup_latency, 0.0))
 
-    def execution_finished(
-        self, queue: str, kind: str, status: str, duration: float | None
+    def attempt_ended(
+        self, queue: str, kind: str, outcome: str, duration: float | None, final: str | None
     ) -> None:
-        _check_status(status)
-        self._series(self._executions, queue, kind, status).inc()
-        if duration is not None:
-            self._series(self._duration, queue, kind).observe(max(duration, 0.0))
-        if status in _RUN_ENDING_STATUSES:
-            self._series(self._in_progress, queue).dec()
-
-    def activation_ran(self, queue: str, duration: float, ended: str | None) -> None:
-        """A workflow activation run within an activity's run, on its outcome (no claim of
-        its own, so nothing in progress): timed, and counted if it ended the workflow."""
-        if ended is not None:
-            _check_status(ended)
-            self._series(self._executions, queue, "workflow", ended).inc()
-        self._series(self._duration, queue, "workflow").observe(max(duration, 0.0))
-
-    def execution_suspended(self, queue: str, kind: str, duration: float | None) -> None:
-        """A workflow activation that ended with the workflow waiting: a run, not an outcome."""
+        """A run this worker started ended: how, and ``final``, the execution's final status
+        if the run ended it (else None)."""
+        _check(outcome, ATTEMPT_OUTCOMES, "attempt outcome")
+        self._series(self._attempts, queue, kind, outcome).inc()
+        if final is not None:
+            _check(final, FINAL_STATUSES, "final status")
+            self._series(self._finished, queue, kind, final).inc()
         if duration is not None:
             self._series(self._duration, queue, kind).observe(max(duration, 0.0))
         self._series(self._in_progress, queue).dec()
 
+    def activation_ran(self, queue: str, duration: float, outcome: str) -> None:
+        """A workflow activation run within an activity's run, on its outcome (no claim of
+        its own, so nothing in progress): an attempt of the workflow; one whose ``outcome``
+        is a final status ended it."""
+        _check(outcome, ATTEMPT_OUTCOMES, "attempt outcome")
+        self._series(self._attempts, queue, "workflow", outcome).inc()
+        if outcome in FINAL_STATUSES:
+            self._series(self._finished, queue, "workflow", outcome).inc()
+        self._series(self._duration, queue, "workflow").observe(max(duration, 0.0))
+
     def execution_recovered(self, queue: str, kind: str, n: int = 1) -> None:
+        """``n`` attempts of a dead worker's, given back (or failed) by this one."""
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
-        self._executions.labels(queue=queue, kind=kind, status="recovered").inc(n)
+        self._attempts.labels(queue=queue, kind=kind, outcome="lost").inc(n)
 
-    def set_queue_depth(self, depths: Mapping[tuple[str, str], int]) -> None:
-        """Replace every depth with ``depths``, keyed by ``(queue, status)``.
+    def set_queue_depth(
+        self,
+        depths: Mapping[tuple[str, str], int],
+        estimated: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Replace every depth with ``depths``, keyed by ``(queue, status)``; ``estimated``:
+        the pairs whose depth is an estimate.
 
         A pair that vanished since the last call is set to 0 rather than removed: a removed
         series goes stale and graphs and ``deriv()`` would miss the drain to 0.
         """
+        estimates = set(estimated)
         for _queue, status in depths:
             if status not in DEPTH_STATUSES:
                 raise ValueError(
@@ -241,9 +319,18 @@ class WorkerMetrics:
         with self._depth_lock:
             for queue, status in self._depth_keys - depths.keys():
                 self._queue_depth.labels(queue=queue, status=status).set(0)
+                self._depth_estimated.labels(queue=queue, status=status).set(0)
             for (queue, status), depth in depths.items():
                 self._queue_depth.labels(queue=queue, status=status).set(depth)
+                self._depth_estimated.labels(queue=queue, status=status).set(
+                    1 if (queue, status) in estimates else 0
+                )
             self._depth_keys.update(depths.keys())
+
+    def set_oldest_pending_age(self, ages: Mapping[str, float]) -> None:
+        """The age in seconds of each queue's oldest runnable pending execution (0: none)."""
+        for queue, age in ages.items():
+            self._series(self._oldest_age, queue).set(max(age, 0.0))
 
     def set_workers_alive(self, n: int) -> None:
         self._workers_alive.set(n)
@@ -265,12 +352,22 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
-def _check_status(status: str) -> None:
-    # An unchecked status would silently create a series no alert or dashboard looks at.
-    if status not in EXECUTION_STATUSES:
-        raise ValueError(
-            f"execution status must be one of {sorted(EXECUTION_STATUSES)}, got {status!r}"
-        )
+def attempt_outcome(status: str, timed_out: bool = False) -> tuple[str, str | None]:
+    """How a run that ended in ``status`` (see executor.py) ended as an attempt, and the
+    execution's final status if it ended it; ``timed_out``: its code ran past its timeout."""
+    try:
+        outcome, final = _OF_RUN_STATUS[status]
+    except KeyError:
+        raise ValueError(f"no attempt outcome for a run ending {status!r}") from None
+    if timed_out and outcome == "failed":
+        outcome = "timed_out"
+    return outcome, final
+
+
+def _check(value: str, allowed: frozenset[str], what: str) -> None:
+    # An unchecked value would silently create a series no alert or dashboard looks at.
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {sorted(allowed)}, got {value!r}")
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -16,10 +15,11 @@ from workflows.config import Settings
 from workflows.records import Claimed
 from workflows.store import Listener, WorkerStore
 from workflows_worker.errors import first_line
+from workflows_worker.logs import execution_fields, get_logger
 from workflows_worker.slots import Slots
 from workflows_worker.wakeup import Wakeup
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 
 class Notifications:
@@ -159,7 +159,10 @@ class Notifications:
                 raise
             # If it was real, it stays running here unknown: the audit gives it back.
             log.warning(
-                "reading the job handed over as %s failed (%s)", execution_id, first_line(exc)
+                "reading the job handed over as %s failed (%s)",
+                execution_id,
+                first_line(exc),
+                extra={"execution_id": execution_id},
             )
             c = None
         if c is None:
@@ -177,7 +180,12 @@ class Notifications:
             if not self._store.is_transient(exc):
                 raise
             # Still running here as far as the database knows: the audit releases it.
-            log.warning("handing back %s failed (%s)", execution_id, first_line(exc))
+            log.warning(
+                "handing back %s failed (%s)",
+                execution_id,
+                first_line(exc),
+                extra={"execution_id": execution_id},
+            )
 
     async def _check_cancel(self, c: Claimed) -> None:
         try:
@@ -185,7 +193,12 @@ class Notifications:
         except Exception as exc:
             if not self._store.is_transient(exc):
                 raise
-            log.warning("checking a cancel of %s failed (%s)", c.id, first_line(exc))
+            log.warning(
+                "checking a cancel of %s failed (%s)",
+                c.id,
+                first_line(exc),
+                extra=execution_fields(c),
+            )
             return
         if requested:
             self._slots.cancel_requested(c)

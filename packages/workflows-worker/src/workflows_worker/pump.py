@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from workflows.config import Settings
@@ -11,10 +10,11 @@ from workflows.records import Claimed
 from workflows.store import WorkerStore
 from workflows_worker.batches import ActivationBatches, OutcomeQueue, PendingOutcome, WriteHealth
 from workflows_worker.errors import UnstorableOutcomeError, first_line
+from workflows_worker.logs import get_logger
 from workflows_worker.slots import Slots
 from workflows_worker.wakeup import Wakeup
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 
 class Pump:
@@ -176,7 +176,10 @@ class Pump:
             except Exception as exc:
                 if self._store.is_poison(exc):
                     log.warning(
-                        "the database refused the outcome of %s: %s", outcome.id, first_line(exc)
+                        "the database refused the outcome of %s: %s",
+                        outcome.id,
+                        first_line(exc),
+                        extra={"execution_id": outcome.id},
                     )
                     future.set_exception(UnstorableOutcomeError(first_line(exc)))
                 else:

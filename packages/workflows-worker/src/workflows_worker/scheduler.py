@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -38,8 +37,9 @@ from workflows.config import Settings
 from workflows.schedules import Schedule, due_ticks, tick_after, upsert_args
 from workflows.store import WorkerStore
 from workflows_worker.errors import first_line
+from workflows_worker.logs import get_logger
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 # Schedules read due in one statement; a round with that many reads again at once.
 DUE_BATCH = 100

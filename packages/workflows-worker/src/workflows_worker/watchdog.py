@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 import threading
 import time
@@ -27,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from workflows.api import REGISTRY
+from workflows_worker.logs import get_logger
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 # How late the loop may be before it counts as blocked (a busy loop on two cores is a few
 # tens of milliseconds late; a blocked one, seconds).

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 import uuid
@@ -41,6 +40,7 @@ from workflows_worker.executor import Executor
 from workflows_worker.flow import FlowView
 from workflows_worker.heartbeat import HeartbeatThread
 from workflows_worker.imports import ImportPolicy, known_workflow_versions
+from workflows_worker.logs import bound, get_logger
 from workflows_worker.maintenance import Maintenance
 from workflows_worker.metrics import MetricsServer, WorkerMetrics
 from workflows_worker.notifications import Notifications
@@ -52,7 +52,7 @@ from workflows_worker.wakeup import Wakeup
 from workflows_worker.watchdog import LoopWatch
 from workflows_worker.workflow_runner import WorkflowRunner
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 
 @dataclass
@@ -128,11 +128,17 @@ class Worker:
                 "worker %s stopping: no new claims, waiting for %d in flight",
                 self.id[:8],
                 len(self._slots),
+                extra={"worker_id": self.id},
             )
         self._stopping.set()
         self._wakeup.wake()
 
     async def run(self) -> None:
+        # Every record of this worker's tasks (they inherit the context) names it.
+        with bound(worker_id=self.id):
+            await self._run()
+
+    async def _run(self) -> None:
         store = await backend("a worker").worker_store(
             self.settings, dsn=self.dsn, max_size=self.concurrency + 4
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,12 +20,13 @@ from workflows.replay import WorkflowInstance
 from workflows.store import WorkerStore
 from workflows_worker.batches import ActivationBatches
 from workflows_worker.errors import UnstorableOutcomeError, unstorable
-from workflows_worker.executor import RUN_STATUSES, error_of
+from workflows_worker.executor import error_of
 from workflows_worker.imports import FunctionNotFound, ImportPolicy
-from workflows_worker.metrics import WorkerMetrics
+from workflows_worker.logs import execution_fields, get_logger
+from workflows_worker.metrics import FINAL_STATUSES, WorkerMetrics
 from workflows_worker.slots import Slots
 
-log = logging.getLogger("workflows.worker")
+log = get_logger(__name__)
 
 _NO_PLAN = Plan([], [], [])
 
@@ -324,7 +324,12 @@ class WorkflowRunner:
         try:
             activation = entry.instance.activate([record])
         except Exception:
-            log.exception("internal error resuming workflow %s id=%s", wf.name, wf.id)
+            log.exception(
+                "internal error resuming workflow %s id=%s",
+                wf.name,
+                wf.id,
+                extra=execution_fields(wf),
+            )
             self._sticky.drop(wf.id, entry)
             return None
         outcome = _ActivityOutcome(c, status, result, error)
@@ -366,7 +371,7 @@ class WorkflowRunner:
             for child in done.eager:
                 self._start(child)
         if done.outcome in ("waiting", "pending"):
-            self._metrics.activation_ran(wf.queue, time.monotonic() - started, None)
+            self._metrics.activation_ran(wf.queue, time.monotonic() - started, "suspended")
             return True
         if done.outcome == "claimed" and done.lease is not None:
             # The activation ends the workflow: apply it as the workflow's own claim would
@@ -381,11 +386,13 @@ class WorkflowRunner:
             # Ended, or (fallback, stale) the copy went ahead of what was written: a claim
             # replays it instead.
             self._sticky.drop(wf.id, entry)
-        ended = done.outcome if done.outcome in RUN_STATUSES else None
+        ended = done.outcome if done.outcome in FINAL_STATUSES else None
         if done.outcome != "stale":
-            self._metrics.activation_ran(wf.queue, time.monotonic() - started, ended)
+            # Not ended: the fallback, whose activation a claim replays (discarded here).
+            self._metrics.activation_ran(wf.queue, time.monotonic() - started, ended or "discarded")
         if ended is not None:
-            log.info("%s workflow %s id=%s", ended, wf.name, wf.id)
+            # In the activity's task: the record is about its workflow.
+            log.info("%s workflow %s id=%s", ended, wf.name, wf.id, extra=execution_fields(wf))
         return done.outcome != "stale"
 
     # ---- an activation as what is written ------------------------------------------------
