@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import StartWorker, until, wait_status
 from tests.integration.jobs_app import always_fails, flaky, record
+from tests.integration.logs_app import greet, greet_in_a_thread
 from workflows import queues
 from workflows_postgres import embedded
 from workflows_postgres.store import PostgresStore
@@ -39,6 +40,7 @@ async def test_a_worker_process_logs_one_json_object_per_line_with_each_executio
 ) -> None:
     retried = await flaky.queue("json", 1)
     failed = await always_fails.queue("json")
+    greeted = [await greet.queue("async"), await greet_in_a_thread.queue("sync")]
     worker = subprocess.Popen(
         [str(BIN / "currant"), "worker", "-q", "work", "--log-format", "json"],
         cwd=ROOT,
@@ -50,6 +52,8 @@ async def test_a_worker_process_logs_one_json_object_per_line_with_each_executio
     try:
         await wait_status(store, retried, {"completed"})
         await wait_status(store, failed, {"failed"})
+        for execution_id in greeted:
+            await wait_status(store, execution_id, {"completed"})
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = await asyncio.to_thread(worker.communicate, timeout=40)
@@ -60,7 +64,7 @@ async def test_a_worker_process_logs_one_json_object_per_line_with_each_executio
     for r in records:
         assert {"timestamp", "level", "logger", "message"} <= r.keys(), r
         assert datetime.fromisoformat(r["timestamp"]).utcoffset().total_seconds() == 0
-        assert r["logger"].split(".")[0] in {"workflows_worker", "workflows_postgres"}, r
+        assert r["logger"].split(".")[0] in {"workflows_worker", "workflows_postgres", "logs_app"}
     worker_ids = {r["worker_id"] for r in records if r["logger"].startswith("workflows_worker")}
     assert len(worker_ids) == 1, "every record of the worker names it"
     (worker_id,) = worker_ids
@@ -90,6 +94,11 @@ async def test_a_worker_process_logs_one_json_object_per_line_with_each_executio
     final = about(failed)[-1]
     assert final["message"].startswith(f"failed job {final['name']} id={failed} after 2 attempts")
     assert (final["attempt"], final["level"]) == (2, "INFO")
+    # The code's own records, on the event loop or a thread of the pool, name its execution.
+    for execution_id, who in zip(greeted, ("async", "sync"), strict=True):
+        (hello,) = [r for r in about(execution_id) if r["logger"] == "logs_app"]
+        assert hello["message"] == f"hello {who}"
+        assert (hello["attempt"], hello["worker_id"]) == (1, worker_id)
 
 
 def test_a_bad_log_format_from_the_environment_is_one_line_and_exit_1(database_url: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sys
 import threading
 import time
@@ -57,8 +58,12 @@ class LoopWatch:
         self._loop_thread = threading.get_ident()
         self._seen = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._tick(), name="workflows-tick")
+        # In a copy of the starting context: its records name the worker (workflows_worker.logs).
         self._thread = threading.Thread(
-            target=self._watch, name="workflows-loop-watch", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._watch,),
+            name="workflows-loop-watch",
+            daemon=True,
         )
         self._thread.start()
 
