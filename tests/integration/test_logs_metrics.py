@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.conftest import StartWorker, until, wait_status
 from tests.integration.jobs_app import always_fails, flaky, record
 from tests.integration.logs_app import greet, greet_in_a_thread
-from workflows import queues
+from workflows import queues, rate_limits
 from workflows_postgres import embedded
 from workflows_postgres.store import PostgresStore
 
@@ -273,3 +273,62 @@ async def test_the_oldest_age_reads_a_few_index_pages_of_a_deep_backlog(
     # One descent of the index per priority (and one to find there is none below): tens of
     # pages, where the backlog's index alone spans hundreds.
     assert pages < 100, pages
+
+
+async def test_throttled_depth_counts_only_the_executions_of_a_spent_rate_key(
+    store: PostgresStore, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "0.3")
+    await rate_limits.set("api:slow", "1/h")
+    keyed = [
+        await record.options(queue="rated", rate_key="api:slow").queue(f"k{i}") for i in range(4)
+    ]
+    free = [await record.options(queue="rated").queue(f"f{i}") for i in range(3)]
+    worker = await start_worker("rated", metrics_port=0)
+    assert worker._server is not None
+    port = worker._server.port
+    for execution_id in free:
+        await wait_status(store, execution_id, {"completed"})
+
+    def settled() -> dict[str, list[Any]] | None:
+        families = _scrape(port)
+        throttled = _gauge(families, "workflows_queue_depth", queue="rated", status="throttled")
+        return families if throttled == 3 else None
+
+    # The key's one start an hour went to one of its executions; the other three wait for it.
+    families = await until(settled, "the rate key's three executions counted as throttled")
+    assert _gauge(families, "workflows_queue_depth", queue="rated", status="pending") == 3
+    assert (
+        _gauge(families, "workflows_queue_depth_estimated", queue="rated", status="throttled") == 0
+    )
+    statuses = [(await store.get_status(i))["status"] for i in keyed]
+    assert sorted(statuses) == ["completed", "pending", "pending", "pending"]
+
+
+async def test_depths_of_a_deep_backlog_read_no_more_than_their_limit(store: PostgresStore) -> None:
+    # No rate key spent, queue not stopped: nothing is throttled, and finding that out must not
+    # walk the backlog (it read every pending row of the queue, every sample, before 0013).
+    await store.pool.execute(
+        "INSERT INTO workflows.executions (id, kind, name, queue, priority, args, max_retries, "
+        "run_at) SELECT gen_random_uuid(), 'job', 'm:f', 'deep', g % 3, '{}', 0, "
+        "now() - make_interval(secs => g % 600) FROM generate_series(1, 50000) g"
+    )
+    await store.pool.execute("VACUUM ANALYZE workflows.executions")
+    limit = 100
+
+    depths = await store.queue_depths(["deep"], limit)
+    async with store.pool.acquire() as conn:
+        plan = json.loads(
+            await conn.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store.sql("queue_depths"),
+                ["deep"],
+                limit,
+            )
+        )[0]
+
+    assert depths[("deep", "pending")] == limit
+    assert depths[("deep", "throttled")] == 0
+    top = plan["Plan"]
+    pages = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    # About a hundred pages for the hundred counted; the walk was ~50,000 (a page per row).
+    assert pages < 500, pages

@@ -1386,6 +1386,8 @@ CREATE UNIQUE INDEX executions_idempotency_key ON {s}.executions USING btree (id
 
 CREATE INDEX executions_parent ON {s}.executions USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
+CREATE INDEX executions_rate_key_pending ON {s}.executions USING btree (rate_key, queue, run_at) WHERE ((rate_key IS NOT NULL) AND (status = 'pending'::text) AND (NOT held));
+
 CREATE INDEX executions_running_by_worker ON {s}.executions USING btree (worker_id) WHERE (status = 'running'::text);
 
 CREATE UNIQUE INDEX executions_schedule_tick ON {s}.executions USING btree (schedule_name, schedule_tick) WHERE (schedule_name IS NOT NULL);

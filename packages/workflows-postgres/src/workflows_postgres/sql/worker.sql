@@ -218,8 +218,9 @@ WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
 
 -- name: queue_depths
 -- Sampled every heartbeat by every worker, so bounded: each count walks a partial index
--- (executions_claim; executions_deadline for waiting workflows; executions_held) and stops at
--- $2. Held: waiting for a concurrency key's slot; throttled: due, but held back by the queue's
+-- (executions_claim; executions_deadline for waiting workflows; executions_held;
+-- executions_rate_key_pending for throttled ones) and stops at $2, past which the worker asks
+-- the planner for an estimate (queue_depth_estimate_* in metrics.sql). Held: waiting for a concurrency key's slot; throttled: due, but held back by the queue's
 -- pause, concurrency or rate, or by a rate key with no room (see 0007).
 SELECT q.queue,
        (SELECT count(*) FROM (SELECT 1 FROM {s}.executions p
@@ -236,12 +237,24 @@ SELECT q.queue,
                               WHERE h.held AND h.status = 'pending' AND h.queue = q.queue
                               LIMIT $2) c)
            AS held,
-       (SELECT count(*) FROM (SELECT 1 FROM {s}.executions t
-                              WHERE t.status = 'pending' AND NOT t.held AND t.queue = q.queue
-                                AND t.run_at <= now()
-                                AND (f.queue_stopped OR t.rate_key = ANY (f.spent))
-                              ORDER BY t.priority DESC, t.run_at LIMIT $2) d)
-           AS throttled
+       -- A stopped queue throttles all its runnable executions (the claim index, to $2);
+       -- else only those of a spent rate key, found by key (executions_rate_key_pending,
+       -- 0013): no key spent, nothing to read.
+       CASE WHEN f.queue_stopped THEN
+           (SELECT count(*) FROM (SELECT 1 FROM {s}.executions t
+                                  WHERE t.status = 'pending' AND NOT t.held
+                                    AND t.queue = q.queue AND t.run_at <= now()
+                                  ORDER BY t.priority DESC, t.run_at LIMIT $2) d)
+       ELSE
+           (SELECT count(*) FROM (SELECT 1 FROM unnest(f.spent) AS k(rate_key)
+                                  CROSS JOIN LATERAL (
+                                      SELECT 1 FROM {s}.executions t
+                                      WHERE t.rate_key = k.rate_key AND t.queue = q.queue
+                                        AND t.status = 'pending' AND NOT t.held
+                                        AND t.run_at <= now()
+                                      LIMIT $2) r
+                                  LIMIT $2) d)
+       END AS throttled
 FROM unnest($1::text[]) AS q(queue)
 CROSS JOIN LATERAL (
     SELECT COALESCE(bool_or(x.paused
