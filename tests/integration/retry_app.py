@@ -117,3 +117,17 @@ async def survives_a_failure(key: str) -> str:
     await step_one.run(key)
     await step_two.run(key)
     return "ok"
+
+
+@activity(retries=0)
+async def gate(key: str) -> str:
+    """Runs until ``go-<key>`` exists."""
+    mark(f"gate:{key}")
+    while not (_dir() / f"go-{key}").exists():
+        await asyncio.sleep(0.02)
+    return key
+
+
+@workflow(queue=FLOWS)
+async def gated(key: str) -> str:
+    return await gate.run(key)

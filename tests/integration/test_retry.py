@@ -26,6 +26,7 @@ from workflows.errors import ConfigurationError
 from workflows_postgres.store import PostgresStore
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 FINAL = {"completed", "failed", "cancelled"}
 
 
@@ -256,6 +257,47 @@ async def test_retry_of_a_workflow_past_its_timeout_gets_a_new_deadline(
     assert app.ran("one:w6") == 1
 
 
+async def test_retry_waits_for_what_a_cancel_is_still_stopping(
+    store: PostgresStore,
+    start_worker: StartWorker,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker killed while its activity runs: the cancel cannot stop the activity until the
+    # fleet finds the worker dead, and until then a retry of the workflow is refused.
+    env = {**os.environ, "WORKFLOWS_DATABASE_URL": database_url}
+    worker = subprocess.Popen(
+        [str(BIN / "currant"), "worker", "-q", app.FLOWS, "-A", "tests.integration.retry_app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wf = await app.gated.queue("busy")
+        await until(lambda: app.ran("gate:busy") == 1, "the activity to start")
+    finally:
+        worker.kill()
+        worker.wait(30)
+    [step] = await steps(store, wf)
+    activity_id = str(step["execution_id"])
+    assert await workflows.cancel(wf) == "cancelled"
+    assert (await store.get_status(activity_id))["status"] == "running"
+    with pytest.raises(NotRetryableError, match=f"execution {activity_id} under it is still"):
+        await workflows.retry(wf)
+    assert (await store.get_status(wf))["status"] == "cancelled"
+    # Found dead by a live worker: the activity ends, and the retry runs it again.
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "0.2")
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_TIMEOUT", "1")
+    await start_worker(app.FLOWS)
+    await wait_status(store, activity_id, FINAL, timeout=30)
+    (tmp_path / "go-busy").touch()
+    await workflows.retry(wf)
+    assert await workflows.get_result(wf, timeout=30) == "busy"
+    assert app.ran("gate:busy") == 2
+
+
 async def _run_failed(store: PostgresStore, wf: str, attempts: int) -> bool:
     status = await store.get_status(wf)
     return bool(status["status"] == "failed" and status["attempts"] == attempts)
@@ -275,6 +317,28 @@ async def cancelled_jobs(count: int, key: str) -> list[str]:
         await workflows.cancel(job_id)
         ids.append(job_id)
     return ids
+
+
+async def test_bulk_walk_stays_on_its_index(store: PostgresStore) -> None:
+    # Many rows of other statuses, a few to retry: each batch is a range of
+    # executions_retryable from the cursor on, in the generic plan a prepared statement keeps.
+    await jobs_app.record.queue_many([((str(i),), {}) for i in range(2000)])
+    await cancelled_jobs(3, "p")
+    await store.pool.execute("ANALYZE workflows.executions")
+    async with store.pool.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        for name in ("retry_candidates", "retry_batch"):
+            await conn.execute(f"PREPARE {name} AS {store.sql(name)}")
+            found = await conn.fetch(
+                f"EXPLAIN EXECUTE {name}('{app.JOBS}', 'cancelled', NULL, NULL, NULL, NULL, "
+                "NULL, 100)"
+            )
+            plan = "\n".join(row[0] for row in found)
+            assert "executions_retryable" in plan, plan
+            assert "Seq Scan on executions" not in plan, plan
+            index_cond = next(line for line in plan.splitlines() if "Index Cond" in line)
+            assert "finished_at" in index_cond, plan
+        await conn.execute("RESET plan_cache_mode")
 
 
 async def test_bulk_dry_run_lists_matches_and_changes_nothing(

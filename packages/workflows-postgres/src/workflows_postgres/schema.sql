@@ -1109,7 +1109,7 @@ END;
 $$;
 
 CREATE FUNCTION {s}.retry(p_id uuid) RETURNS TABLE(id text, kind text, status text, attempts integer, outcome text, detail text)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql ROWS 1
     AS $$
 DECLARE
     target record;

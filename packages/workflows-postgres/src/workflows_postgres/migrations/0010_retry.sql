@@ -127,7 +127,7 @@ $$;
 -- still runs: a cancel or an end is still stopping it).
 CREATE FUNCTION {s}.retry(p_id uuid)
 RETURNS TABLE (id text, kind text, status text, attempts integer, outcome text, detail text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql ROWS 1 AS $$
 DECLARE
     target record;
     running uuid;

@@ -9,17 +9,20 @@ SELECT r.id, r.kind, r.status, r.attempts, r.outcome, r.detail FROM {s}.retry($1
 -- name: retry_candidates
 -- One batch of the bulk retry's matches, without retrying them (--dry-run): the failed or
 -- cancelled ($2) roots of queue $1, function $3 if given, ended in [$4, $5), after the
--- cursor ($6 ended at, $7 id) in the order they ended, at most $8. Walks
--- executions_retryable.
+-- cursor ($6 ended at, $7 id) in the order they ended, at most $8. No parameter is a
+-- NULL tested in the WHERE (the absent ones are the infinities): every bound, the cursor's
+-- too, is a condition on executions_retryable, so each batch starts where the last ended
+-- instead of walking the queue's failures from the first again.
 SELECT e.id::text AS id, e.kind, e.name, e.queue, e.status, e.attempts,
        e.finished_at, e.error::text AS error
 FROM {s}.executions e
 WHERE e.queue = $1::text AND e.status = $2::text AND e.parent_id IS NULL
   AND e.status IN ('failed', 'cancelled')
   AND ($3::text IS NULL OR e.name = $3::text)
-  AND ($4::timestamptz IS NULL OR e.finished_at >= $4::timestamptz)
-  AND ($5::timestamptz IS NULL OR e.finished_at < $5::timestamptz)
-  AND ($6::timestamptz IS NULL OR (e.finished_at, e.id) > ($6::timestamptz, $7::uuid))
+  AND e.finished_at >= COALESCE($4::timestamptz, '-infinity')
+  AND e.finished_at < COALESCE($5::timestamptz, 'infinity')
+  AND (e.finished_at, e.id) > (COALESCE($6::timestamptz, '-infinity'),
+                               COALESCE($7::uuid, '00000000-0000-0000-0000-000000000000'))
 ORDER BY e.finished_at, e.id
 LIMIT $8::int
 
@@ -34,9 +37,10 @@ WITH c AS MATERIALIZED (
     WHERE e.queue = $1::text AND e.status = $2::text AND e.parent_id IS NULL
       AND e.status IN ('failed', 'cancelled')
       AND ($3::text IS NULL OR e.name = $3::text)
-      AND ($4::timestamptz IS NULL OR e.finished_at >= $4::timestamptz)
-      AND ($5::timestamptz IS NULL OR e.finished_at < $5::timestamptz)
-      AND ($6::timestamptz IS NULL OR (e.finished_at, e.id) > ($6::timestamptz, $7::uuid))
+      AND e.finished_at >= COALESCE($4::timestamptz, '-infinity')
+      AND e.finished_at < COALESCE($5::timestamptz, 'infinity')
+      AND (e.finished_at, e.id) > (COALESCE($6::timestamptz, '-infinity'),
+                                   COALESCE($7::uuid, '00000000-0000-0000-0000-000000000000'))
     ORDER BY e.finished_at, e.id
     LIMIT $8::int
 )
