@@ -389,6 +389,7 @@ async def test_bulk_retry_filters_by_status_name_time_and_limit(
     )
     assert [r["id"] for r in got] == late[:2]
     assert all(r["status"] == "pending" and "skipped" not in r for r in got)
+    assert set(got[0]) == {"id", "kind", "name", "queue", "status", "attempts", "finished_at"}
     statuses = {i: (await store.get_status(i))["status"] for i in early + late + [keyed]}
     assert statuses == {
         **dict.fromkeys(early, "cancelled"),
@@ -448,6 +449,12 @@ async def test_cli_retry_of_one_and_its_errors(
     assert both.returncode == 2 and "not both" in both.stderr
     neither = cli("retry", url=database_url)
     assert neither.returncode == 2 and "--queue and --status" in neither.stderr
+    bad = cli("retry", "-q", app.JOBS, "-s", "failed", "--since", "last week", url=database_url)
+    assert bad.returncode == 1
+    assert (
+        bad.stderr == "error: since must be an ISO-8601 time or a duration ago (30m, 2h, "
+        "7d), got 'last week'\n"
+    )
 
 
 async def test_cli_signal_with_json_without_and_with_bad_json(

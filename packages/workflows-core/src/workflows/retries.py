@@ -136,7 +136,7 @@ def _filters(
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in row.items() if k not in ("finished_at", "detail", "error")}
+    out = {k: v for k, v in row.items() if k not in ("finished_at", "detail", "error", "outcome")}
     finished = row.get("finished_at")
     out["finished_at"] = finished.isoformat() if isinstance(finished, datetime) else finished
     if "outcome" in row and row["outcome"] != "retried":
