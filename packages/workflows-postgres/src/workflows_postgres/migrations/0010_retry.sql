@@ -150,15 +150,18 @@ BEGIN
                             'not_final'::text, NULL::text;
         RETURN;
     END IF;
-    WITH RECURSIVE tree AS (
-        SELECT x.id FROM {s}.executions x WHERE x.parent_id = p_id
-        UNION ALL
-        SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
-    )
-    SELECT x.id INTO running
-    FROM tree JOIN {s}.executions x ON x.id = tree.id
-    WHERE x.status IN ('pending', 'running', 'waiting')
-    LIMIT 1;
+    IF target.kind = 'workflow' THEN
+        -- (Only a workflow starts anything: a job's retry skips the walk.)
+        WITH RECURSIVE tree AS (
+            SELECT x.id FROM {s}.executions x WHERE x.parent_id = p_id
+            UNION ALL
+            SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+        )
+        SELECT x.id INTO running
+        FROM tree JOIN {s}.executions x ON x.id = tree.id
+        WHERE x.status IN ('pending', 'running', 'waiting')
+        LIMIT 1;
+    END IF;
     IF running IS NOT NULL THEN
         RETURN QUERY SELECT p_id::text, target.kind, target.status, target.attempts,
                             'busy'::text, running::text;
