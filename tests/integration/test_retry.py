@@ -247,7 +247,7 @@ async def test_retry_of_a_workflow_past_its_timeout_gets_a_new_deadline(
     store: PostgresStore, start_worker: StartWorker
 ) -> None:
     await start_worker(app.FLOWS)
-    wf = await app.waits_for_go.options(timeout=2.0).queue("w6")
+    wf = await app.waits_for_go.options(timeout=3.0).queue("w6")
     failed = await wait_status(store, wf, {"failed"})
     assert failed["error"]["type"] == "WorkflowTimeoutError"
     await workflows.retry(wf)
