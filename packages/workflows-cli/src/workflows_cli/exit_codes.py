@@ -10,6 +10,7 @@ from workflows.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutionNotFoundError,
+    NotRetryableError,
     ScheduleNotFoundError,
     SchemaNotReadyError,
     WorkflowNotFoundError,
@@ -23,6 +24,8 @@ EXIT_USAGE = 2
 EXIT_NOT_MIGRATED = 3
 EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 5
+# Found, but not in a state the command applies to (a retry of one that has not failed).
+EXIT_WRONG_STATE = 6
 
 # The first type the error is an instance of decides, so the more specific comes first.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -31,6 +34,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ExecutionNotFoundError, EXIT_NOT_FOUND),
     (ScheduleNotFoundError, EXIT_NOT_FOUND),
     (DatabaseUnavailableError, EXIT_UNAVAILABLE),
+    (NotRetryableError, EXIT_WRONG_STATE),
     # Kept at 1: a bad setting has exited 1 from the start, and scripts may test for it.
     (ConfigurationError, EXIT_ERROR),
     (WorkflowsError, EXIT_ERROR),
@@ -42,6 +46,7 @@ MEANINGS: dict[int, str] = {
     EXIT_NOT_MIGRATED: "schema not migrated: run `workflows migrate`, then retry",
     EXIT_NOT_FOUND: "no such execution or schedule",
     EXIT_UNAVAILABLE: "database unreachable",
+    EXIT_WRONG_STATE: "not in a state the command applies to (retry: not failed or cancelled)",
 }
 
 # click rewraps an epilog's paragraphs unless one starts with \b.

@@ -126,11 +126,14 @@ def dev_db_url() -> None:
 def _add_groups() -> None:
     # Imported here: each module imports clean_errors from this one.
     from workflows_cli.flow_cmd import queues, rate_limits
+    from workflows_cli.retry_cmd import retry, signal
     from workflows_cli.schedules_cmd import schedules
 
     cli.add_command(queues)
     cli.add_command(rate_limits)
     cli.add_command(schedules)
+    cli.add_command(retry)
+    cli.add_command(signal)
 
 
 _add_groups()

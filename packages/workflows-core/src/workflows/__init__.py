@@ -8,6 +8,7 @@ from workflows.api import (
     WorkflowFunction,
     activity,
     cancel,
+    cancel_sync,
     get_result,
     get_result_sync,
     get_status,
@@ -29,6 +30,7 @@ from workflows.errors import (
     ExecutionFailedError,
     ExecutionNotFoundError,
     NonDeterminismError,
+    NotRetryableError,
     PermissionDeniedError,
     ScheduleNotFoundError,
     SchemaNotReadyError,
@@ -40,6 +42,7 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.retries import retry, retry_many, retry_many_sync, retry_sync
 from workflows.schedules import Schedule
 from workflows.states import Kind, Status
 
@@ -58,6 +61,7 @@ __all__ = [
     "JobFunction",
     "Kind",
     "NonDeterminismError",
+    "NotRetryableError",
     "PermissionDeniedError",
     "Schedule",
     "ScheduleNotFoundError",
@@ -73,6 +77,7 @@ __all__ = [
     "WorkflowsError",
     "activity",
     "cancel",
+    "cancel_sync",
     "get_result",
     "get_result_sync",
     "get_status",
@@ -83,6 +88,10 @@ __all__ = [
     "migrate_sync",
     "queues",
     "rate_limits",
+    "retry",
+    "retry_many",
+    "retry_many_sync",
+    "retry_sync",
     "schedules",
     "send_signal",
     "send_signal_sync",

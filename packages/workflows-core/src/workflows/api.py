@@ -759,12 +759,18 @@ def _check_signal_args(name: str, payload: Any, settings: Settings) -> str:
 
 
 async def send_signal(workflow_id: str, name: str, payload: Any = None) -> None:
-    """Store a signal for a workflow durably and wake it."""
+    """Store a signal for a workflow durably and wake it.
+
+    Raises ``WorkflowNotFoundError`` for every kind of missing workflow: a malformed id, an
+    unknown id, and the id of a job or an activity. Raises ``SignalError`` (its base class)
+    for a workflow that has already finished: no wait of it can take the signal any more.
+    """
     text = _check_signal_args(name, payload, Settings.current())
     await async_store().send_signal(str(workflow_id), name, text)
 
 
 def send_signal_sync(workflow_id: str, name: str, payload: Any = None) -> None:
+    """``send_signal`` for synchronous code; the same errors."""
     text = _check_signal_args(name, payload, Settings.current())
     sync_store().send_signal(str(workflow_id), name, text)
 
@@ -808,3 +814,11 @@ async def cancel(execution_id: str) -> str:
     ``already <status>`` when it had finished.
     """
     return await async_store().cancel(str(execution_id))
+
+
+def cancel_sync(execution_id: str) -> str:
+    """``cancel`` for synchronous code: ``cancelled``, ``cancelling`` or ``already <status>``.
+
+    Raises ``ExecutionNotFoundError`` for an unknown or malformed id.
+    """
+    return sync_store().cancel(str(execution_id))

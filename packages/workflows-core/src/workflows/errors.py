@@ -98,3 +98,9 @@ class ActivityError(WorkflowsError):
 
 class ChildWorkflowError(ActivityError):
     """A child workflow failed for good; raised inside the parent workflow."""
+
+
+class NotRetryableError(WorkflowsError):
+    """``retry`` of an execution that cannot be retried now: not failed or cancelled (pending,
+    running, waiting, completed), a step of a workflow (retry the workflow: it runs the step
+    again), or a workflow something under which is still being stopped."""

@@ -197,8 +197,8 @@ def wake_workflow(workflow_id: str) -> Op[None]:
 def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
     """Store a signal and wake the workflow if it waits for it.
 
-    Raises ``WorkflowNotFoundError`` for an id no workflow has (malformed or unknown), and
-    ``SignalError`` for a job's id or a finished workflow.
+    Raises ``WorkflowNotFoundError`` for every id no workflow has: malformed, unknown, or a
+    job's or an activity's; ``SignalError`` for a finished workflow.
     """
     workflow_id = _check_id(workflow_id, "workflow")
     rows = yield Call("lock_execution", (workflow_id,))
@@ -206,9 +206,10 @@ def send_signal(workflow_id: str, name: str, payload: str) -> Op[None]:
         raise WorkflowNotFoundError(f"no workflow {workflow_id} to signal")
     target = rows[0]
     if target["kind"] != "workflow":
-        raise SignalError(
-            f"execution {workflow_id} is a {target['kind']}, not a workflow: "
-            "only workflows take signals"
+        article = "an" if target["kind"] == "activity" else "a"
+        raise WorkflowNotFoundError(
+            f"no workflow {workflow_id} to signal: it is {article} {target['kind']} "
+            "(only workflows take signals)"
         )
     if target["status"] in FINAL_STATUSES:
         raise SignalError(f"workflow {workflow_id} is already {target['status']}")
