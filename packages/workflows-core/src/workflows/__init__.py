@@ -1,6 +1,6 @@
 """workflows: durable jobs and workflows on PostgreSQL alone."""
 
-from workflows import queues, rate_limits, schedules
+from workflows import executions, queues, rate_limits, schedules, workers
 from workflows.admin import migrate, migrate_sync
 from workflows.api import (
     ActivityFunction,
@@ -22,6 +22,7 @@ from workflows.api import (
 )
 from workflows.errors import (
     ActivityError,
+    AmbiguousIdError,
     ChildWorkflowError,
     ConfigurationError,
     DatabaseUnavailableError,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityError",
     "ActivityFunction",
+    "AmbiguousIdError",
     "ChildWorkflowError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -73,6 +75,7 @@ __all__ = [
     "WorkflowsError",
     "activity",
     "cancel",
+    "executions",
     "get_result",
     "get_result_sync",
     "get_status",
@@ -88,5 +91,6 @@ __all__ = [
     "send_signal_sync",
     "sleep",
     "wait_for_signal",
+    "workers",
     "workflow",
 ]

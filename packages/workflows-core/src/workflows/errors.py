@@ -98,3 +98,17 @@ class ActivityError(WorkflowsError):
 
 class ChildWorkflowError(ActivityError):
     """A child workflow failed for good; raised inside the parent workflow."""
+
+
+class AmbiguousIdError(WorkflowsError, LookupError):
+    """An id prefix that more than one execution starts with: give more of the id.
+
+    ``prefix`` is what was given, ``candidates`` a couple of the ids it matches."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        self.prefix = prefix
+        self.candidates = candidates
+        super().__init__(
+            f"id prefix {prefix!r} is ambiguous: it matches {' and '.join(candidates)}"
+            f"{' and maybe more' if len(candidates) > 1 else ''}; give more of the id"
+        )
