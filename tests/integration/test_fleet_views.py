@@ -583,3 +583,60 @@ async def test_tables_fit_the_terminal_between_80_and_120_columns(
     assert any("\u2026" in line for line in on_terminal("queues", columns=80, env=env))
     # A pipe gets values whole.
     assert long_queue in run_cli("queues", env=env).stdout
+
+
+# ---- plans -----------------------------------------------------------------------------------
+
+
+def _scanned(plan: dict[str, Any]) -> int:
+    """The most rows any node of a plan (EXPLAIN ANALYZE, FORMAT JSON) produced."""
+    own = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))
+    return max([own] + [_scanned(child) for child in plan.get("Plans", [])])
+
+
+async def test_a_deep_page_and_a_prefix_read_about_a_page_of_rows_even_in_a_generic_plan(
+    store: PostgresStore,
+) -> None:
+    from workflows_postgres.queries import Queries
+
+    await sql(
+        store,
+        "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries, created_at) "
+        "SELECT workflows.new_id(), 'job', 'app:f', 'deep', '{}', 0, "
+        "now() - make_interval(secs => g) FROM generate_series(1, 5000) g",
+    )
+    await sql(store, "ANALYZE workflows.executions")
+    deep = (
+        await sql(
+            store,
+            "SELECT id::text AS id, created_at FROM workflows.executions "
+            "ORDER BY created_at DESC, id OFFSET 4000 LIMIT 1",
+        )
+    )[0]
+    q = Queries.for_schema("workflows")
+    async with store.pool.acquire() as conn:
+        # What a prepared statement gets after five runs, forced from the first.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            for statement, args in (
+                (
+                    "fleet_list",
+                    (*(None,) * 6, deep["created_at"].isoformat(), deep["id"], 21, None, None),
+                ),
+                ("fleet_list", (None,) * 8 + (21, 3600.0, None)),
+                ("fleet_resolve", executions._prefix_bounds(deep["id"][:10])),
+            ):
+                text = q.sql(statement)
+                explained = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + text, *args)
+                plan = json.loads(explained)[0]["Plan"]
+                assert _scanned(plan) <= 100, (statement, args, _scanned(plan))
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+        page = await executions.list(after=executions._cursor(dict(deep)), limit=20)
+        assert len(page["executions"]) == 20 and page["next"] is not None
+        # The figures' function keeps JIT off: its plan's estimate is far above
+        # jit_above_cost, and compiling cost seconds for a run of milliseconds.
+        config = await conn.fetchval(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'fleet_queue_stats'"
+        )
+        assert config == ["jit=off"]
