@@ -40,6 +40,18 @@ def test_truncate_keeps_short_text_and_ends_cut_text_in_an_ellipsis() -> None:
     assert render.truncate("abc", 1) == "\u2026"
 
 
+def test_a_name_loses_its_start_and_keeps_its_indentation() -> None:
+    assert render.truncate_start("app.module:send_email", 12) == "\u2026:send_email"
+    assert render.truncate_start("    app.module:send_email", 15) == "    \u2026send_email"
+    assert render.truncate_start("short", 12) == "short"
+    table = render.table([{"name": "a.very.long.module.path:charge_card"}], ("name",), width=80)
+    assert table.splitlines()[1] == "a.very.long.module.path:charge_card"
+    cut = render.table(
+        [{"name": "m" * 100 + ":charge_card", "x": "y" * 100}], ("name", "x"), width=80
+    )
+    assert cut.splitlines()[1].split()[0].endswith(":charge_card")
+
+
 @pytest.mark.parametrize("width", [80, 100, 120])
 def test_every_line_fits_and_ids_statuses_and_times_stay_whole(width: int) -> None:
     table = render.executions_table(rows(), width)

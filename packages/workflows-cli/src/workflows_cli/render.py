@@ -72,6 +72,17 @@ def truncate(text: str, width: int) -> str:
     return text[: max(width - 1, 0)] + ELLIPSIS if width > 0 else ""
 
 
+def truncate_start(text: str, width: int) -> str:
+    """``text`` cut to ``width`` from its start, keeping its indentation and its end (a
+    function's ``module:name`` path is told apart by its last part)."""
+    if len(text) <= width:
+        return text
+    body = text.lstrip(" ")
+    indent = min(len(text) - len(body), max(width - 2, 0))
+    keep = width - indent - 1
+    return " " * indent + ELLIPSIS + (body[-keep:] if keep > 0 else "") if width > 0 else ""
+
+
 def fit(natural: Sequence[int], floors: Sequence[int], width: int, gap: int = 2) -> list[int]:
     """Column widths that fit ``width`` (with ``gap`` between columns): the widest column that
     can still give gives a character, until the line fits or none can give (then as narrow as
@@ -126,12 +137,13 @@ def table(
     headers: Mapping[str, str] | None = None,
     floors: Mapping[str, int] | None = None,
     optional: Sequence[str] = (),
+    cut_start: Sequence[str] = ("name", "function"),
 ) -> str:
     """Rows as aligned columns; with ``width``, long values cut (ending in an ellipsis) so that
     every line fits it. ``headers``: a column's title when not its name in capitals;
     ``floors``: how narrow a column may be cut (default: its title's width, at most 8);
     ``optional``: columns left out, first ones first, while the rest could not fit even cut
-    to their floors."""
+    to their floors; ``cut_start``: columns whose long values lose their start, not end."""
     if width is not None:
         columns = _droppable(rows, columns, width, headers or {}, floors or {}, optional)
     titles = [(headers or {}).get(c, c.upper()) for c in columns]
@@ -145,9 +157,12 @@ def table(
     lines = [
         "  ".join(truncate(t, w).ljust(w) for t, w in zip(titles, widths, strict=True)).rstrip()
     ]
+    cutters = [truncate_start if c in cut_start else truncate for c in columns]
     for r in cells:
         lines.append(
-            "  ".join(truncate(v, w).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+            "  ".join(
+                cut(v, w).ljust(w) for cut, v, w in zip(cutters, r, widths, strict=True)
+            ).rstrip()
         )
     return "\n".join(lines)
 
@@ -182,8 +197,8 @@ def _droppable(
 # The list's columns at any width: ids whole (they are what one copies), statuses and times
 # whole; what an 80-column terminal cannot hold besides is left out, schedule first.
 _LIST_HEADERS = {"priority": "PRI", "attempts": "TRIES"}
-_LIST_FLOORS = {"id": 36, "status": 9, "created_at": 19}
-_LIST_OPTIONAL = ("schedule", "priority", "created_at", "attempts")
+_LIST_FLOORS = {"id": 36, "kind": 8, "status": 9, "created_at": 19}
+_LIST_OPTIONAL = ("schedule", "priority", "attempts", "created_at")
 
 
 def executions_table(rows: Sequence[dict[str, Any]], width: int | None) -> str:
