@@ -7,6 +7,7 @@ Every command maps the error it failed with through ``EXIT_CODES``; ``MEANINGS``
 from __future__ import annotations
 
 from workflows.errors import (
+    AmbiguousIdError,
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutionNotFoundError,
@@ -30,6 +31,8 @@ EXIT_WRONG_STATE = 6
 # The first type the error is an instance of decides, so the more specific comes first.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (SchemaNotReadyError, EXIT_NOT_MIGRATED),
+    # An id prefix that names several executions is an argument to fix, as click's own.
+    (AmbiguousIdError, EXIT_USAGE),
     (WorkflowNotFoundError, EXIT_NOT_FOUND),
     (ExecutionNotFoundError, EXIT_NOT_FOUND),
     (ScheduleNotFoundError, EXIT_NOT_FOUND),
@@ -42,7 +45,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 MEANINGS: dict[int, str] = {
     EXIT_ERROR: "error (a bad setting, a missing privilege, a database or OS error)",
-    EXIT_USAGE: "usage error",
+    EXIT_USAGE: "usage error (also: an id prefix that several executions start with)",
     EXIT_NOT_MIGRATED: "schema not migrated: run `workflows migrate`, then retry",
     EXIT_NOT_FOUND: "no such execution or schedule",
     EXIT_UNAVAILABLE: "database unreachable",

@@ -12,7 +12,29 @@ from workflows_cli import render
 from workflows_cli.exit_codes import EPILOG
 from workflows_cli.failures import clean_errors
 
-QUEUE_COLUMNS = ("name", "concurrency", "rate", "paused", "running", "pending", "held")
+QUEUE_COLUMNS = (
+    "name",
+    "concurrency",
+    "rate",
+    "paused",
+    "running",
+    "pending",
+    "waiting",
+    "held",
+    "throttled",
+    "oldest",
+    "completed_5m",
+    "failed_5m",
+)
+_QUEUE_HEADERS = {
+    "concurrency": "CONC",
+    "running": "RUN",
+    "pending": "PEND",
+    "waiting": "WAIT",
+    "throttled": "THROT",
+    "completed_5m": "OK/5M",
+    "failed_5m": "FAIL/5M",
+}
 
 
 def _limit_option(value: str | None, name: str, parse: Any) -> Any:
@@ -44,28 +66,64 @@ def _rate(text: str) -> str:
     return text
 
 
+def queue_row(stats: dict[str, Any]) -> dict[str, Any]:
+    """A queue's figures (``workflows.queues.stats``) as a row of ``workflows queues``: a count
+    that reached the cap as ``100000+``, the oldest pending's age as ``42s``."""
+    from workflows.queues import COUNT_CAP
+
+    row = dict(stats)
+    for key in ("pending", "waiting", "held", "throttled"):
+        if row.get(key) == COUNT_CAP:
+            row[key] = f"{COUNT_CAP}+"
+    row["oldest"] = render.duration(stats.get("oldest_pending_seconds"))
+    return row
+
+
+def _queue_table(rows: list[dict[str, Any]]) -> str:
+    return render.table(
+        [queue_row(r) for r in rows],
+        QUEUE_COLUMNS,
+        width=render.output_width(),
+        headers=_QUEUE_HEADERS,
+        floors={"name": 8},
+        # An 80-column terminal holds all but one: waiting workflows are the least urgent.
+        optional=("waiting",),
+    )
+
+
 def _echo_queues(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         click.echo(render.to_json(rows))
     elif rows:
-        click.echo(render.table(rows, QUEUE_COLUMNS))
+        click.echo(_queue_table(rows))
     else:
-        click.echo("no queues have settings or live workers")
+        click.echo("no queues have settings, workers, or recent executions")
 
 
-@click.group(epilog=EPILOG)
-def queues() -> None:
-    """Queues' fleet-wide limits and pauses (stored in the database, seen by every worker)."""
+@click.group(epilog=EPILOG, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Without a command: a JSON array.")
+@click.pass_context
+@clean_errors
+def queues(ctx: click.Context, as_json: bool) -> None:
+    """Queues' figures (without a command: as `queues list`), and their fleet-wide limits and
+    pauses (stored in the database, seen by every worker)."""
+    if ctx.invoked_subcommand is None:
+        from workflows import queues as api
+
+        _echo_queues(api.stats_sync(), as_json)
 
 
 @queues.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
 @clean_errors
 def queues_list(as_json: bool) -> None:
-    """Every queue with settings or a live worker, with its load."""
+    """Every known queue with its figures: running, pending, waiting, held and throttled
+    executions, the oldest runnable pending one's age, ends in the last five minutes, and its
+    limits. Known: with settings, a registered worker, pending or running executions, or an
+    end in the last five minutes."""
     from workflows import queues as api
 
-    _echo_queues(api.list_sync(), as_json)
+    _echo_queues(api.stats_sync(), as_json)
 
 
 @queues.command(name="show")
@@ -73,11 +131,11 @@ def queues_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @clean_errors
 def queues_show(queue: str, as_json: bool) -> None:
-    """One queue's settings and load."""
+    """One queue's settings and figures."""
     from workflows import queues as api
 
-    row = api.get_sync(queue)
-    click.echo(render.to_json(row) if as_json else render.table([row], QUEUE_COLUMNS))
+    (row,) = api.stats_sync(queue)
+    click.echo(render.to_json(row) if as_json else _queue_table([row]))
 
 
 @queues.command(name="set-limit")

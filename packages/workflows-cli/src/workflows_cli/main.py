@@ -50,7 +50,10 @@ def migrate() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @clean_errors
 def status(execution_id: str, as_json: bool) -> None:
-    """Show one execution."""
+    """Show one execution (EXECUTION_ID: its id or a unique prefix of it)."""
+    from workflows_cli.ids import full_id
+
+    execution_id = full_id(execution_id)
     store = _store()
     found = store.get_status(execution_id)
     if as_json:
@@ -61,7 +64,13 @@ def status(execution_id: str, as_json: bool) -> None:
         steps = store.steps_of(execution_id)
         if steps:
             click.echo("steps:")
-            click.echo(render.table(steps, ("seq", "kind", "name", "status", "result")))
+            click.echo(
+                render.table(
+                    steps,
+                    ("seq", "kind", "name", "status", "result"),
+                    width=render.output_width(),
+                )
+            )
 
 
 @cli.command(name="list")
@@ -69,25 +78,86 @@ def status(execution_id: str, as_json: bool) -> None:
 @click.option(
     "--status", "-s", type=click.Choice([s.value for s in Status]), help="Only this status."
 )
+@click.option("--kind", "-k", type=click.Choice([k.value for k in Kind]), help="Only this kind.")
+@click.option("--name", help="Only this function (its import path, as `app:send_email`).")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="Created at or after: ISO-8601 (UTC if no offset) or an age, 2h, 30m, 7d.",
+)
+@click.option("--until", metavar="TIME", help="Created before: as --since.")
+@click.option("--after", metavar="CURSOR", help="The page after the one that printed CURSOR.")
 @click.option("--limit", "-n", type=click.IntRange(1, 10000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (next cursor on stderr).")
+@click.option(
+    "--paged",
+    is_flag=True,
+    help='With --json: one object, {"executions": [...], "next": CURSOR or null}.',
+)
 @clean_errors
-def list_(queue: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List executions, newest first."""
-    rows = _store().list_executions(queue, status, limit)
+def list_(
+    queue: str | None,
+    status: str | None,
+    kind: str | None,
+    name: str | None,
+    since: str | None,
+    until: str | None,
+    after: str | None,
+    limit: int,
+    as_json: bool,
+    paged: bool,
+) -> None:
+    """List executions, newest first; a full page ends with the cursor of the next one."""
+    from workflows import executions
+    from workflows.errors import ConfigurationError
+
+    for option, value, check in (
+        ("--since", since, executions.parse_time),
+        ("--until", until, executions.parse_time),
+        ("--after", after, executions.decode_cursor),
+        ("--queue", queue, executions.check_text),
+        ("--name", name, executions.check_text),
+    ):
+        try:
+            check(value, option)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from None
+    page = executions.list_sync(
+        queue=queue,
+        status=status,
+        kind=kind,
+        name=name,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
+    )
+    rows, cursor = page["executions"], page["next"]
+    if as_json and paged:
+        click.echo(render.to_json(page))
+        return
     if as_json:
         click.echo(render.to_json(rows))
-    elif rows:
-        click.echo(render.table(rows))
+        if cursor:
+            click.echo(f"next: {cursor}", err=True)
+        return
+    if rows:
+        click.echo(render.executions_table(rows, render.output_width()))
     else:
         click.echo("no executions match")
+    if cursor:
+        click.echo(f"more: add --after {cursor}")
 
 
 @cli.command()
 @click.argument("execution_id")
 @clean_errors
 def cancel(execution_id: str) -> None:
-    """Cancel an execution (and, for a workflow, what it started)."""
+    """Cancel an execution (and, for a workflow, what it started); EXECUTION_ID: its id or a
+    unique prefix of it."""
+    from workflows_cli.ids import full_id
+
+    execution_id = full_id(execution_id)
     outcome = _store().cancel(execution_id)
     if outcome == "cancelled":
         click.echo(f"cancelled {execution_id}")
@@ -125,6 +195,7 @@ def dev_db_url() -> None:
 
 def _add_groups() -> None:
     # Imported here: each module imports clean_errors from this one.
+    from workflows_cli.fleet_cmd import history, workers
     from workflows_cli.flow_cmd import queues, rate_limits
     from workflows_cli.retry_cmd import retry, signal
     from workflows_cli.schedules_cmd import schedules
@@ -134,6 +205,8 @@ def _add_groups() -> None:
     cli.add_command(schedules)
     cli.add_command(retry)
     cli.add_command(signal)
+    cli.add_command(workers)
+    cli.add_command(history)
 
 
 _add_groups()

@@ -1,6 +1,6 @@
 """workflows: durable jobs and workflows on PostgreSQL alone."""
 
-from workflows import queues, rate_limits, schedules
+from workflows import executions, queues, rate_limits, schedules, workers
 from workflows.admin import migrate, migrate_sync
 from workflows.api import (
     ActivityFunction,
@@ -23,6 +23,7 @@ from workflows.api import (
 )
 from workflows.errors import (
     ActivityError,
+    AmbiguousIdError,
     ChildWorkflowError,
     ConfigurationError,
     DatabaseUnavailableError,
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityError",
     "ActivityFunction",
+    "AmbiguousIdError",
     "ChildWorkflowError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -78,6 +80,7 @@ __all__ = [
     "activity",
     "cancel",
     "cancel_sync",
+    "executions",
     "get_result",
     "get_result_sync",
     "get_status",
@@ -97,5 +100,6 @@ __all__ = [
     "send_signal_sync",
     "sleep",
     "wait_for_signal",
+    "workers",
     "workflow",
 ]

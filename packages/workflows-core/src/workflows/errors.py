@@ -104,3 +104,17 @@ class NotRetryableError(WorkflowsError):
     """``retry`` of an execution that cannot be retried now: not failed or cancelled (pending,
     running, waiting, completed), a step of a workflow (retry the workflow: it runs the step
     again), or a workflow something under which is still being stopped."""
+
+
+class AmbiguousIdError(WorkflowsError, LookupError):
+    """An id prefix that more than one execution starts with: give more of the id.
+
+    ``prefix`` is what was given, ``candidates`` a couple of the ids it matches."""
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        self.prefix = prefix
+        self.candidates = candidates
+        super().__init__(
+            f"id prefix {prefix!r} is ambiguous: it matches {' and '.join(candidates)}"
+            f"{' and maybe more' if len(candidates) > 1 else ''}; give more of the id"
+        )

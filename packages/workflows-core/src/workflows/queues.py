@@ -122,3 +122,40 @@ async def list() -> builtins.list[dict[str, Any]]:
 def list_sync() -> builtins.list[dict[str, Any]]:
     rows = sync_store(Settings.current()).control("queue_info", (None, COUNT_CAP))
     return [describe(r) for r in rows]
+
+
+# ---- figures (``workflows queues``) -----------------------------------------------------------
+
+
+def describe_stats(row: dict[str, Any]) -> dict[str, Any]:
+    """A queue's figures as :func:`stats` returns them."""
+    out = describe(row)
+    oldest = out.pop("oldest_pending_seconds")
+    out["oldest_pending_seconds"] = None if oldest is None else round(max(oldest, 0.0), 3)
+    return out
+
+
+def _stats_args(queue: str | None) -> tuple[str | None, int]:
+    if queue is not None:
+        validate_queue(queue)
+    return queue, COUNT_CAP
+
+
+async def stats(queue: str | None = None) -> builtins.list[dict[str, Any]]:
+    """Every known queue's figures (or only ``queue``'s): its settings (``concurrency``,
+    ``rate``, ``paused``) and how many of its executions are ``running``, ``pending``
+    (runnable or due later), ``waiting`` (workflows waiting for a step), ``held`` (for a
+    concurrency key) and ``throttled`` (runnable, held back by a limit); the age in seconds of
+    its oldest runnable pending execution (``oldest_pending_seconds``, since it became due; None
+    when none is), and ``completed_5m``/``failed_5m``, the ends of the last five minutes.
+
+    Counts stop at :data:`COUNT_CAP`. Known queues: with settings, served by a registered
+    worker, with pending or running executions, or with an end in the last five minutes.
+    """
+    rows = await async_store(Settings.current()).control("fleet_queue_stats", _stats_args(queue))
+    return [describe_stats(r) for r in rows]
+
+
+def stats_sync(queue: str | None = None) -> builtins.list[dict[str, Any]]:
+    rows = sync_store(Settings.current()).control("fleet_queue_stats", _stats_args(queue))
+    return [describe_stats(r) for r in rows]

@@ -1,0 +1,380 @@
+"""Executions looked up and listed, and a workflow's history: what ``workflows list``,
+``workflows history`` and every command that takes an id use, for dashboards and tools too.
+
+    page = await workflows.executions.list(queue="emails", status="failed", since="2h")
+    while page["next"]:
+        page = await workflows.executions.list(queue="emails", status="failed", since="2h",
+                                               after=page["next"])
+    tree = await workflows.executions.history(await workflows.executions.resolve("0193ab"))
+
+Each call has a ``_sync`` twin. Bad input raises ``ConfigurationError`` before anything reaches
+the database; an unknown id ``ExecutionNotFoundError``; an id prefix that several executions
+share :class:`~workflows.errors.AmbiguousIdError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from workflows import codec
+from workflows.config import Settings
+from workflows.errors import AmbiguousIdError, ConfigurationError, ExecutionNotFoundError
+from workflows.states import Kind, Status
+from workflows.store import async_store, sync_store
+
+__all__ = [
+    "MAX_LIMIT",
+    "MIN_PREFIX",
+    "check_text",
+    "decode_cursor",
+    "history",
+    "history_sync",
+    "list",
+    "list_sync",
+    "parse_time",
+    "resolve",
+    "resolve_sync",
+]
+
+MAX_LIMIT = 10_000
+# Fewer hex digits than this would match whole swathes of the table by design.
+MIN_PREFIX = 4
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+# ---- ids ---------------------------------------------------------------------------------------
+
+
+def _prefix_bounds(text: Any) -> tuple[str, str] | str:
+    """A full id as itself, canonical; a prefix as the lowest and highest ids it could start."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExecutionNotFoundError(f"no execution {text!r} (give an id or a prefix of one)")
+    raw = text.strip()
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        pass
+    digits = raw.lower().replace("-", "")
+    if len(digits) > 32 or not _HEX.fullmatch(digits) or len(digits) < MIN_PREFIX:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ExecutionNotFoundError(
+            f"no execution {shown!r} (ids are UUIDs, or prefixes of at least {MIN_PREFIX} hex "
+            "digits)"
+        )
+    return _uuid_text(digits.ljust(32, "0")), _uuid_text(digits.ljust(32, "f"))
+
+
+def _uuid_text(hex32: str) -> str:
+    return str(uuid.UUID(hex=hex32))
+
+
+def _resolved(text: str, rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        raise ExecutionNotFoundError(f"no execution starts with {text.strip()!r}")
+    if len(rows) > 1:
+        raise AmbiguousIdError(text.strip(), [r["id"] for r in rows])
+    return str(rows[0]["id"])
+
+
+async def resolve(text: str) -> str:
+    """The full id of the execution ``text`` names: a full id (returned as it is, whether or
+    not an execution has it), or a unique prefix (hex, case-insensitive, hyphens anywhere,
+    at least :data:`MIN_PREFIX` digits). ``ExecutionNotFoundError`` when none matches,
+    ``AmbiguousIdError`` when several do."""
+    bounds = _prefix_bounds(text)
+    if isinstance(bounds, str):
+        return bounds
+    return _resolved(text, await async_store(Settings.current()).control("fleet_resolve", bounds))
+
+
+def resolve_sync(text: str) -> str:
+    bounds = _prefix_bounds(text)
+    if isinstance(bounds, str):
+        return bounds
+    return _resolved(text, sync_store(Settings.current()).control("fleet_resolve", bounds))
+
+
+# ---- listing -----------------------------------------------------------------------------------
+
+
+def parse_time(value: Any, name: str = "time") -> tuple[str | None, float | None]:
+    """A bound given as an aware datetime, ISO-8601 text (no offset: UTC) or a relative age
+    (``"30m"``, ``"2h"``, ``"7d"``, ``"1w"``, ``"90s"``, or a ``timedelta``): as (ISO-8601 text
+    in UTC, None) or (None, seconds ago), for the database's clock to place."""
+    if value is None:
+        return None, None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat(), None
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _RELATIVE.fullmatch(text)
+        if match:
+            seconds = float(match[1]) * _UNITS[match[2]]
+        else:
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ConfigurationError(
+                    f"{name} must be ISO-8601 (2026-01-31T12:00:00+00:00) or an age such as "
+                    f"30m, 2h, 7d, got {value[:60]!r}"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.astimezone(UTC).isoformat(), None
+    else:
+        raise ConfigurationError(
+            f"{name} must be a datetime, a timedelta or text, got {type(value).__name__}"
+        )
+    if not 0 <= seconds <= 100 * 365 * 86400:
+        raise ConfigurationError(f"{name} must be an age of 0 to 100 years, got {value!r}")
+    return None, seconds
+
+
+def _cursor(row: dict[str, Any]) -> str:
+    text = f"{row['created_at'].astimezone(UTC).isoformat()}|{row['id']}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Any, name: str = "cursor") -> tuple[str, str] | tuple[None, None]:
+    """A page's cursor as (created_at, id) text; (None, None) for no cursor."""
+    if cursor is None:
+        return None, None
+    problem = ConfigurationError(
+        f"invalid {name} {str(cursor)[:60]!r}: pass the one a previous page returned"
+    )
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= 200:
+        raise problem
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, ident = text.partition("|")
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError(at)
+        return moment.isoformat(), str(uuid.UUID(ident))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise problem from None
+
+
+def _choice(name: str, value: Any, allowed: Sequence[str]) -> str | None:
+    if value is None:
+        return None
+    text = value.value if isinstance(value, Kind | Status) else value
+    if text not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return str(text)
+
+
+def check_text(value: Any, name: str) -> str | None:
+    """A queue's or function's name to filter on (None: no filter)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 1000 or "\x00" in value:
+        raise ConfigurationError(f"{name} must be non-empty text of at most 1000 characters")
+    return value
+
+
+def _list_args(
+    queue: Any,
+    status: Any,
+    kind: Any,
+    name: Any,
+    since: Any,
+    until: Any,
+    after: Any,
+    limit: Any,
+) -> tuple[Any, ...]:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ConfigurationError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    since_at, since_ago = parse_time(since, "since")
+    until_at, until_ago = parse_time(until, "until")
+    after_at, after_id = decode_cursor(after, "after")
+    return (
+        check_text(queue, "queue"),
+        _choice("status", status, [s.value for s in Status]),
+        _choice("kind", kind, [k.value for k in Kind]),
+        check_text(name, "name"),
+        since_at,
+        until_at,
+        after_at,
+        after_id,
+        # One more than asked: a next cursor only when there is a next row.
+        limit + 1,
+        since_ago,
+        until_ago,
+    )
+
+
+def execution_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """An execution's row as ``get_status`` shows it (the keys of the store's ``status``)."""
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "queue": row["queue"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "timeout": row["timeout_seconds"],
+        "version": row["version"],
+        "parent_id": row["parent_id"],
+        "idempotency_key": row["idempotency_key"],
+        "args": codec.decode(row["args"]),
+        "result": codec.decode(row["result"]),
+        "error": codec.decode(row["error"]),
+        "cancel_requested": row["cancel_requested"],
+        "created_at": _iso(row["created_at"]),
+        "run_at": _iso(row["run_at"]),
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "schedule": row["schedule_name"],
+        "schedule_tick": _iso(row["schedule_tick"]),
+        "concurrency_key": row["concurrency_key"],
+        "rate_key": row["rate_key"],
+        "waiting_for": row["waiting_for"],
+    }
+
+
+def _page(rows: builtins.list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "executions": [execution_dict(r) for r in rows],
+        "next": _cursor(rows[-1]) if more else None,
+    }
+
+
+async def list(
+    *,
+    queue: str | None = None,
+    status: str | Status | None = None,
+    kind: str | Kind | None = None,
+    name: str | None = None,
+    since: str | datetime | timedelta | None = None,
+    until: str | datetime | timedelta | None = None,
+    after: str | None = None,
+    limit: int = 20,
+) -> dict[str, Any]:
+    """One page of executions, newest first (by ``created_at``, then id):
+    ``{"executions": [...], "next": cursor or None}``; pass ``next`` as ``after`` for the
+    following page (keyset paging: no row is skipped or repeated as rows are added).
+
+    ``since`` (inclusive) and ``until`` (exclusive) bound ``created_at``: a datetime, ISO-8601
+    text (without an offset: UTC) or an age (``"30m"``, ``"2h"``, ``"7d"``, a timedelta).
+    ``name`` is a function's import path as stored (``app:send_email``). Each execution is a
+    dict as ``get_status`` returns it."""
+    args = _list_args(queue, status, kind, name, since, until, after, limit)
+    rows = await async_store(Settings.current()).control("fleet_list", args)
+    return _page(rows, limit)
+
+
+def list_sync(
+    *,
+    queue: str | None = None,
+    status: str | Status | None = None,
+    kind: str | Kind | None = None,
+    name: str | None = None,
+    since: str | datetime | timedelta | None = None,
+    until: str | datetime | timedelta | None = None,
+    after: str | None = None,
+    limit: int = 20,
+) -> dict[str, Any]:
+    args = _list_args(queue, status, kind, name, since, until, after, limit)
+    return _page(sync_store(Settings.current()).control("fleet_list", args), limit)
+
+
+# ---- history -----------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 6)
+
+
+def _step(row: dict[str, Any]) -> dict[str, Any]:
+    has_run = row["execution_status"] is not None
+    # A step with an execution ran as that row says (its first attempt's start, its end); a
+    # timer, signal or version marker lasted from being scheduled to being resolved.
+    started = row["started_at"] if has_run else row["scheduled_at"]
+    finished = row["finished_at"] if has_run else row["resolved_at"]
+    step = {
+        "seq": row["seq"],
+        "kind": row["kind"],
+        "name": row["name"],
+        "status": row["status"],
+        "execution_id": row["execution_id"],
+        "execution_status": row["execution_status"],
+        "queue": row["queue"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "scheduled_at": _iso(row["scheduled_at"]),
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "resolved_at": _iso(row["resolved_at"]),
+        "duration": _seconds(started, finished),
+        "fire_at": _iso(row["fire_at"]),
+        "result": codec.decode(row["result"]),
+        "error": codec.decode(row["error"]),
+    }
+    if row["kind"] == "child":
+        step["children"] = []
+    return step
+
+
+def _tree(root: dict[str, Any], rows: builtins.list[dict[str, Any]]) -> dict[str, Any]:
+    by_workflow: dict[str, builtins.list[dict[str, Any]]] = {}
+    for row in rows:
+        by_workflow.setdefault(row["workflow_id"], []).append(_step(row))
+    for steps in by_workflow.values():
+        for step in steps:
+            if step["kind"] == "child" and step["execution_id"] is not None:
+                step["children"] = by_workflow.get(step["execution_id"], [])
+    started = root["started_at"]
+    finished = root["finished_at"]
+    execution = dict(root)
+    execution["duration"] = (
+        _seconds(datetime.fromisoformat(started), datetime.fromisoformat(finished))
+        if started and finished
+        else None
+    )
+    return {"execution": execution, "steps": by_workflow.get(root["id"], [])}
+
+
+async def history(execution_id: str) -> dict[str, Any]:
+    """A workflow's history: ``{"execution": <as get_status>, "steps": [...]}``, each step with
+    ``seq``, ``kind``, ``name``, ``status``, its execution's ``execution_id``,
+    ``execution_status``, ``attempts`` and ``max_retries`` (activities and child workflows),
+    ``scheduled_at``, ``started_at``, ``finished_at`` (ISO-8601, UTC) and ``duration``
+    (seconds), ``result`` and ``error``; a child workflow's step has its steps in ``children``,
+    recursively. A job's history is its execution with no steps. ``execution_id`` may be a
+    unique prefix."""
+    full = await resolve(execution_id)
+    store = async_store(Settings.current())
+    root = await store.get_status(full)
+    rows = await store.control("fleet_history", (full,)) if root["kind"] == "workflow" else []
+    return _tree(root, rows)
+
+
+def history_sync(execution_id: str) -> dict[str, Any]:
+    full = resolve_sync(execution_id)
+    store = sync_store(Settings.current())
+    root = store.get_status(full)
+    rows = store.control("fleet_history", (full,)) if root["kind"] == "workflow" else []
+    return _tree(root, rows)
