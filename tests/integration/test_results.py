@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -299,3 +300,45 @@ async def test_sync_timeout_and_close(database_url: str, store: PostgresStore) -
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], DatabaseUnavailableError)
     assert "store was closed" in str(outcome[0])
+
+
+_LOOPS = """
+import asyncio, sys
+import workflows
+
+async def wait(execution_id):
+    try:
+        await workflows.get_result(execution_id, timeout=0.3)
+    except TimeoutError:
+        print("timed out")
+
+for _ in range(2):
+    asyncio.run(wait(sys.argv[1]))
+"""
+
+
+async def test_event_loops_that_end_while_the_listener_lingers_leave_no_task(
+    store: PostgresStore,
+) -> None:
+    job_id = await enqueue_record(store, "loops")
+    # Each asyncio.run() ends while its listener would linger for LINGER seconds.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-X",
+        "dev",
+        "-c",
+        _LOOPS,
+        job_id,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Well under LINGER (30 s): the lingering listener must not hold the loop's end.
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["timed", "out", "timed", "out"]
+    # -X dev reports tasks destroyed pending, exceptions never retrieved and connections left
+    # open with where they were made (the pool's own, which the loop's end does not close,
+    # predate this: only the results listener's are looked for).
+    text = err.decode()
+    assert "Task was destroyed" not in text and "never retrieved" not in text, text
+    assert "results.py" not in text, text

@@ -68,6 +68,19 @@ def _timed_out(execution_id: str, status: str, timeout: float | None) -> Timeout
     return TimeoutError(f"execution {execution_id} still {status} after {timeout} s")
 
 
+async def _until_set(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed.
+
+    Not ``wait_for(event.wait())``: on Python 3.11 that swallows a cancellation arriving as the
+    event is set, and the loop's end (asyncio.run cancelling this task) then waited ``LINGER``.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=seconds)
+    finally:
+        waiter.cancel()
+
+
 class _Registry:
     """Ids waited on and their waiters (futures or events): any object with a wake."""
 
@@ -183,8 +196,7 @@ class ResultWatcher:
                 if not self._registry.waiters:
                     await self._unlisten()
                     self._changed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), LINGER)
+                    await _until_set(self._changed, LINGER)
                     if not self._registry.waiters:
                         return
                     tick = FIRST_TICK
@@ -205,8 +217,7 @@ class ResultWatcher:
                 # Also right after (re)connecting: what ended while nobody listened.
                 await self._check()
                 self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), tick)
+                await _until_set(self._changed, tick)
                 tick = min(tick * 2, poll)
         finally:
             self._drop()
