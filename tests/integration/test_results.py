@@ -8,18 +8,19 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 import workflows
 from tests.integration import jobs_app
-from tests.integration.conftest import StartWorker, until
+from tests.integration.conftest import StartWorker, until, wait_status
 from workflows.api import CallOptions
 from workflows.config import Settings
 from workflows.errors import DatabaseUnavailableError, ExecutionNotFoundError
 from workflows_postgres import client, results
 from workflows_postgres.store import PostgresStore
 
-LISTENER = "workflows results"
+LISTENER = "workflows_done"  # the results listener's application_name: its channel
 
 
 @pytest.fixture
@@ -30,8 +31,9 @@ async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
     await s.close()
 
 
-async def enqueue_record(store: PostgresStore, tag: str) -> str:
-    request = jobs_app.record.request(CallOptions(), (tag,), {}, Settings.from_env())
+async def enqueue_record(store: PostgresStore, tag: str, delay: float | None = None) -> str:
+    options = CallOptions(delay=delay)
+    request = jobs_app.record.request(options, (tag,), {}, Settings.from_env())
     return await store.enqueue(request)
 
 
@@ -76,6 +78,38 @@ async def test_result_arrives_through_the_notification(
     await start_worker("work")
     status = await asyncio.wait_for(waiter, 20)
     assert (status["status"], status["result"]) == ("completed", "heard")
+
+
+async def test_jobs_are_announced_only_while_a_results_listener_is_connected(
+    small_store: PostgresStore, start_worker: StartWorker
+) -> None:
+    heard: list[str] = []
+
+    def hear(conn: object, pid: int, channel: str, payload: str) -> None:
+        heard.extend(results.done_ids(payload))
+
+    # A plain session on the channel, not named as a results listener.
+    conn = await asyncpg.connect(small_store.dsn)
+    await conn.add_listener(small_store.q.done_channel, hear)
+    try:
+        await start_worker("work")
+        quiet = await enqueue_record(small_store, "unheard")
+        await wait_status(small_store, quiet, {"completed"})
+        # A cancel is always announced, and notifications arrive in commit order: once this
+        # one is heard, an announcement of the job before it would have been heard too.
+        marker = await enqueue_record(small_store, "marker", delay=3600)
+        await small_store.cancel(marker)
+        await until(lambda: marker in heard, "the cancel's announcement")
+        assert quiet not in heard
+        # A results listener connected (waiting on a job that is not due): jobs are announced.
+        parked = await enqueue_record(small_store, "parked", delay=3600)
+        waiter = asyncio.create_task(small_store.wait_finished(parked, None))
+        await until(lambda: small_store.results.listening, "a results listener")
+        loud = await enqueue_record(small_store, "heard")
+        await until(lambda: loud in heard, "the job's announcement")
+        waiter.cancel()
+    finally:
+        await conn.close()
 
 
 async def test_result_arrives_when_no_notification_is_sent(small_store: PostgresStore) -> None:

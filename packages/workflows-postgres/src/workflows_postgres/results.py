@@ -6,9 +6,12 @@ is final. No waiter holds a connection while it sleeps: a web app with many requ
 for results must still be able to enqueue (a pooled connection held per waiter exhausted the
 pool).
 
-The watcher LISTENs on the done channel only while someone waits. Workflows announce their
-end there (activate() in 0006), finished root jobs in batches (the ``pump`` statement), and
-cancels (``cancel_tree``); a payload holds one id or several separated by commas. A
+The watcher LISTENs on the done channel only while someone waits, on a session whose
+``application_name`` is the channel's name (``<schema>_done``). Workflows announce their end
+there (activate() in 0006), cancels too (``cancel_tree``), and finished root jobs in batches
+(the ``pump`` statement), those only while such a session exists: a commit that notifies
+takes the notification queue's lock until it is flushed, which a drain with nobody waiting
+should not pay. A payload holds one id or several separated by commas. A
 notification is a hint: it is lost while the listener reconnects, and a row finished some
 other way sends none. So the watcher also asks, once per tick, which of all the ids waited on
 have ended (``finished_among``: one query whatever the number of waiters). The tick starts at
@@ -46,8 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_TICK = 0.05
-# The listening sessions' name in pg_stat_activity.
-APPLICATION_NAME = "workflows results"
 LINGER = 30.0
 # Reconnecting the listener: from 0.1 s, doubling, at most this.
 _MAX_BACKOFF = 5.0
@@ -231,7 +232,9 @@ class ResultWatcher:
             self._conn = await asyncpg.connect(
                 self._store.dsn,
                 timeout=10,
-                server_settings=_SESSION | {"application_name": APPLICATION_NAME},
+                # Named after the channel: the pump announces jobs only while such a session
+                # exists (see the statement).
+                server_settings=_SESSION | {"application_name": self._store.q.done_channel},
             )
             # A lost session is noticed at once, not at the next tick's failure.
             self._conn.add_termination_listener(self._lost)
@@ -409,7 +412,9 @@ class SyncResultWatcher:
 
         if self._conn is None:
             self._conn = connect_sync(
-                self._store.dsn, autocommit=True, application_name=APPLICATION_NAME
+                self._store.dsn,
+                autocommit=True,
+                application_name=self._store.q.done_channel,
             )
         self._conn.execute(self._store.sql("listen"))
         self._subscribed = True

@@ -73,12 +73,19 @@ WITH v AS (
     -- Whoever waits for a root job's result (results.py) hears of its end: one notification
     -- per round, ids joined by commas, 200 to a payload (37 bytes each, under the 8000 bytes
     -- a payload may hold). An activity's end goes to its workflow, which nobody waits on
-    -- through it. A notification costs a commit the notify queue's lock (taken even when
-    -- nobody listens): once per round, not per job.
+    -- through it. A commit that notifies holds the notify queue's lock until its WAL is
+    -- flushed (PostgreSQL orders notifications so), so concurrent rounds would no longer
+    -- flush together: only while a results listener of this database is connected (named
+    -- after the channel; a session that merely takes the name costs notifications, nothing
+    -- else). Read from the backends' shared status, no table: a few microseconds.
     SELECT pg_notify('{done}', string_agg(f.id::text, ','))
     FROM (SELECT id, (row_number() OVER () - 1) / 200 AS chunk
           FROM upd
           WHERE parent_id IS NULL AND status IN ('completed', 'failed', 'cancelled')) f
+    WHERE EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) a
+                  WHERE a.application_name = '{done}'
+                    AND a.datid = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database()))
     GROUP BY f.chunk
 ), taken AS (
     SELECT e FROM claimed UNION ALL SELECT e FROM direct
