@@ -368,7 +368,10 @@ class SyncResultWatcher:
                     self._changed.wait(LINGER)
                     with self._lock:
                         if not self._registry.waiters or self._closed:
+                            # Under the lock: a thread started after it must find no
+                            # connection of this one's.
                             self._thread = None
+                            self._drop()
                             return
                     tick, next_check = FIRST_TICK, 0.0
                     continue
@@ -405,7 +408,7 @@ class SyncResultWatcher:
             with self._lock:
                 if self._thread is threading.current_thread():
                     self._thread = None
-            self._drop()
+                    self._drop()
 
     def _listen(self) -> None:
         from workflows_postgres.connect import connect_sync
