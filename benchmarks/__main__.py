@@ -126,8 +126,9 @@ SCENARIO_NOTES = {
     "and of a higher priority than the claimable rows, bulk-inserted with SQL); ratio: "
     "blocked / unblocked.",
     "waiters": "{waiters} `get_result` waiters (asyncio tasks) in the benchmark's process on "
-    "pending jobs, while the same process enqueues {waiters_enqueues} jobs one at a time "
-    "through the same default store (pool of 10); against the same enqueues with no waiter, "
+    "{waiters} pending jobs, while the same process enqueues {waiters_enqueues} jobs one at a time "
+    "through the same default store (pool of 10); against the same enqueues with the same "
+    "pending jobs and no waiter, "
     "in alternating order. An enqueue that takes over {waiters_block_cap} s counts as blocked "
     "(its figures show that cap). Then 2 worker processes run the jobs: every waiter's result "
     "must arrive (within {waiters_cap} s). Ratio: waiting / idle latency.",

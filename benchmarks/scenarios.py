@@ -621,9 +621,9 @@ async def _enqueue_latencies(
 async def waiters(ctx: Context) -> list[dict[str, float]]:
     """Enqueue latency with many ``get_result`` waiters in the same process, against none.
 
-    The waiters wait on pending jobs (no worker runs yet); the enqueues go through the same
-    default store, one at a time. Then two worker processes run everything, and every
-    waiter's result must arrive.
+    The waiters wait on pending jobs (no worker runs yet; the jobs are enqueued in both
+    modes); the enqueues go through the same default store, one at a time. Then two worker
+    processes run everything, and every waiter's result must arrive.
     """
     n, count = ctx.sizes["waiters"], ctx.sizes["waiters_enqueues"]
     block_cap, cap = ctx.sizes["waiters_block_cap"], ctx.sizes["waiters_cap"]
@@ -636,8 +636,9 @@ async def waiters(ctx: Context) -> list[dict[str, float]]:
             tasks: list[asyncio.Task[Any]] = []
             try:
                 await _enqueue_latencies(ctx, system, 20, block_cap)  # connections, statements
+                # The same pending jobs in both modes: only the waiters differ.
+                ids = await system.enqueue_ids("noop", n)
                 if mode == "waiting":
-                    ids = await system.enqueue_ids("noop", n)
                     tasks = [asyncio.create_task(system.wait_result(i, 600)) for i in ids]
                     await system.waiters_settled(n)
                     trace(f"{n} waiters waiting")
