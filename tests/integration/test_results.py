@@ -16,7 +16,11 @@ from tests.integration import jobs_app
 from tests.integration.conftest import StartWorker, until, wait_status
 from workflows.api import CallOptions
 from workflows.config import Settings
-from workflows.errors import DatabaseUnavailableError, ExecutionNotFoundError
+from workflows.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    ExecutionNotFoundError,
+)
 from workflows_postgres import client, results
 from workflows_postgres.store import PostgresStore
 
@@ -191,6 +195,29 @@ async def test_timeout_raises_with_the_status_and_unregisters(small_store: Postg
     assert small_store.results.waiting == 0
     with pytest.raises(TimeoutError, match="after 0 s"):
         await small_store.wait_finished(job_id, 0)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), "10", True, [1]])
+async def test_a_timeout_that_is_no_number_is_refused(
+    small_store: PostgresStore, timeout: Any
+) -> None:
+    job_id = await enqueue_record(small_store, "odd")
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None"):
+        await small_store.wait_finished(job_id, timeout)
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None"):
+        await asyncio.to_thread(client.sync_store().wait_finished, job_id, timeout)
+    assert small_store.results.waiting == 0
+
+
+async def test_an_infinite_timeout_waits_and_a_negative_one_looks_once(
+    small_store: PostgresStore, start_worker: StartWorker
+) -> None:
+    job_id = await enqueue_record(small_store, "patient")
+    with pytest.raises(TimeoutError, match="still pending after -1 s"):
+        await small_store.wait_finished(job_id, -1)
+    waiter = asyncio.create_task(small_store.wait_finished(job_id, float("inf")))
+    await start_worker("work")
+    assert (await asyncio.wait_for(waiter, 20))["result"] == "patient"
 
 
 async def test_unknown_or_malformed_id_is_not_found(small_store: PostgresStore) -> None:

@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from workflows.errors import DatabaseUnavailableError
+from workflows.errors import ConfigurationError, DatabaseUnavailableError
 from workflows_postgres import ops
 from workflows_postgres.connect import first_line
 
@@ -57,6 +58,27 @@ _MAX_BACKOFF = 5.0
 def done_ids(payload: str) -> list[str]:
     """The execution ids a notification on the done channel names (one, or several by commas)."""
     return payload.split(",") if payload else []
+
+
+def _deadline(timeout: Any) -> float | None:
+    """When a wait of ``timeout`` seconds ends (monotonic clock); None: never.
+
+    A NaN would reach the event loop's timer heap, where it compares false with every other
+    timer; a number at or below zero times out after the first look, as it always has.
+    """
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or (isinstance(timeout, float) and math.isnan(timeout))
+    ):
+        raise ConfigurationError(
+            f"timeout must be a number of seconds or None, got {str(timeout)[:40]!r}"
+        )
+    if math.isinf(timeout) and timeout > 0:
+        return None
+    return time.monotonic() + timeout
 
 
 def _closed(execution_id: str) -> DatabaseUnavailableError:
@@ -143,7 +165,7 @@ class ResultWatcher:
 
     async def wait(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         key = ops._check_id(execution_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
         self._add(key, woken)
@@ -313,7 +335,7 @@ class SyncResultWatcher:
 
     def wait(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         key = ops._check_id(execution_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         woken = threading.Event()
         self._add(key, woken)
         try:
