@@ -40,9 +40,10 @@ SCENARIOS = [
     "drain_keys",
     "rate",
     "claim_blocked",
+    "waiters",
 ]
 # Flow control (issue 12): measured for this project alone (the ratios are to itself).
-OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked"}
+OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked", "waiters"}
 
 # name -> (Python package it needs, options for its module)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -65,6 +66,7 @@ QUICK_SET: dict[str, list[str]] = {
     "drain_keys": ["ours"],
     "rate": ["ours"],
     "claim_blocked": ["ours"],
+    "waiters": ["ours"],
 }
 
 SYSTEM_NOTES = {
@@ -123,6 +125,13 @@ SCENARIO_NOTES = {
     "pending rows on one concurrency key whose slot a running execution holds (held: older "
     "and of a higher priority than the claimable rows, bulk-inserted with SQL); ratio: "
     "blocked / unblocked.",
+    "waiters": "{waiters} `get_result` waiters (asyncio tasks) in the benchmark's process on "
+    "{waiters} pending jobs, while the same process enqueues {waiters_enqueues} jobs one at a time "
+    "through the same default store (pool of 10); against the same enqueues with the same "
+    "pending jobs and no waiter, "
+    "in alternating order. An enqueue that takes over {waiters_block_cap} s counts as blocked "
+    "(its figures show that cap). Then 2 worker processes run the jobs: every waiter's result "
+    "must arrive (within {waiters_cap} s). Ratio: waiting / idle latency.",
 }
 
 

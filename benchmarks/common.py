@@ -446,6 +446,19 @@ class System:
         """As ``claim_load(n)``, plus ``blocked`` executions waiting on a busy concurrency key."""
         raise NotSupported("no concurrency keys")
 
+    # waiting for results (ours only)
+    async def enqueue_ids(self, task: str, n: int) -> list[str]:
+        """``n`` runs of ``task`` enqueued; their ids."""
+        raise NotSupported("not measured for this system")
+
+    async def wait_result(self, execution_id: str, timeout: float) -> Any:
+        """The execution's result, waited for as an application would."""
+        raise NotSupported("not measured for this system")
+
+    async def waiters_settled(self, n: int) -> None:
+        """Until ``n`` started ``wait_result`` calls all sleep."""
+        raise NotSupported("not measured for this system")
+
 
 async def fresh_database(admin_dsn: str, name: str, template: str | None = None) -> str:
     import asyncpg

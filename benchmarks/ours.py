@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,31 @@ class Ours(System):
 
     async def preload_workflows(self, steps: int, n: int) -> None:
         await flow.queue_many([((steps,), {}) for _ in range(n)])
+
+    async def enqueue_ids(self, task: str, n: int) -> list[str]:
+        ids: list[str] = await TASKS[task].queue_many([((float(i),), {}) for i in range(n)])
+        return ids
+
+    async def wait_result(self, execution_id: str, timeout: float) -> Any:
+        import workflows
+
+        return await workflows.get_result(execution_id, timeout=timeout)
+
+    async def waiters_settled(self, n: int, timeout: float = 60) -> None:
+        """Until ``n`` waiters sleep: each registered with the store's results watcher (code
+        before it had none: there each waiter held a pooled connection, or waited for one)."""
+        from workflows_postgres.client import async_store
+
+        store = await async_store().get()
+        watcher = getattr(store, "results", None)
+        if watcher is None:
+            await asyncio.sleep(2.0)
+            return
+        deadline = time.monotonic() + timeout
+        while watcher.waiting < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{watcher.waiting} of {n} waiters registered in {timeout} s")
+            await asyncio.sleep(0.05)
 
     async def remaining(self) -> int:
         n: int = await self.conn.fetchval(

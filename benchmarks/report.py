@@ -21,6 +21,7 @@ SCENARIO_TITLES = {
     "drain_keys": "Flow control: drain over 1,000 concurrency keys",
     "rate": "Flow control: a rate limit held busy",
     "claim_blocked": "Flow control: claim with rows held behind a busy key",
+    "waiters": "Enqueue while 1,000 callers wait for results",
     "ceiling": "Ceiling (pgbench)",
 }
 
@@ -55,6 +56,14 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "claim_unblocked_ms": ("claim latency, no held rows", "ms", "lower"),
     "claim_blocked_ms": ("claim latency, rows held behind a busy key", "ms", "lower"),
     "claim_blocked_ratio": ("claim latency, held : none", "x", "lower"),
+    "enqueue_idle_p50_ms": ("enqueue p50, no waiter", "ms", "lower"),
+    "enqueue_idle_p99_ms": ("enqueue p99, no waiter", "ms", "lower"),
+    "enqueue_waiting_p50_ms": ("enqueue p50, with the waiters", "ms", "lower"),
+    "enqueue_waiting_p99_ms": ("enqueue p99, with the waiters", "ms", "lower"),
+    "waiters_p50_ratio": ("enqueue p50, waiting : idle", "x", "lower"),
+    "waiters_p99_ratio": ("enqueue p99, waiting : idle", "x", "lower"),
+    "waiters_results": ("results arrived once workers ran", "results", "higher"),
+    "waiters_results_s": ("time until every result arrived", "s", "lower"),
     "ceiling_tps": ("insert + update by key per transaction, 10 clients", "TPS", "higher"),
 }
 
@@ -297,6 +306,24 @@ def flow_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"claim with {n:,} rows held behind a busy key <= 2x unblocked (issue 12)",
                 f"{fmt(r)}x",
                 verdict(None if r is None else r <= 2),
+            )
+        )
+    if "waiters" in ran:
+        n = results["meta"]["sizes"]["waiters"]
+        r = m("waiters", "waiters_p99_ratio")
+        got = worst("waiters", "waiters_results", min)
+        rows.append(
+            (
+                f"enqueue p99 with {n:,} waiters ~1x without (issue 13)",
+                f"{fmt(r)}x (p50 {fmt(m('waiters', 'waiters_p50_ratio'))}x)",
+                verdict(None if r is None else r <= 1.5),
+            )
+        )
+        rows.append(
+            (
+                f"all {n:,} waiters get their result, every run (issue 13)",
+                f"at least {fmt(got)}",
+                verdict(None if got is None else got >= n),
             )
         )
     return rows

@@ -57,6 +57,11 @@ FULL: dict[str, Any] = {
     "rate_hold": 20,  # seconds the backlog keeps the rate busy
     "claim_blocked_rows": 100_000,
     "claim_free_rows": 1_000,
+    # waiting for results (issue 13), ours only
+    "waiters": 1_000,
+    "waiters_enqueues": 1_000,
+    "waiters_block_cap": 5.0,  # seconds one enqueue may take before it counts as blocked
+    "waiters_cap": 60.0,  # seconds for every waiter's result once workers run
 }
 
 QUICK: dict[str, Any] = {
@@ -87,6 +92,11 @@ QUICK: dict[str, Any] = {
     "rate_hold": 4,
     "claim_blocked_rows": 100_000,
     "claim_free_rows": 1_000,
+    # waiting for results (issue 13), ours only
+    "waiters": 1_000,
+    "waiters_enqueues": 200,
+    "waiters_block_cap": 5.0,
+    "waiters_cap": 60.0,
 }
 
 
@@ -589,6 +599,96 @@ async def claim_blocked(ctx: Context) -> list[dict[str, float]]:
     ]
 
 
+# ---- waiting for results (issue 13; ours only) -------------------------------------------
+
+
+async def _enqueue_latencies(
+    ctx: Context, system: System, n: int, cap: float
+) -> tuple[list[float], int]:
+    """``n`` enqueues one at a time (ms each); stops at the first that takes over ``cap`` s
+    (then the count done so far is returned with it: the rest would block as well)."""
+    latencies = []
+    for i in range(n):
+        start = time.perf_counter()
+        try:
+            await asyncio.wait_for(system.enqueue("noop", float(i)), cap)
+        except TimeoutError:
+            return latencies, i
+        latencies.append((time.perf_counter() - start) * 1000)
+    return latencies, n
+
+
+async def waiters(ctx: Context) -> list[dict[str, float]]:
+    """Enqueue latency with many ``get_result`` waiters in the same process, against none.
+
+    The waiters wait on pending jobs (no worker runs yet; the jobs are enqueued in both
+    modes); the enqueues go through the same default store, one at a time. Then two worker
+    processes run everything, and every waiter's result must arrive.
+    """
+    n, count = ctx.sizes["waiters"], ctx.sizes["waiters_enqueues"]
+    block_cap, cap = ctx.sizes["waiters_block_cap"], ctx.sizes["waiters_cap"]
+    modes = ("idle", "waiting")
+    results = []
+    for run in range(ctx.runs):
+        figures: dict[str, float] = {}
+        for mode in modes if run % 2 == 0 else modes[::-1]:
+            system, db = await ctx.fresh()
+            tasks: list[asyncio.Task[Any]] = []
+            try:
+                await _enqueue_latencies(ctx, system, 20, block_cap)  # connections, statements
+                # The same pending jobs in both modes: only the waiters differ.
+                ids = await system.enqueue_ids("noop", n)
+                if mode == "waiting":
+                    tasks = [asyncio.create_task(system.wait_result(i, 600)) for i in ids]
+                    await system.waiters_settled(n)
+                    trace(f"{n} waiters waiting")
+                latencies, done = await _enqueue_latencies(ctx, system, count, block_cap)
+                trace(f"{done} of {count} enqueues ({mode})")
+                if done < count:
+                    ctx.note(
+                        f"enqueue_{mode}_blocked",
+                        f"enqueue {done + 1} of {count} still waiting after {block_cap} s",
+                    )
+                    figures[f"enqueue_{mode}_p50_ms"] = block_cap * 1000
+                    figures[f"enqueue_{mode}_p99_ms"] = block_cap * 1000
+                else:
+                    figures[f"enqueue_{mode}_p50_ms"] = percentile(latencies, 50)
+                    figures[f"enqueue_{mode}_p99_ms"] = percentile(latencies, 99)
+                if tasks:
+                    arrived, seconds = await _results_arrive(ctx, system, tasks, cap)
+                    figures["waiters_results"] = float(arrived)
+                    figures["waiters_results_s"] = seconds
+                    ctx.note("waiters_results", f"{arrived}/{n} in {seconds:.1f} s")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await ctx.done_with(system, db)
+        for q in ("p50", "p99"):
+            figures[f"waiters_{q}_ratio"] = (
+                figures[f"enqueue_waiting_{q}_ms"] / figures[f"enqueue_idle_{q}_ms"]
+            )
+        results.append(figures)
+    return results
+
+
+async def _results_arrive(
+    ctx: Context, system: System, tasks: list[asyncio.Task[Any]], cap: float
+) -> tuple[int, float]:
+    """Run two workers until every waiter has its result (or ``cap`` s); (arrived, seconds)."""
+    ctx.marks.drain("first")
+    async with ctx.workers(system) as workers:
+        workers.start([system.worker_argv(CONCURRENCY, i) for i in range(FLOW_PROCS)])
+        await workers.wait_ready()
+        start = time.perf_counter()
+        workers.go()
+        await asyncio.wait(tasks, timeout=cap)
+        seconds = time.perf_counter() - start
+        await workers.stop()
+    arrived = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception() is None)
+    return arrived, seconds
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "enqueue": enqueue,
     "drain": drain,
@@ -600,4 +700,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "drain_keys": drain_keys,
     "rate": rate,
     "claim_blocked": claim_blocked,
+    "waiters": waiters,
 }

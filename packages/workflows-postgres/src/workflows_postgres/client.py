@@ -113,4 +113,5 @@ def reset_sync() -> None:
         stores = list(_sync.values())
         _sync.clear()
     for store in stores:
+        store.close_results()
         store.close()

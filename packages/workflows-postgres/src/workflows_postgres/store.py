@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from workflows_postgres.errors import RETRYABLE as _RETRYABLE
 from workflows_postgres.errors import TRANSIENT_ERRORS, is_poison
 from workflows_postgres.heart import PostgresHeart
 from workflows_postgres.listener import PostgresListener, handed_over
+from workflows_postgres.results import ResultWatcher
 
 __all__ = ["PostgresStore", "handed_over", "step_record"]
 from workflows_postgres.migrate import latest_version, schema_error
@@ -112,6 +112,7 @@ class PostgresStore:
         self.q = Q.Queries.for_schema(settings.schema)
         self._claim_conn: asyncpg.Connection | None = None
         self._claim_lock = asyncio.Lock()
+        self.results = ResultWatcher(self)
 
     # ---- construction --------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
+        # Waiters first: they get an error rather than a pool that refuses them.
+        await self.results.close()
         if self._claim_conn is not None:
             with contextlib.suppress(Exception):
                 await self._claim_conn.close(timeout=5)
@@ -237,36 +240,8 @@ class PostgresStore:
         return result
 
     async def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        finished = asyncio.Event()
-
-        def on_done(conn: object, pid: int, channel: str, payload: object) -> None:
-            if payload == execution_id:
-                finished.set()
-
-        async with self.pool.acquire() as conn:
-            # Listen before the first look, so an end between the two is not missed.
-            await conn.add_listener(self.q.done_channel, on_done)
-            try:
-                delay = 0.01
-                while True:
-                    status = await self._drive(conn, ops.get_status(execution_id))
-                    if status["status"] in ops.FINAL_STATUSES:
-                        return status
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise TimeoutError(
-                            f"execution {execution_id} still {status['status']} after {timeout} s"
-                        )
-                    # Workflows announce their end; jobs and activities are polled, backing
-                    # off to 0.25 s.
-                    pause = delay if remaining is None else min(delay, remaining)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(finished.wait(), pause)
-                    finished.clear()
-                    delay = min(delay * 1.5, 0.25)
-            finally:
-                await conn.remove_listener(self.q.done_channel, on_done)
+        """The execution's status once final; no connection held while waiting (results.py)."""
+        return await self.results.wait(execution_id, timeout)
 
     async def cancel(self, execution_id: str) -> str:
         result: str = await self.run(ops.cancel, execution_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +15,7 @@ from workflows_postgres import ops
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import connect_sync, first_line, resolve_dsn, scrub
 from workflows_postgres.migrate import latest_version, schema_error
+from workflows_postgres.results import SyncResultWatcher
 
 T = TypeVar("T")
 
@@ -29,6 +29,7 @@ class SyncStore:
         self.q = Q.Queries.for_schema(self.settings.schema)
         self._local = threading.local()
         self._sql: dict[str, str] = {}
+        self.results = SyncResultWatcher(self)
 
     @property
     def dsn(self) -> str:
@@ -132,29 +133,12 @@ class SyncStore:
         return self.run(ops.steps_of(workflow_id), transaction=False)
 
     def wait_finished(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        conn = self._connection()
-        # Listen before the first look, so an end between the two is not missed.
-        conn.execute(self.sql("listen"))
-        try:
-            delay = 0.01
-            while True:
-                status = self.get_status(execution_id)
-                if status["status"] in ops.FINAL_STATUSES:
-                    return status
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"execution {execution_id} still {status['status']} after {timeout} s"
-                    )
-                # Workflows announce their end; jobs and activities are polled.
-                pause = delay if remaining is None else min(delay, remaining)
-                for note in conn.notifies(timeout=pause, stop_after=1):
-                    if note.payload == execution_id:
-                        break
-                delay = min(delay * 1.5, 0.25)
-        finally:
-            conn.execute(self.sql("unlisten"))
+        """The execution's status once final; every waiting thread shares one listener."""
+        return self.results.wait(execution_id, timeout)
+
+    def close_results(self) -> None:
+        """Stop the results listener; threads still waiting get an error."""
+        self.results.close()
 
     def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return self.run(ops.control(statement, args))

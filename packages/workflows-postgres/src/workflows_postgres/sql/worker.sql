@@ -8,7 +8,8 @@
 -- $5/$6). An outcome is applied only if its claim still holds (same lease, still running): a
 -- worker that lost its claim records nothing. A workflow an outcome resolves that this worker
 -- holds in memory ($7) is admitted straight back, to resume at once; any other is woken for
--- whoever claims it. The claim skips the workflows this statement wakes.
+-- whoever claims it. The claim skips the workflows this statement wakes. The root jobs it
+-- finishes are announced on the done channel.
 -- Order matters where functions run: each sees what the CTEs it reads have written.
 WITH v AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb)
@@ -68,12 +69,30 @@ WITH v AS (
 ), notified AS (
     SELECT pg_notify('{work}', q.queue)
     FROM (SELECT DISTINCT queue FROM upd WHERE status = 'pending' AND run_at <= now()) q
+), announced AS (
+    -- Whoever waits for a root job's result (results.py) hears of its end: one notification
+    -- per round, ids joined by commas, 200 to a payload (37 bytes each, under the 8000 bytes
+    -- a payload may hold). An activity's end goes to its workflow, which nobody waits on
+    -- through it. A commit that notifies holds the notify queue's lock until its WAL is
+    -- flushed (PostgreSQL orders notifications so), so concurrent rounds would no longer
+    -- flush together: only while a results listener of this database is connected (named
+    -- after the channel; a session that merely takes the name costs notifications, nothing
+    -- else). Read from the backends' shared status, no table: a few microseconds.
+    SELECT pg_notify('{done}', string_agg(f.id::text, ','))
+    FROM (SELECT id, (row_number() OVER () - 1) / 200 AS chunk
+          FROM upd
+          WHERE parent_id IS NULL AND status IN ('completed', 'failed', 'cancelled')) f
+    WHERE EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) a
+                  WHERE a.application_name = '{done}'
+                    AND a.datid = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database()))
+    GROUP BY f.chunk
 ), taken AS (
     SELECT e FROM claimed UNION ALL SELECT e FROM direct
 )
 SELECT (SELECT array_agg(id::text) FROM upd) AS recorded,
        (SELECT count(*) FROM notified) + (SELECT COALESCE(sum(notified), 0) FROM woken)
-           AS notified,
+           + (SELECT count(*) FROM announced) AS notified,
        ({s}.claim_row(taken.e)).*
 FROM (SELECT 1) AS one LEFT JOIN taken ON true
 
