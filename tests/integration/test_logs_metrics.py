@@ -307,7 +307,7 @@ async def test_throttled_depth_counts_only_the_executions_of_a_spent_rate_key(
 
 async def test_depths_of_a_deep_backlog_read_no_more_than_their_limit(store: PostgresStore) -> None:
     # No rate key spent, queue not stopped: nothing is throttled, and finding that out must not
-    # walk the backlog (it read every pending row of the queue, every sample, before 0013).
+    # walk the backlog (it read every pending row of the queue, every sample, before 0012).
     await store.pool.execute(
         "INSERT INTO workflows.executions (id, kind, name, queue, priority, args, max_retries, "
         "run_at) SELECT gen_random_uuid(), 'job', 'm:f', 'deep', g % 3, '{}', 0, "

@@ -155,6 +155,8 @@ CREATE TABLE {s}.executions (
     held boolean DEFAULT false NOT NULL,
     schedule_name text,
     schedule_tick timestamp with time zone,
+    retry_base integer DEFAULT 0 NOT NULL,
+    retried_at timestamp with time zone,
     CONSTRAINT executions_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
     CONSTRAINT executions_kind_check CHECK ((kind = ANY (ARRAY['job'::text, 'workflow'::text, 'activity'::text]))),
     CONSTRAINT executions_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
@@ -196,7 +198,7 @@ BEGIN
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at)
         -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
         -- key. Candidates chosen in the same statement: a statement more cost 6% of the jobs
@@ -305,7 +307,7 @@ BEGIN
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
@@ -451,7 +453,7 @@ BEGIN
     WITH a AS (
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN 1 ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
@@ -1106,6 +1108,78 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION {s}.reopen(p_id uuid) RETURNS uuid[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    ended record;
+    by_code boolean;
+    last_activation integer;
+    st record;
+    sub record;
+    ids uuid[] := ARRAY[p_id];
+    waits text[] := '{}';
+BEGIN
+    SELECT e.kind, e.status, e.error INTO ended
+    FROM {s}.executions e WHERE e.id = p_id FOR UPDATE;
+    UPDATE {s}.executions e
+    SET status = 'pending', run_at = now(), finished_at = NULL, result = NULL,
+        worker_id = NULL, sticky_worker_id = NULL, cancel_requested = false, releases = 0,
+        -- A claim from before the retry (a worker's copy in memory) is stale from here on.
+        lease = e.lease + 1,
+        attempts = CASE WHEN e.kind = 'workflow' THEN e.attempts + 1 ELSE e.attempts END,
+        max_retries = CASE WHEN e.kind = 'workflow' THEN e.max_retries
+                           ELSE e.attempts + e.max_retries - e.retry_base END,
+        retry_base = e.attempts,
+        -- A workflow's run starts anew: a rate limit counts it as a start, as a new one.
+        started_at = CASE WHEN e.kind = 'workflow' THEN NULL ELSE e.started_at END,
+        deadline = e.deadline - COALESCE(e.retried_at, e.created_at) + now(),
+        retried_at = now()
+    WHERE e.id = p_id;
+    -- (The status change takes a concurrency key's slot, or holds it: key_slot_changed().)
+    IF ended.kind <> 'workflow' THEN
+        RETURN ids;
+    END IF;
+    by_code := ended.status = 'failed'
+               AND (ended.error->>'type') IS DISTINCT FROM 'WorkflowTimeoutError';
+    SELECT max(w.delivered_in) INTO last_activation
+    FROM {s}.workflow_steps w WHERE w.workflow_id = p_id;
+    FOR st IN
+        SELECT w.seq, w.kind, w.name, w.execution_id
+        FROM {s}.workflow_steps w
+        WHERE w.workflow_id = p_id AND w.kind <> 'version'
+          AND w.status IN ('failed', 'cancelled')
+          AND (w.delivered_in IS NULL OR (by_code AND w.delivered_in = last_activation))
+        ORDER BY w.seq
+    LOOP
+        IF st.kind IN ('activity', 'child') THEN
+            SELECT x.status, x.result INTO sub
+            FROM {s}.executions x WHERE x.id = st.execution_id FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;
+            IF sub.status = 'completed' THEN
+                UPDATE {s}.workflow_steps w
+                SET status = 'completed', result = sub.result, error = NULL, delivered_in = NULL,
+                    resolved_at = now()
+                WHERE w.workflow_id = p_id AND w.seq = st.seq;
+                CONTINUE;
+            END IF;
+            ids := ids || {s}.reopen(st.execution_id);
+        ELSIF st.kind = 'signal' THEN
+            waits := waits || st.name;
+        END IF;
+        UPDATE {s}.workflow_steps w
+        SET status = 'scheduled', result = NULL, error = NULL, delivered_in = NULL,
+            resolved_at = NULL, fire_at = w.fire_at - w.created_at + now(), created_at = now()
+        WHERE w.workflow_id = p_id AND w.seq = st.seq;
+    END LOOP;
+    IF cardinality(waits) > 0 THEN
+        -- A signal stored while nothing waited for it goes to the reopened wait.
+        PERFORM {s}.consume_signals(p_id, waits);
+    END IF;
+    RETURN ids;
+END;
+$$;
+
 CREATE FUNCTION {s}.resign(p_worker uuid) RETURNS void
     LANGUAGE sql
     AS $$
@@ -1127,6 +1201,57 @@ BEGIN
     END IF;
     PERFORM {s}.wake(ARRAY[p_parent]);
     RETURN true;
+END;
+$$;
+
+CREATE FUNCTION {s}.retry(p_id uuid) RETURNS TABLE(id text, kind text, status text, attempts integer, outcome text, detail text)
+    LANGUAGE plpgsql ROWS 1
+    AS $$
+DECLARE
+    target record;
+    running uuid;
+    ids uuid[];
+BEGIN
+    SELECT e.id, e.kind, e.status, e.attempts, e.parent_id INTO target
+    FROM {s}.executions e WHERE e.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT p_id::text, NULL::text, NULL::text, NULL::integer, 'missing'::text,
+                            NULL::text;
+        RETURN;
+    END IF;
+    IF target.parent_id IS NOT NULL THEN
+        RETURN QUERY SELECT p_id::text, target.kind, target.status, target.attempts,
+                            'child'::text, target.parent_id::text;
+        RETURN;
+    END IF;
+    IF target.status NOT IN ('failed', 'cancelled') THEN
+        RETURN QUERY SELECT p_id::text, target.kind, target.status, target.attempts,
+                            'not_final'::text, NULL::text;
+        RETURN;
+    END IF;
+    IF target.kind = 'workflow' THEN
+        -- (Only a workflow starts anything: a job's retry skips the walk.)
+        WITH RECURSIVE tree AS (
+            SELECT x.id FROM {s}.executions x WHERE x.parent_id = p_id
+            UNION ALL
+            SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+        )
+        SELECT x.id INTO running
+        FROM tree JOIN {s}.executions x ON x.id = tree.id
+        WHERE x.status IN ('pending', 'running', 'waiting')
+        LIMIT 1;
+    END IF;
+    IF running IS NOT NULL THEN
+        RETURN QUERY SELECT p_id::text, target.kind, target.status, target.attempts,
+                            'busy'::text, running::text;
+        RETURN;
+    END IF;
+    ids := {s}.reopen(p_id);
+    PERFORM pg_notify('{work}', q.queue)
+    FROM (SELECT DISTINCT x.queue FROM {s}.executions x
+          WHERE x.id = ANY (ids) AND x.status = 'pending' AND NOT x.held) q;
+    RETURN QUERY SELECT x.id::text, x.kind, x.status, x.attempts, 'retried'::text, NULL::text
+                 FROM {s}.executions x WHERE x.id = p_id;
 END;
 $$;
 
@@ -1483,6 +1608,8 @@ CREATE UNIQUE INDEX executions_idempotency_key ON {s}.executions USING btree (id
 CREATE INDEX executions_parent ON {s}.executions USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
 CREATE INDEX executions_rate_key_pending ON {s}.executions USING btree (rate_key, queue, run_at) WHERE ((rate_key IS NOT NULL) AND (status = 'pending'::text) AND (NOT held));
+
+CREATE INDEX executions_retryable ON {s}.executions USING btree (queue, status, finished_at, id) WHERE ((parent_id IS NULL) AND (status = ANY (ARRAY['failed'::text, 'cancelled'::text])));
 
 CREATE INDEX executions_running_by_worker ON {s}.executions USING btree (worker_id) WHERE (status = 'running'::text);
 

@@ -16,7 +16,7 @@ ORDER BY h.hostname, h.started_at, h.worker_id
 
 -- name: fleet_queue_stats
 -- Each queue's figures ($1: one queue, NULL: every known one; $2: where counts stop): see
--- the function in migration 0012.
+-- the function in migration 0011.
 SELECT * FROM {s}.fleet_queue_stats($1::text, $2::int)
 
 -- name: fleet_list

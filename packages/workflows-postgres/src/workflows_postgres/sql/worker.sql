@@ -258,7 +258,7 @@ SELECT q.queue,
            AS held,
        -- A stopped queue throttles all its runnable executions (the claim index, to $2);
        -- else only those of a spent rate key, found by key (executions_rate_key_pending,
-       -- 0013): no key spent, nothing to read.
+       -- 0012): no key spent, nothing to read.
        CASE WHEN f.queue_stopped THEN
            (SELECT count(*) FROM (SELECT 1 FROM {s}.executions t
                                   WHERE t.status = 'pending' AND NOT t.held
