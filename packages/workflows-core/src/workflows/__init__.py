@@ -40,6 +40,7 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.retention import prune, prune_sync
 from workflows.schedules import Schedule
 from workflows.states import Kind, Status
 
@@ -81,6 +82,8 @@ __all__ = [
     "job",
     "migrate",
     "migrate_sync",
+    "prune",
+    "prune_sync",
     "queues",
     "rate_limits",
     "schedules",
