@@ -40,9 +40,10 @@ SCENARIOS = [
     "drain_keys",
     "rate",
     "claim_blocked",
+    "retention",
 ]
 # Flow control (issue 12): measured for this project alone (the ratios are to itself).
-OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked"}
+OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked", "retention"}
 
 # name -> (Python package it needs, options for its module)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -65,6 +66,7 @@ QUICK_SET: dict[str, list[str]] = {
     "drain_keys": ["ours"],
     "rate": ["ours"],
     "claim_blocked": ["ours"],
+    "retention": ["ours"],
 }
 
 SYSTEM_NOTES = {
@@ -123,6 +125,13 @@ SCENARIO_NOTES = {
     "pending rows on one concurrency key whose slot a running execution holds (held: older "
     "and of a higher priority than the claimable rows, bulk-inserted with SQL); ratio: "
     "blocked / unblocked.",
+    "retention": "One run. {retention_rows} finished roots (BENCH_RETENTION_ROWS) over the last "
+    "60 days, every 50th a workflow with 2 activities and their steps, bulk-inserted with SQL; "
+    "then {retention_rate} no-op jobs/s enqueued and drained by 2 worker processes, first "
+    "without retention, then with WORKFLOWS_RETENTION={retention_keep}s (the leader prunes the "
+    "backlog, then keeps up). Claim latency: a probe's `PostgresStore.claim(..., 10)` on a queue "
+    "of its own every 20 ms, p50/p99 without pruning and while the backlog is pruned; sizes: "
+    "pg_total_relation_size after the backlog and {retention_phase}x2 s later.",
 }
 
 

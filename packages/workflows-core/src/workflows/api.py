@@ -214,6 +214,12 @@ class CallOptions:
                 max_chars=MAX_IDEMPOTENCY_KEY_BYTES,
                 max_bytes=MAX_IDEMPOTENCY_KEY_BYTES,
             )
+        if self.concurrency_key is not None:
+            check_key("concurrency_key", self.concurrency_key)
+        if self.concurrency_limit is not None:
+            check_limit("concurrency_limit", self.concurrency_limit)
+        if self.rate_key is not None:
+            check_key("rate_key", self.rate_key)
         if self.idempotency_ttl is not None:
             if self.idempotency_key is None:
                 raise ConfigurationError("idempotency_ttl needs an idempotency_key")
@@ -222,13 +228,7 @@ class CallOptions:
             except ValueError as exc:
                 raise ConfigurationError(f"idempotency_ttl: {exc}") from None
             # 0 / "forever": the key holds as long as the row, as without a ttl.
-            object.__setattr__(self, "idempotency_ttl", ttl or None)
-        if self.concurrency_key is not None:
-            check_key("concurrency_key", self.concurrency_key)
-        if self.concurrency_limit is not None:
-            check_limit("concurrency_limit", self.concurrency_limit)
-        if self.rate_key is not None:
-            check_key("rate_key", self.rate_key)
+            return replace(self, idempotency_ttl=ttl or None)
         return self
 
 

@@ -4,6 +4,7 @@ worker, and each worker's own (its audit and gauges)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,6 +79,8 @@ class Maintenance:
             await self._duties()
         finally:
             pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
 
     async def _duties(self) -> None:
         next_beat = 0.0
