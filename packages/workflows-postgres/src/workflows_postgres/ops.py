@@ -74,7 +74,8 @@ def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
     )
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
     # the follow-up read finds the winner; a rolled-back winner lets the insert through. A key
-    # past its window (idempotency_ttl) is taken over by the insert itself (see 0009).
+    # past its window (idempotency_ttl) is taken off its old row by a try that finds it, and
+    # the read then finds no row: the next try inserts (see enqueue() in 0009).
     for _ in range(3):
         rows = yield Call("enqueue", args)
         if rows:

@@ -679,30 +679,27 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    -- At most twice: the second time after taking an expired key over.
-    FOR attempt IN 1 .. 2 LOOP
-        INSERT INTO {s}.executions AS e
-            (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-             idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key,
-             idempotency_expires_at)
-        VALUES ({s}.new_id(), p_kind, p_name, p_queue, p_priority, p_args::json, p_retries,
-                p_timeout,
-                COALESCE(p_run_at, now() + make_interval(secs => COALESCE(p_delay, 0))),
-                p_key, p_version, now() + make_interval(secs => p_wf_timeout),
-                p_concurrency_key, p_concurrency_limit, p_rate_key,
-                now() + make_interval(secs => p_key_ttl))
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING e.id, e.run_at, e.held INTO new_id, due, is_held;
-        EXIT WHEN new_id IS NOT NULL OR attempt = 2;
-        -- The key is taken. Past its window, it moves to a new row: of two enqueues racing
-        -- for it, the second waits here for the first's transaction, then finds the key on
-        -- the first's new row, within its window, and takes nothing (its caller reads that
-        -- row's id). Without a window (NULL), the key stays.
+    INSERT INTO {s}.executions AS e
+        (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
+         idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key,
+         idempotency_expires_at)
+    VALUES ({s}.new_id(), p_kind, p_name, p_queue, p_priority, p_args::json, p_retries,
+            p_timeout,
+            COALESCE(p_run_at, now() + make_interval(secs => COALESCE(p_delay, 0))),
+            p_key, p_version, now() + make_interval(secs => p_wf_timeout),
+            p_concurrency_key, p_concurrency_limit, p_rate_key,
+            now() + make_interval(secs => p_key_ttl))
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING e.id, e.run_at, e.held INTO new_id, due, is_held;
+    IF new_id IS NULL THEN
+        -- The key is taken. Past its window it is taken off the old row, and the caller
+        -- (ops.enqueue), finding no row with the key, enqueues again. Of two enqueues racing
+        -- for it, the second waits here for the first's transaction, then finds the key
+        -- gone from that row and takes nothing; of their next inserts one wins, and the
+        -- other reads the winner's id. Without a window (NULL), the key stays. (Not retried
+        -- here: an enqueue without a key runs 0007's statements and nothing more.)
         UPDATE {s}.executions x SET idempotency_key = NULL, idempotency_expires_at = NULL
         WHERE x.idempotency_key = p_key AND x.idempotency_expires_at <= now();
-        EXIT WHEN NOT FOUND;
-    END LOOP;
-    IF new_id IS NULL THEN
         RETURN;
     END IF;
     id := new_id;
