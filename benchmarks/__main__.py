@@ -41,9 +41,11 @@ SCENARIOS = [
     "rate",
     "claim_blocked",
     "waiters",
+    "retention",
 ]
-# Flow control (issue 12): measured for this project alone (the ratios are to itself).
-OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked", "waiters"}
+# Flow control (issue 12) and operations (issue 13): measured for this project alone (the
+# ratios are to itself).
+OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked", "waiters", "retention"}
 
 # name -> (Python package it needs, options for its module)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -67,6 +69,7 @@ QUICK_SET: dict[str, list[str]] = {
     "rate": ["ours"],
     "claim_blocked": ["ours"],
     "waiters": ["ours"],
+    "retention": ["ours"],
 }
 
 SYSTEM_NOTES = {
@@ -132,6 +135,13 @@ SCENARIO_NOTES = {
     "in alternating order. An enqueue that takes over {waiters_block_cap} s counts as blocked "
     "(its figures show that cap). Then 2 worker processes run the jobs: every waiter's result "
     "must arrive (within {waiters_cap} s). Ratio: waiting / idle latency.",
+    "retention": "One run. {retention_rows} finished roots (BENCH_RETENTION_ROWS) over the last "
+    "60 days, every 50th a workflow with 2 activities and their steps, bulk-inserted with SQL; "
+    "then {retention_rate} no-op jobs/s enqueued and drained by 2 worker processes, first "
+    "without retention, then with WORKFLOWS_RETENTION={retention_keep}s (the leader prunes the "
+    "backlog, then keeps up). Claim latency: a probe's `PostgresStore.claim(..., 10)` on a queue "
+    "of its own every 20 ms, p50/p99 without pruning and while the backlog is pruned; sizes: "
+    "pg_total_relation_size after the backlog and {retention_phase}x2 s later.",
 }
 
 

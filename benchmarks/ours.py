@@ -252,6 +252,115 @@ class Ours(System):
         claimed = await self.store.claim(self.worker_id, [QUEUE], 10, {})
         return len(claimed)
 
+    # ---- retention (issue 13) ----------------------------------------------------------
+
+    async def retention_load(self, n: int, chunk: int = 500_000) -> None:
+        """``n`` finished roots spread over the last 60 days (90% completed, 8% failed, 2%
+        cancelled); every 50th a workflow with two finished activities and their steps."""
+        from benchmarks.common import trace
+
+        for start in range(0, n, chunk):
+            end = min(n, start + chunk)
+            await self.conn.execute(
+                f"""
+                INSERT INTO {SCHEMA}.executions
+                    (id, kind, name, queue, args, max_retries, status, attempts, created_at,
+                     started_at, finished_at, result)
+                SELECT {SCHEMA}.new_id(),
+                       CASE WHEN g % 50 = 0 THEN 'workflow' ELSE 'job' END,
+                       'benchmarks.ours:noop', $1, '{{"args": [0], "kwargs": {{}}}}'::json, 3,
+                       CASE WHEN g % 100 < 90 THEN 'completed'
+                            WHEN g % 100 < 98 THEN 'failed' ELSE 'cancelled' END,
+                       1, t - interval '2 seconds', t - interval '1 second', t, 'null'::json
+                FROM generate_series($2::int, $3::int) AS g,
+                     LATERAL (SELECT now() - make_interval(
+                         secs => ($4::int - g)::float8 / $4::int * 60 * 86400) AS t) x
+                """,
+                QUEUE,
+                start + 1,
+                end,
+                n,
+            )
+            trace(f"loaded {end} of {n} finished roots")
+        await self.conn.execute(
+            f"""
+            INSERT INTO {SCHEMA}.executions
+                (id, kind, name, queue, args, max_retries, status, attempts, created_at,
+                 started_at, finished_at, result, parent_id, parent_seq)
+            SELECT {SCHEMA}.new_id(), 'activity', 'benchmarks.ours:step', w.queue, w.args, 3,
+                   w.status, 1, w.created_at, w.started_at, w.finished_at, 'null'::json,
+                   w.id, k
+            FROM {SCHEMA}.executions w, generate_series(1, 2) AS k
+            WHERE w.kind = 'workflow'
+            """
+        )
+        await self.conn.execute(
+            f"""
+            INSERT INTO {SCHEMA}.workflow_steps
+                (workflow_id, seq, kind, name, status, execution_id, result, created_at,
+                 resolved_at, delivered_in)
+            SELECT a.parent_id, a.parent_seq, 'activity', 'benchmarks.ours:step', a.status,
+                   a.id, 'null'::json, a.created_at, a.finished_at, 1
+            FROM {SCHEMA}.executions a WHERE a.kind = 'activity'
+            """
+        )
+        trace("loaded the workflows' activities and steps")
+        await self.conn.execute(f"VACUUM ANALYZE {SCHEMA}.executions")
+        await self.conn.execute(f"VACUUM ANALYZE {SCHEMA}.workflow_steps")
+
+    async def retention_probe(self, n: int) -> None:
+        """``n`` pending rows on a queue no worker serves, for :meth:`probe_claim` to take
+        10 at a time; the probe registered as a worker so that no leader recovers them."""
+        from workflows.config import Settings
+        from workflows.records import Registration
+        from workflows_postgres.store import PostgresStore
+
+        await self.conn.execute(
+            f"""
+            INSERT INTO {SCHEMA}.executions
+                (id, kind, name, queue, args, max_retries, timeout_seconds, run_at)
+            SELECT {SCHEMA}.new_id(), 'job', 'benchmarks.ours:noop', 'probe',
+                   '{{"args": [0], "kwargs": {{}}}}'::json, 3, 300,
+                   now() - make_interval(secs => ($1 - g) / 1000.0)
+            FROM generate_series(1, $1) AS g
+            """,
+            n,
+        )
+        await self.conn.execute(f"ANALYZE {SCHEMA}.executions")
+        settings = Settings(database_url=self.dsn, schema=SCHEMA)
+        self.store = await PostgresStore.connect(settings, dsn=self.dsn, min_size=1, max_size=2)
+        self.worker_id = str(uuid.uuid4())
+        await self.store.register_worker(
+            self.worker_id, Registration("bench-probe", os.getpid(), ("probe",), "bench")
+        )
+
+    async def probe_claim(self) -> int:
+        await self.store.pool.execute(
+            f"UPDATE {SCHEMA}.worker_heartbeats SET last_heartbeat = now() "
+            "WHERE worker_id = $1::uuid",
+            self.worker_id,
+        )
+        claimed = await self.store.claim(self.worker_id, ["probe"], 10, {})
+        return len(claimed)
+
+    async def retention_stats(self, keep_seconds: float) -> dict[str, float]:
+        row = await self.conn.fetchrow(
+            f"""
+            SELECT pg_total_relation_size('{SCHEMA}.executions')::float8 AS executions_bytes,
+                   pg_total_relation_size('{SCHEMA}.workflow_steps')::float8 AS steps_bytes,
+                   (SELECT n_tup_del FROM pg_stat_user_tables
+                    WHERE relid = '{SCHEMA}.executions'::regclass)::float8 AS deleted,
+                   (SELECT count(*) FROM {SCHEMA}.executions
+                    WHERE status IN ('completed', 'failed', 'cancelled')
+                      AND finished_at < now() - make_interval(secs => $1))::float8 AS eligible,
+                   (SELECT count(*) FROM {SCHEMA}.executions
+                    WHERE queue = $2 AND status = 'pending')::float8 AS backlog
+            """,
+            keep_seconds,
+            QUEUE,
+        )
+        return dict(row)
+
 
 SYSTEM = Ours
 

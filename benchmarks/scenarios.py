@@ -8,6 +8,7 @@ fresh database, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,12 @@ FULL: dict[str, Any] = {
     "waiters_enqueues": 1_000,
     "waiters_block_cap": 5.0,  # seconds one enqueue may take before it counts as blocked
     "waiters_cap": 60.0,  # seconds for every waiter's result once workers run
+    # retention (issue 13), ours only; BENCH_RETENTION_ROWS, _RATE and _PHASE override these
+    "retention_rows": 5_000_000,
+    "retention_rate": 2_000,  # executions enqueued (and finished) per second meanwhile
+    "retention_keep": 60,  # seconds: WORKFLOWS_RETENTION while pruning
+    "retention_phase": 30,  # seconds without pruning, then of steady state after the backlog
+    "retention_cap": 1_800,  # seconds the backlog may take
 }
 
 QUICK: dict[str, Any] = {
@@ -97,6 +104,11 @@ QUICK: dict[str, Any] = {
     "waiters_enqueues": 200,
     "waiters_block_cap": 5.0,
     "waiters_cap": 60.0,
+    "retention_rows": 200_000,
+    "retention_rate": 1_000,
+    "retention_keep": 20,
+    "retention_phase": 10,
+    "retention_cap": 300,
 }
 
 
@@ -689,6 +701,162 @@ async def _results_arrive(
     return arrived, seconds
 
 
+class _Probe:
+    """Claims of 10 on a queue of its own, timed, every 20 ms while it runs."""
+
+    def __init__(self, system: Any) -> None:
+        self.system = system
+        self.latencies: list[float] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            got = await self.system.probe_claim()
+            self.latencies.append((time.perf_counter() - start) * 1000)
+            if got == 0:
+                raise RuntimeError("the claim probe ran out of rows")
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        self.latencies = []
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> list[float]:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.latencies
+
+
+async def _produce(system: System, rate: int, counter: list[int]) -> None:
+    """Enqueue ``rate`` no-op jobs a second, in tenths."""
+    tick = time.monotonic()
+    while True:
+        await system.enqueue_many("noop", [0.0] * (rate // 10))
+        counter[0] += rate // 10
+        tick += 0.1
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+
+async def retention(ctx: Context) -> list[dict[str, float]]:
+    """Pruning a backlog of finished rows under a steady load, against the same load without.
+
+    One run whatever ``--runs`` says: loading millions of rows takes minutes.
+    """
+    import os
+
+    rows = int(os.environ.get("BENCH_RETENTION_ROWS", ctx.sizes["retention_rows"]))
+    rate = int(os.environ.get("BENCH_RETENTION_RATE", ctx.sizes["retention_rate"]))
+    keep, cap = ctx.sizes["retention_keep"], ctx.sizes["retention_cap"]
+    phase = int(os.environ.get("BENCH_RETENTION_PHASE", ctx.sizes["retention_phase"]))
+    system, db = await ctx.fresh()
+    s: Any = system
+    figures: dict[str, float] = {"retention_rows": float(rows), "retention_rate": float(rate)}
+    try:
+        started = time.perf_counter()
+        await s.retention_load(rows)
+        ctx.notes["retention_load_s"] = round(time.perf_counter() - started, 1)
+        # Claims of the probe at 50/s for every phase, 10 rows each.
+        await s.retention_probe(int((2 * phase + cap) * 50 * 10 * 1.2))
+        before = await s.retention_stats(keep)
+        trace(f"loaded: {before}")
+        figures["executions_mb_loaded"] = before["executions_bytes"] / 2**20
+        figures["steps_mb_loaded"] = before["steps_bytes"] / 2**20
+        probe = _Probe(system)
+        produced = [0]
+        producer = asyncio.create_task(_produce(system, rate, produced))
+        samples: list[dict[str, float]] = []
+        try:
+            # Without pruning: the same load and the same claims.
+            forever = {"WORKFLOWS_RETENTION": "forever", "WORKFLOWS_RETENTION_FAILED": "forever"}
+            async with Workers(ctx.marks, {**system.worker_env(), **forever}) as workers:
+                workers.start([system.worker_argv(CONCURRENCY, i) for i in range(2)])
+                await workers.wait_ready()
+                workers.go()
+                await asyncio.sleep(5)  # past the start
+                n0, t0 = produced[0], time.monotonic()
+                probe.start()
+                await asyncio.sleep(phase)
+                without = await probe.stop()
+                figures["load_enqueued_per_s"] = (produced[0] - n0) / (time.monotonic() - t0)
+                workers.check_alive()
+                await workers.stop()
+            pruning = {
+                "WORKFLOWS_RETENTION": f"{keep}s",
+                "WORKFLOWS_RETENTION_FAILED": f"{keep}s",
+            }
+            async with Workers(ctx.marks, {**system.worker_env(), **pruning}) as workers:
+                workers.start([system.worker_argv(CONCURRENCY, i) for i in range(2)])
+                await workers.wait_ready()
+                first = await s.retention_stats(keep)
+                workers.go()
+                t0 = time.monotonic()
+                probe.start()
+                # The backlog: until what is past the retention is about what the load adds in
+                # one heartbeat interval (the leader's pace) and a half.
+                while True:
+                    await asyncio.sleep(5)
+                    workers.check_alive()
+                    now = await s.retention_stats(keep)
+                    samples.append({"t": time.monotonic() - t0, **now})
+                    trace(f"pruning: {now}")
+                    if now["eligible"] <= rate * 7.5 or time.monotonic() - t0 > cap:
+                        break
+                during = await probe.stop()
+                drained = time.monotonic() - t0
+                last = samples[-1]
+                figures["prune_backlog_s"] = drained
+                # From the first sample that saw deletes (the leader takes the lead, and the
+                # statistics lag, in the first seconds) to the last of the backlog.
+                going = next(x for x in samples if x["deleted"] > first["deleted"])
+                figures["prune_rows_per_s"] = (
+                    (last["deleted"] - going["deleted"]) / (last["t"] - going["t"])
+                    if last is not going
+                    else (last["deleted"] - first["deleted"]) / drained
+                )
+                ctx.notes["retention_backlog_left"] = last["eligible"]
+                # The steady state: pruning keeps up with the load; sizes should stay flat.
+                steady_from = last
+                for _ in range(max(1, (2 * phase) // 5)):
+                    await asyncio.sleep(5)
+                    now = await s.retention_stats(keep)
+                    samples.append({"t": time.monotonic() - t0, **now})
+                    trace(f"steady: {now}")
+                workers.check_alive()
+                steady_to = samples[-1]
+                await workers.stop()
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+        figures["executions_mb_after_backlog"] = steady_from["executions_bytes"] / 2**20
+        figures["executions_mb_end"] = steady_to["executions_bytes"] / 2**20
+        figures["steps_mb_end"] = steady_to["steps_bytes"] / 2**20
+        figures["steady_growth_ratio"] = (
+            steady_to["executions_bytes"] / steady_from["executions_bytes"]
+        )
+        figures["steady_pending_end"] = steady_to["backlog"]
+        # Whether the workers kept up with the load: pending jobs added per second.
+        figures["pending_growth_per_s"] = (steady_to["backlog"] - samples[0]["backlog"]) / (
+            steady_to["t"] - samples[0]["t"]
+        )
+        for label, values in (("without", without), ("during", during)):
+            figures[f"claim_p50_ms_{label}"] = percentile(values, 50)
+            figures[f"claim_p99_ms_{label}"] = percentile(values, 99)
+        for q in ("p50", "p99"):
+            figures[f"claim_{q}_ratio"] = (
+                figures[f"claim_{q}_ms_during"] / figures[f"claim_{q}_ms_without"]
+            )
+        ctx.notes["retention_samples"] = [
+            {k: round(v, 1) for k, v in sample.items()} for sample in samples
+        ]
+    finally:
+        await ctx.done_with(system, db)
+    return [figures]
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "enqueue": enqueue,
     "drain": drain,
@@ -701,4 +869,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "rate": rate,
     "claim_blocked": claim_blocked,
     "waiters": waiters,
+    "retention": retention,
 }

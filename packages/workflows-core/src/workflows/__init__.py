@@ -43,6 +43,7 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.retention import prune, prune_sync
 from workflows.retries import retry, retry_many, retry_many_sync, retry_sync
 from workflows.schedules import Schedule
 from workflows.states import Kind, Status
@@ -89,6 +90,8 @@ __all__ = [
     "job",
     "migrate",
     "migrate_sync",
+    "prune",
+    "prune_sync",
     "queues",
     "rate_limits",
     "retry",

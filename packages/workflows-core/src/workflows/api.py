@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from workflows import codec
 from workflows.config import Settings
+from workflows.durations import to_seconds
 from workflows.errors import ConfigurationError, WorkflowsError
 from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
@@ -192,6 +193,8 @@ class CallOptions:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     rate_key: str | None = None
+    # Seconds, once validated (given as text like "1h", seconds or a timedelta).
+    idempotency_ttl: Any = None
 
     def validated(self) -> CallOptions:
         if self.queue is not None:
@@ -217,6 +220,15 @@ class CallOptions:
             check_limit("concurrency_limit", self.concurrency_limit)
         if self.rate_key is not None:
             check_key("rate_key", self.rate_key)
+        if self.idempotency_ttl is not None:
+            if self.idempotency_key is None:
+                raise ConfigurationError("idempotency_ttl needs an idempotency_key")
+            try:
+                ttl = to_seconds(self.idempotency_ttl, "idempotency_ttl")
+            except ValueError as exc:
+                raise ConfigurationError(f"idempotency_ttl: {exc}") from None
+            # 0 / "forever": the key holds as long as the row, as without a ttl.
+            return replace(self, idempotency_ttl=ttl or None)
         return self
 
 
@@ -287,6 +299,7 @@ class Function(Generic[P, R]):
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
         rate_key: str | None = None,
+        idempotency_ttl: Any = None,
     ) -> Handle[P, R]:
         opts = CallOptions(
             queue,
@@ -300,6 +313,7 @@ class Function(Generic[P, R]):
             concurrency_key,
             concurrency_limit,
             rate_key,
+            idempotency_ttl,
         )
         return Handle(self, opts.validated())
 
@@ -357,6 +371,7 @@ class Function(Generic[P, R]):
             run_at=opts.run_at,
             delay=opts.delay,
             idempotency_key=opts.idempotency_key,
+            idempotency_ttl=opts.idempotency_ttl,
             version=self.version if is_workflow else None,
             workflow_timeout=timeout if is_workflow else None,
             concurrency_key=ckey,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
+from workflows.durations import Duration, check_seconds, parse_duration
 from workflows.errors import ConfigurationError
 
 LOG_FORMATS = ("text", "json")
@@ -52,6 +53,11 @@ def _flag(raw: str) -> bool:
     raise ValueError("must be 1, true, yes, on or 0, false, no, off (or empty)")
 
 
+def _optional_duration(raw: str) -> float | None:
+    # Empty: unset, as if the variable were absent (a per-status retention falls back).
+    return parse_duration(raw) if raw else None
+
+
 def _names(raw: str) -> tuple[str, ...]:
     # Blank items are skipped, so a trailing comma (or an empty variable) is harmless.
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -86,6 +92,11 @@ def _positive_int(value: int) -> None:
 def _non_negative_int(value: int) -> None:
     if value < 0:
         raise ValueError("must be 0 or more")
+
+
+def _duration(value: float | None) -> None:
+    if value is not None:
+        check_seconds(value)
 
 
 def _port(value: int | None) -> None:
@@ -170,6 +181,12 @@ class Settings:
     # workflows_queue_depth counts exactly up to this many per queue and status, and past it
     # reports the planner's estimate (workflows_queue_depth_estimated says which).
     worker_queue_depth_exact_limit: int = 100_000
+    # Seconds a finished execution (and its tree) is kept; 0: forever. A per-status one that
+    # is None falls back to `retention` (see retention_for). Text like "7d" in the variables.
+    retention: Duration = 7 * 86400.0
+    retention_completed: Duration | None = None
+    retention_failed: Duration | None = 30 * 86400.0
+    retention_cancelled: Duration | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -188,6 +205,16 @@ class Settings:
                 f"WORKFLOWS_WORKER_HEARTBEAT_TIMEOUT ({timeout:g}), so that one late "
                 "heartbeat does not get a live worker declared dead"
             )
+
+    def retention_for(self, status: str) -> float | None:
+        """Seconds a finished execution of ``status`` is kept, None for forever."""
+        own = {
+            "completed": self.retention_completed,
+            "failed": self.retention_failed,
+            "cancelled": self.retention_cancelled,
+        }[status]
+        seconds = self.retention if own is None else own
+        return seconds or None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -250,6 +277,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": lambda raw: raw.upper(),
     "quiet_embedded": _flag,
     "worker_queue_depth_exact_limit": int,
+    "retention": parse_duration,
+    "retention_completed": _optional_duration,
+    "retention_failed": _optional_duration,
+    "retention_cancelled": _optional_duration,
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -273,6 +304,10 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "log_format": _log_format,
     "log_level": _log_level,
     "worker_queue_depth_exact_limit": _positive_int,
+    "retention": _duration,
+    "retention_completed": _duration,
+    "retention_failed": _duration,
+    "retention_cancelled": _duration,
 }
 
 

@@ -49,6 +49,8 @@ class EnqueueRequest:
     # queue_many() of a function whose keys depend on each call's arguments: (concurrency key,
     # rate key) of each run, in order.
     keys_each: list[tuple[str | None, str | None]] | None = None
+    # Seconds the idempotency key holds from the insert (None: as long as the row exists).
+    idempotency_ttl: float | None = None
 
 
 class AsyncStore(Protocol):

@@ -70,9 +70,12 @@ def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
         r.concurrency_key,
         r.concurrency_limit,
         r.rate_key,
+        _float(r.idempotency_ttl),
     )
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
-    # the follow-up read finds the winner; a rolled-back winner lets the insert through.
+    # the follow-up read finds the winner; a rolled-back winner lets the insert through. A key
+    # past its window (idempotency_ttl) is taken off its old row by a try that finds it, and
+    # the read then finds no row: the next try inserts (see enqueue() in 0009).
     for _ in range(3):
         rows = yield Call("enqueue", args)
         if rows:

@@ -155,6 +155,7 @@ CREATE TABLE {s}.executions (
     held boolean DEFAULT false NOT NULL,
     schedule_name text,
     schedule_tick timestamp with time zone,
+    idempotency_expires_at timestamp with time zone,
     retry_base integer DEFAULT 0 NOT NULL,
     retried_at timestamp with time zone,
     CONSTRAINT executions_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
@@ -647,7 +648,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_rate_key text DEFAULT NULL::text) RETURNS TABLE(id uuid, handed_to uuid)
+CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_rate_key text DEFAULT NULL::text, p_key_ttl double precision DEFAULT NULL::double precision) RETURNS TABLE(id uuid, handed_to uuid)
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -682,15 +683,25 @@ BEGIN
     END IF;
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key)
+         idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key,
+         idempotency_expires_at)
     VALUES ({s}.new_id(), p_kind, p_name, p_queue, p_priority, p_args::json, p_retries,
             p_timeout,
             COALESCE(p_run_at, now() + make_interval(secs => COALESCE(p_delay, 0))),
             p_key, p_version, now() + make_interval(secs => p_wf_timeout),
-            p_concurrency_key, p_concurrency_limit, p_rate_key)
+            p_concurrency_key, p_concurrency_limit, p_rate_key,
+            now() + make_interval(secs => p_key_ttl))
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING e.id, e.run_at, e.held INTO new_id, due, is_held;
     IF new_id IS NULL THEN
+        -- The key is taken. Past its window it is taken off the old row, and the caller
+        -- (ops.enqueue), finding no row with the key, enqueues again. Of two enqueues racing
+        -- for it, the second waits here for the first's transaction, then finds the key
+        -- gone from that row and takes nothing; of their next inserts one wins, and the
+        -- other reads the winner's id. Without a window (NULL), the key stays. (Not retried
+        -- here: an enqueue without a key runs 0007's statements and nothing more.)
+        UPDATE {s}.executions x SET idempotency_key = NULL, idempotency_expires_at = NULL
+        WHERE x.idempotency_key = p_key AND x.idempotency_expires_at <= now();
         RETURN;
     END IF;
     id := new_id;
@@ -1030,6 +1041,77 @@ CREATE FUNCTION {s}.new_id() RETURNS uuid
         'hex')::uuid
 $$;
 
+CREATE FUNCTION {s}.prune(p_completed interval, p_failed interval, p_cancelled interval, p_batch integer, p_dry_run boolean) RETURNS TABLE(roots bigint, executions bigint, steps bigint, signals bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_status text;
+    v_keep interval;
+    v_ids uuid[] := '{}';
+    v_room integer;
+BEGIN
+    FOREACH v_status IN ARRAY ARRAY['completed', 'failed', 'cancelled'] LOOP
+        v_keep := CASE v_status WHEN 'completed' THEN p_completed
+                                WHEN 'failed' THEN p_failed ELSE p_cancelled END;
+        CONTINUE WHEN v_keep IS NULL;
+        v_room := p_batch - cardinality(v_ids);
+        EXIT WHEN v_room <= 0;
+        -- The tree's test inside the walk, before the LIMIT: roots whose children still run
+        -- cannot fill a batch and starve the ones behind them.
+        IF p_dry_run THEN
+            v_ids := v_ids || ARRAY(
+                SELECT e.id FROM {s}.executions e
+                WHERE e.status = v_status AND e.finished_at < now() - v_keep
+                  AND e.parent_id IS NULL AND {s}.tree_finished(e.id)
+                ORDER BY e.finished_at
+                LIMIT v_room);
+        ELSE
+            v_ids := v_ids || ARRAY(
+                SELECT e.id FROM {s}.executions e
+                WHERE e.status = v_status AND e.finished_at < now() - v_keep
+                  AND e.parent_id IS NULL AND {s}.tree_finished(e.id)
+                ORDER BY e.finished_at
+                LIMIT v_room
+                FOR UPDATE SKIP LOCKED);
+        END IF;
+    END LOOP;
+    IF p_dry_run THEN
+        RETURN QUERY
+        WITH RECURSIVE tree AS (
+            SELECT x.id FROM unnest(v_ids) AS x(id)
+            UNION ALL
+            SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+        )
+        SELECT cardinality(v_ids)::bigint,
+               (SELECT count(*) FROM tree),
+               (SELECT count(*) FROM {s}.workflow_steps st WHERE st.workflow_id IN
+                   (SELECT tree.id FROM tree)),
+               (SELECT count(*) FROM {s}.workflow_signals sg WHERE sg.workflow_id IN
+                   (SELECT tree.id FROM tree));
+        RETURN;
+    END IF;
+    -- The foreign keys cascade too, but deleted here their rows are counted; the roots are
+    -- locked, and what is under a finished tree no one else writes.
+    RETURN QUERY
+    WITH RECURSIVE tree AS (
+        SELECT x.id FROM unnest(v_ids) AS x(id)
+        UNION ALL
+        SELECT c.id FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+    ), sg AS (
+        DELETE FROM {s}.workflow_signals d USING tree WHERE d.workflow_id = tree.id
+        RETURNING 1
+    ), st AS (
+        DELETE FROM {s}.workflow_steps d USING tree WHERE d.workflow_id = tree.id
+        RETURNING 1
+    ), ex AS (
+        DELETE FROM {s}.executions d USING tree WHERE d.id = tree.id
+        RETURNING 1
+    )
+    SELECT cardinality(v_ids)::bigint, (SELECT count(*) FROM ex), (SELECT count(*) FROM st),
+           (SELECT count(*) FROM sg);
+END;
+$$;
+
 CREATE FUNCTION {s}.queue_room(p_name text, p_want integer, p_worker uuid, OUT room integer, OUT rate_room integer) RETURNS record
     LANGUAGE plpgsql
     AS $$
@@ -1366,6 +1448,18 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION {s}.tree_finished(p_root uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    WITH RECURSIVE tree AS (
+        SELECT c.id, c.status FROM {s}.executions c WHERE c.parent_id = p_root
+        UNION ALL
+        SELECT c.id, c.status FROM {s}.executions c JOIN tree t ON c.parent_id = t.id
+    )
+    SELECT NOT EXISTS (SELECT 1 FROM tree
+                       WHERE tree.status NOT IN ('completed', 'failed', 'cancelled'))
+$$;
+
 CREATE FUNCTION {s}.undelivered(p_wf uuid) RETURNS text
     LANGUAGE plpgsql
     AS $$
@@ -1601,6 +1695,8 @@ CREATE INDEX executions_created ON {s}.executions USING btree (created_at DESC);
 
 CREATE INDEX executions_deadline ON {s}.executions USING btree (deadline) WHERE ((deadline IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])));
 
+CREATE INDEX executions_finished ON {s}.executions USING btree (status, finished_at) WHERE (finished_at IS NOT NULL);
+
 CREATE INDEX executions_held ON {s}.executions USING btree (concurrency_key, priority DESC, run_at, id) WHERE (held AND (status = 'pending'::text));
 
 CREATE UNIQUE INDEX executions_idempotency_key ON {s}.executions USING btree (idempotency_key) WHERE (idempotency_key IS NOT NULL);
@@ -1620,6 +1716,8 @@ CREATE INDEX rate_starts_window ON {s}.rate_starts USING btree (limiter, at);
 CREATE INDEX schedules_due ON {s}.schedules USING btree (next_tick NULLS FIRST) WHERE (NOT paused);
 
 CREATE INDEX workflow_signals_unconsumed ON {s}.workflow_signals USING btree (workflow_id, name, id) WHERE (consumed_seq IS NULL);
+
+CREATE INDEX workflow_signals_workflow ON {s}.workflow_signals USING btree (workflow_id);
 
 CREATE INDEX workflow_steps_due ON {s}.workflow_steps USING btree (fire_at) WHERE ((status = 'scheduled'::text) AND (fire_at IS NOT NULL));
 

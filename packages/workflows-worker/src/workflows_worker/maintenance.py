@@ -1,12 +1,14 @@
-"""Upkeep: the fleet's (dead peers, due timers, overdue workflows), run by one elected worker,
-and each worker's own (its audit and gauges)."""
+"""Upkeep: the fleet's (dead peers, due timers, overdue workflows, pruning), run by one elected
+worker, and each worker's own (its audit and gauges)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from workflows import retention
 from workflows.config import Settings
 from workflows.store import WorkerStore
 from workflows_worker.audit import Audit
@@ -64,12 +66,25 @@ class Maintenance:
         self._flow = flow
         # Monotonic time until which this worker's lease holds (0: it does not lead).
         self._lease_until = 0.0
+        # Seconds each finished status is kept (None: forever), from WORKFLOWS_RETENTION*.
+        self._keep = retention.cutoffs(settings)
 
     @property
     def leading(self) -> bool:
         return time.monotonic() < self._lease_until
 
     async def run(self) -> None:
+        # Pruning on a task of its own: a backlog of finished rows (retention just turned on,
+        # or lowered) takes many batches, and timers must not wait behind them.
+        pruning = asyncio.create_task(self._prune_loop())
+        try:
+            await self._duties()
+        finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
+
+    async def _duties(self) -> None:
         next_beat = 0.0
         while True:
             if time.monotonic() >= next_beat:
@@ -132,6 +147,29 @@ class Maintenance:
             log.info("failed %d workflows past their timeout", expired)
         if fired:
             self._wakeup.look()
+
+    async def _prune_loop(self) -> None:
+        if not retention.anything_to_prune(self._keep):
+            return
+        while True:
+            if self.leading:
+                await self._step("pruning", self.prune)
+            await asyncio.sleep(self._interval)
+
+    async def prune(self) -> int:
+        """Delete the finished trees past their retention, a batch (one short transaction) at
+        a time with a pause between, while this worker leads; how many executions went."""
+        total = 0
+        while self.leading:
+            args = retention.statement_args(self._keep, retention.BATCH, False)
+            row = (await self._store.control("prune", args))[0]
+            total += int(row["executions"])
+            if int(row["roots"]) < retention.BATCH:
+                break
+            await asyncio.sleep(retention.PAUSE)
+        if total:
+            log.debug("pruned %d finished executions past their retention", total)
+        return total
 
     async def recover(self) -> None:
         """Take over the work of dead peers, once this worker's own beats are steady."""

@@ -11,7 +11,8 @@
 -- name: enqueue
 SELECT id::text AS id FROM {s}.enqueue(
     $1::text, $2::text, $3::text, $4::int, $5::text, $6::int, $7::float8, $8::timestamptz,
-    $9::float8, $10::text, $11::int, $12::float8, $13::bool, $14::text, $15::int, $16::text)
+    $9::float8, $10::text, $11::int, $12::float8, $13::bool, $14::text, $15::int, $16::text,
+    $17::float8)
 
 -- name: find_by_idempotency_key
 SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
