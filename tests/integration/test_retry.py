@@ -251,6 +251,8 @@ async def test_retry_of_a_workflow_past_its_timeout_gets_a_new_deadline(
     failed = await wait_status(store, wf, {"failed"})
     assert failed["error"]["type"] == "WorkflowTimeoutError"
     await workflows.retry(wf)
+    # Its timeout runs again from the retry, and status says the timeout it was given.
+    assert (await store.get_status(wf))["timeout"] == pytest.approx(3.0, abs=0.01)
     await wait_status(store, wf, {"waiting"})
     await workflows.send_signal(wf, "go", 1)
     assert await workflows.get_result(wf, timeout=30) == {"sum": 4, "payload": 1}

@@ -50,6 +50,7 @@ class StepKind(StrEnum):
     VERSION = "version"
 
 
-# No transition leaves a final status: the outcome is recorded for good.
+# Only an operator's retry (workflows.retry, `workflows retry`) leaves a final status: failed or
+# cancelled back to pending, as a new attempt. Nothing a worker or the fleet does reopens one.
 FINAL_STATUSES: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 ACTIVE_STATUSES: frozenset[Status] = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})

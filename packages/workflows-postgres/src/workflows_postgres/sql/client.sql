@@ -73,7 +73,7 @@ ORDER BY a.ord
 -- name: status
 SELECT
     e.id::text AS id, e.kind, e.name, e.queue, e.status, e.priority, e.attempts, e.max_retries,
-    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - e.created_at)::float8
+    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - COALESCE(e.retried_at, e.created_at))::float8
          ELSE e.timeout_seconds END AS timeout_seconds,
     e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
@@ -90,7 +90,7 @@ FROM {s}.workflow_steps WHERE workflow_id = $1::uuid ORDER BY seq
 -- name: list
 SELECT
     e.id::text AS id, e.kind, e.name, e.queue, e.status, e.priority, e.attempts, e.max_retries,
-    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - e.created_at)::float8
+    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - COALESCE(e.retried_at, e.created_at))::float8
          ELSE e.timeout_seconds END AS timeout_seconds,
     e.args::text AS args, e.result::text AS result, e.error::text AS error,
     e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
