@@ -154,3 +154,70 @@ async def test_the_audit_gives_back_what_runs_here_in_name_only_seen_twice(
     status = await wait_status(store, orphan, {"pending"})
     assert status["attempts"] == 0
     assert (await store.get_status(busy))["status"] == "running"
+
+
+async def _lose(store: PostgresStore, job_id: str) -> str:
+    """Claim ``job_id`` as a worker that then dies (its beats an hour old)."""
+    dead = str(uuid.uuid4())
+    await store.register_worker(dead, Registration("gone", 2, (QUEUE,), "test"))
+    _, [c] = await store.pump(dead, [], [QUEUE], 1)
+    assert c.id == job_id
+    await store.pool.execute(
+        "UPDATE workflows.worker_heartbeats SET last_heartbeat = now() - interval '1 hour' "
+        "WHERE worker_id = $1::uuid",
+        dead,
+    )
+    return dead
+
+
+def _finished(metrics: WorkerMetrics, kind: str, status: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "workflows_executions_finished_total", {"queue": QUEUE, "kind": kind, "status": status}
+    )
+
+
+async def test_a_job_whose_cancel_its_dead_worker_never_saw_ends_cancelled_not_run_again(
+    store: PostgresStore,
+) -> None:
+    _, leader, metrics, _ = await maintenance(store)
+    job_id = await chore.queue("cancelled-in-flight")
+    await _lose(store, job_id)
+    # Its worker is told to stop it, but is dead: the cancel waits on recovery.
+    assert await store.cancel(job_id) == "cancelling"
+    assert await leader.lead()
+    await leader.recover()
+    status = await store.get_status(job_id)
+    # Retries were left (retries=1, one attempt): without the cancel it would run again.
+    assert (status["status"], status["error"]["type"]) == ("cancelled", "ExecutionCancelledError")
+    assert _finished(metrics, "job", "cancelled") == 1
+
+
+async def test_recovery_that_fails_a_job_for_good_counts_it_as_finished(
+    store: PostgresStore,
+) -> None:
+    _, leader, metrics, _ = await maintenance(store)
+    job_id = await chore.options(retries=0).queue("last-attempt")
+    await _lose(store, job_id)
+    assert await leader.lead()
+    await leader.recover()
+    assert (await store.get_status(job_id))["status"] == "failed"
+    assert _finished(metrics, "job", "failed") == 1
+    lost = {"queue": QUEUE, "kind": "job", "outcome": "lost"}
+    assert metrics.registry.get_sample_value("workflows_attempts_total", lost) == 1
+
+
+async def test_a_workflow_failed_past_its_timeout_by_the_sweep_counts_as_finished(
+    store: PostgresStore,
+) -> None:
+    _, leader, metrics, _ = await maintenance(store)
+    workflow_id = await napper.queue()
+    await store.pool.execute(
+        "UPDATE workflows.executions SET deadline = now() - interval '1 second' "
+        "WHERE id = $1::uuid",
+        workflow_id,
+    )
+    assert await leader.lead()
+    await leader.sweep()
+    status = await store.get_status(workflow_id)
+    assert (status["status"], status["error"]["type"]) == ("failed", "WorkflowTimeoutError")
+    assert _finished(metrics, "workflow", "failed") == 1

@@ -152,6 +152,9 @@ class Recovered:
     id: str
     kind: str
     queue: str
+    # What recovery made it: pending (to run again), or its final status (failed: no retry
+    # left; cancelled: a cancel was requested while it ran).
+    status: str = "pending"
 
 
 @dataclass(frozen=True)

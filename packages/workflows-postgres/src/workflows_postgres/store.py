@@ -492,18 +492,18 @@ class PostgresStore:
         row = await self.pool.fetchrow(self.sql("fire_due_steps"))
         return int(row["fired"]) if row else 0
 
-    async def expire_workflows(self) -> int:
-        """Fail workflows past their deadline (and cancel what they started)."""
+    async def expire_workflows(self) -> list[str]:
+        """Fail workflows past their deadline (and cancel what they started); their queues."""
 
-        async def op() -> int:
-            count = 0
+        async def op() -> list[str]:
+            queues: list[str] = []
             async with self.pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(self.sql("overdue_workflows"))
                 for row in rows:
                     error = codec.error_payload(_timeout_error(), with_traceback=False)
                     await self._drive(conn, ops.finish_tree(row["id"], "failed", error))
-                    count += 1
-            return count
+                    queues.append(row["queue"])
+            return queues
 
         for attempt in range(5):
             try:
@@ -511,7 +511,7 @@ class PostgresStore:
             except _RETRYABLE:
                 if attempt == 4:
                     raise
-        return 0
+        return []
 
     async def offer(
         self, worker_id: str, queues: Sequence[str], lock_key: int, seconds: float
@@ -537,20 +537,29 @@ class PostgresStore:
             recovered: list[Recovered] = []
             workflow_queues: list[str] = []
             lost = codec.encode({"type": "WorkerLost", "message": "worker lost"})
+            # The worker died before it could act on a cancel: it ends cancelled, never runs again.
+            cancelled = codec.encode(
+                {"type": "ExecutionCancelledError", "message": "cancelled on request"}
+            )
             for row in orphans:
                 if row["kind"] == "workflow":
                     workflows.append(row["id"])
                     leases.append(row["lease"])
                     workflow_queues.append(row["queue"])
                     continue
-                recovered.append(Recovered(row["id"], row["kind"], row["queue"]))
-                retry = row["attempts"] <= row["max_retries"]
+                if row["cancel_requested"]:
+                    status, error = "cancelled", cancelled
+                elif row["attempts"] <= row["max_retries"]:
+                    status, error = "pending", lost
+                else:
+                    status, error = "failed", lost
+                recovered.append(Recovered(row["id"], row["kind"], row["queue"], status))
                 outcomes.append(
                     Outcome(
                         id=row["id"],
                         lease=row["lease"],
-                        status="pending" if retry else "failed",
-                        error=lost,
+                        status=status,
+                        error=error,
                         retry_delay=0.0,
                     )
                 )

@@ -144,7 +144,9 @@ class Maintenance:
         fired = await self._store.fire_due_steps()
         expired = await self._store.expire_workflows()
         if expired:
-            log.info("failed %d workflows past their timeout", expired)
+            log.info("failed %d workflows past their timeout", len(expired))
+            for queue in expired:
+                self._metrics.execution_finished(queue, "workflow", "failed")
         if fired:
             self._wakeup.look()
 
@@ -192,6 +194,8 @@ class Maintenance:
             )
             for row in recovery.recovered:
                 self._metrics.execution_recovered(row.queue, row.kind)
+                if row.status != "pending":
+                    self._metrics.execution_finished(row.queue, row.kind, row.status)
             for queue in recovery.workflow_queues:
                 self._metrics.execution_recovered(queue, "workflow")
             self._wakeup.look()

@@ -293,6 +293,12 @@ class WorkerMetrics:
             self._series(self._finished, queue, "workflow", outcome).inc()
         self._series(self._duration, queue, "workflow").observe(max(duration, 0.0))
 
+    def execution_finished(self, queue: str, kind: str, status: str) -> None:
+        """An execution ended for good by this worker's upkeep rather than by a run of it
+        (a dead worker's last attempt, a workflow past its timeout)."""
+        _check(status, FINAL_STATUSES, "final status")
+        self._series(self._finished, queue, kind, status).inc()
+
     def execution_recovered(self, queue: str, kind: str, n: int = 1) -> None:
         """``n`` attempts of a dead worker's, given back (or failed) by this one."""
         if n < 0:

@@ -193,7 +193,7 @@ SELECT (SELECT count(*) FROM r) AS fired,
        (SELECT {s}.wake(array_agg(r.workflow_id), array_agg(r.n)) FROM r) AS notified
 
 -- name: overdue_workflows
-SELECT id::text AS id FROM {s}.executions
+SELECT id::text AS id, queue FROM {s}.executions
 WHERE deadline <= now() AND status IN ('pending', 'running', 'waiting') AND kind = 'workflow'
 ORDER BY deadline
 LIMIT 100
@@ -219,7 +219,7 @@ RETURNING worker_id::text AS worker_id, hostname, pid
 
 -- name: orphaned_running
 -- Running executions whose worker is gone (recovered above, or never registered).
-SELECT e.id::text AS id, e.kind, e.queue, e.lease, e.attempts, e.max_retries
+SELECT e.id::text AS id, e.kind, e.queue, e.lease, e.attempts, e.max_retries, e.cancel_requested
 FROM {s}.executions e
 WHERE e.status = 'running'
   AND (e.worker_id = ANY($1::uuid[])
