@@ -7,9 +7,12 @@ import contextlib
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from tests.integration.conftest import until, wait_status
 from workflows import job, sleep, workflow
 from workflows.config import Settings
+from workflows.errors import ExecutionNotFoundError
 from workflows.records import Registration
 from workflows_postgres.store import PostgresStore
 from workflows_worker.audit import Audit
@@ -221,3 +224,24 @@ async def test_a_workflow_failed_past_its_timeout_by_the_sweep_counts_as_finishe
     status = await store.get_status(workflow_id)
     assert (status["status"], status["error"]["type"]) == ("failed", "WorkflowTimeoutError")
     assert _finished(metrics, "workflow", "failed") == 1
+
+
+async def test_the_leader_prunes_what_is_past_its_retention_and_counts_it(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKFLOWS_RETENTION", "1h")
+    _, leader, metrics, _ = await maintenance(store)
+    old, recent = await chore.queue("old"), await chore.queue("recent")
+    worker = Worker([QUEUE], settings=Settings.from_env(), burst=True)
+    await asyncio.wait_for(worker.run(), 20)
+    await store.pool.execute(
+        "UPDATE workflows.executions SET finished_at = now() - interval '2 hours' "
+        "WHERE id = $1::uuid",
+        old,
+    )
+    assert await leader.lead()
+    assert await leader.prune() == 1
+    assert metrics.registry.get_sample_value("workflows_pruned_executions_total") == 1
+    assert (await store.get_status(recent))["status"] == "completed"
+    with pytest.raises(ExecutionNotFoundError):
+        await store.get_status(old)

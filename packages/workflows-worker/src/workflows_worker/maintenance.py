@@ -166,6 +166,7 @@ class Maintenance:
             args = retention.statement_args(self._keep, retention.BATCH, False)
             row = (await self._store.control("prune", args))[0]
             total += int(row["executions"])
+            self._metrics.pruned(int(row["executions"]))
             if int(row["roots"]) < retention.BATCH:
                 break
             await asyncio.sleep(retention.PAUSE)

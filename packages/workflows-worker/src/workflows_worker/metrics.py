@@ -54,6 +54,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "workflows_queue_depth_estimated",
         "workflows_queue_oldest_pending_age_seconds",
         "workflows_workers_alive",
+        "workflows_pruned_executions_total",
         "workflows_worker_recoveries_total",
         "workflows_event_loop_lag_seconds",
         "workflows_event_loop_blocked_total",
@@ -220,6 +221,12 @@ class WorkerMetrics:
             "Workers with a fresh heartbeat, as last read from the database.",
             registry=self.registry,
         )
+        self._pruned = Counter(
+            "workflows_pruned_executions_total",
+            "Finished executions (steps and activities included) this worker deleted past "
+            "their retention, as the maintenance leader.",
+            registry=self.registry,
+        )
         self._recoveries = Counter(
             "workflows_worker_recoveries_total",
             "Dead workers whose executions this worker recovered.",
@@ -298,6 +305,9 @@ class WorkerMetrics:
         (a dead worker's last attempt, a workflow past its timeout)."""
         _check(status, FINAL_STATUSES, "final status")
         self._series(self._finished, queue, kind, status).inc()
+
+    def pruned(self, n: int) -> None:
+        self._pruned.inc(n)
 
     def execution_recovered(self, queue: str, kind: str, n: int = 1) -> None:
         """``n`` attempts of a dead worker's, given back (or failed) by this one."""
