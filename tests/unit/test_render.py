@@ -116,3 +116,9 @@ def test_durations_read_as_a_person_would() -> None:
     assert render.duration(185) == "3m05s"
     assert render.duration(7380) == "2h03m"
     assert render.duration(4 * 86400 + 7200) == "4d02h"
+
+
+def test_a_flag_reads_yes_or_no_in_a_table() -> None:
+    flags = [{"name": "emails", "paused": True}, {"name": "sms", "paused": False}]
+    text = render.table(flags, ("name", "paused"))
+    assert text.splitlines()[1:] == ["emails  yes", "sms     no"]
