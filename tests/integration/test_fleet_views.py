@@ -308,7 +308,7 @@ async def test_queue_figures_are_exact_on_known_rows(store: PostgresStore) -> No
     ]
     (line,) = [row for row in bare if row.startswith("qa ")]
     cells = line.split()
-    assert cells[:9] == ["qa", "3", "100/m", "True", "2", "5", "1", "2", "4"]
+    assert cells[:9] == ["qa", "3", "100/m", "yes", "2", "5", "1", "2", "4"]
     assert cells[9].endswith("s") and cells[10:] == ["3", "1"]
     assert [q["name"] for q in json.loads(invoke("queues", "--json").output)] == [
         q["name"] for q in json.loads(invoke("queues", "list", "--json").output)

@@ -281,7 +281,7 @@ def test_cli_sets_shows_and_refuses(database_url: str) -> None:
     assert '"concurrency": 3' in shown.output and '"rate": "100/m"' in shown.output
     assert runner.invoke(cli, ["queues", "pause", "cliq"]).exit_code == 0
     listed = runner.invoke(cli, ["queues", "list"]).output.splitlines()
-    assert listed[1].split()[:4] == ["cliq", "3", "100/m", "True"]
+    assert listed[1].split()[:4] == ["cliq", "3", "100/m", "yes"]
     for bad in (["--concurrency", "-5"], ["--rate", "5 per day"], ["--concurrency", "many"], []):
         refused = runner.invoke(cli, ["queues", "set-limit", "cliq2", *bad])
         assert refused.exit_code == 2, (bad, refused.output)

@@ -40,6 +40,13 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def age_seconds(text: str) -> float | None:
+    """Seconds in ``text`` written as a number and a unit (``"30m"``: an age, as ``--since``
+    takes it), None when it is not written so (an ISO-8601 time, say)."""
+    found = _DURATION.fullmatch(text.strip().lower())
+    return None if found is None else float(found.group(1)) * _UNITS[found.group(2)]
+
+
 def check_seconds(seconds: float) -> None:
     """ValueError unless ``seconds`` is a finite length from 0 to 100 years."""
     if not (math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS):

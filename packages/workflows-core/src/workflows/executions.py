@@ -19,12 +19,13 @@ import binascii
 import builtins
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from workflows import codec
 from workflows.config import Settings
+from workflows.durations import age_seconds
 from workflows.errors import AmbiguousIdError, ConfigurationError, ExecutionNotFoundError
 from workflows.states import Kind, Status
 from workflows.store import async_store, sync_store
@@ -46,8 +47,6 @@ __all__ = [
 MAX_LIMIT = 10_000
 # Fewer hex digits than this would match whole swathes of the table by design.
 MIN_PREFIX = 4
-_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -118,10 +117,9 @@ def parse_time(value: Any, name: str = "time") -> tuple[str | None, float | None
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return moment.astimezone(UTC).isoformat(), None
     elif isinstance(value, str):
-        text = value.strip().lower()
-        match = _RELATIVE.fullmatch(text)
-        if match:
-            seconds = float(match[1]) * _UNITS[match[2]]
+        age = age_seconds(value)
+        if age is not None:
+            seconds = age
         else:
             try:
                 moment = datetime.fromisoformat(value.strip())
@@ -216,8 +214,9 @@ def _list_args(
     )
 
 
-def execution_dict(row: dict[str, Any]) -> dict[str, Any]:
-    """An execution's row as ``get_status`` shows it (the keys of the store's ``status``)."""
+def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An execution's row (the columns of the store's ``status`` and ``list`` statements) as
+    ``get_status``, ``executions.list`` and the CLI's ``--json`` show it."""
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -239,11 +238,13 @@ def execution_dict(row: dict[str, Any]) -> dict[str, Any]:
         "run_at": _iso(row["run_at"]),
         "started_at": _iso(row["started_at"]),
         "finished_at": _iso(row["finished_at"]),
-        "schedule": row["schedule_name"],
-        "schedule_tick": _iso(row["schedule_tick"]),
-        "concurrency_key": row["concurrency_key"],
-        "rate_key": row["rate_key"],
-        "waiting_for": row["waiting_for"],
+        # The schedule and tick that produced it (see 0008); its flow-control keys, and why a
+        # pending one has not started (status only; see waiting_for() in 0007).
+        "schedule": row.get("schedule_name"),
+        "schedule_tick": _iso(row.get("schedule_tick")),
+        "concurrency_key": row.get("concurrency_key"),
+        "rate_key": row.get("rate_key"),
+        "waiting_for": row.get("waiting_for"),
     }
 
 

@@ -12,13 +12,13 @@ again. ``workflows retry ...`` on the command line does the same. See the README
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from workflows.api import _check_text, validate_queue
 from workflows.config import Settings
+from workflows.durations import age_seconds
 from workflows.errors import ConfigurationError, ExecutionNotFoundError, NotRetryableError
 from workflows.store import async_store, sync_store
 
@@ -26,8 +26,6 @@ from workflows.store import async_store, sync_store
 # batch, however many match.
 BATCH = 100
 RETRYABLE_STATUSES = ("failed", "cancelled")
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Function names are module paths: longer than a queue's name may be.
 _MAX_FUNCTION_CHARS = 1000
 
@@ -94,9 +92,8 @@ def parse_time(value: Any, *, now: datetime | None = None, what: str = "time") -
         raise ConfigurationError(
             f"{what} must be an ISO-8601 time or a duration ago like 2h, got {value!r}"
         )
-    relative = _RELATIVE.match(value)
-    if relative:
-        seconds = float(relative[1]) * _UNITS[relative[2]]
+    seconds = age_seconds(value)
+    if seconds is not None:
         try:
             return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
         except OverflowError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from workflows import codec
@@ -18,6 +17,7 @@ from workflows.errors import (
     WorkflowNotFoundError,
     WorkflowsError,
 )
+from workflows.executions import execution_dict as status_dict
 from workflows.states import FINAL_STATUSES
 from workflows.store import EnqueueRequest
 
@@ -114,43 +114,6 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
         ),
     )
     return [str(row["id"]) for row in rows]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def status_dict(row: Row) -> dict[str, Any]:
-    """An execution as the CLI's ``--json`` and ``workflows.get_status`` show it."""
-    return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "name": row["name"],
-        "queue": row["queue"],
-        "status": row["status"],
-        "priority": row["priority"],
-        "attempts": row["attempts"],
-        "max_retries": row["max_retries"],
-        "timeout": row["timeout_seconds"],
-        "version": row["version"],
-        "parent_id": row["parent_id"],
-        "idempotency_key": row["idempotency_key"],
-        "args": codec.decode(row["args"]),
-        "result": codec.decode(row["result"]),
-        "error": codec.decode(row["error"]),
-        "cancel_requested": row["cancel_requested"],
-        "created_at": _iso(row["created_at"]),
-        "run_at": _iso(row["run_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
-        # The schedule and tick that produced it (see 0008); its flow-control keys, and why a
-        # pending one has not started (status only; see waiting_for() in 0007).
-        "schedule": row.get("schedule_name"),
-        "schedule_tick": _iso(row.get("schedule_tick")),
-        "concurrency_key": row.get("concurrency_key"),
-        "rate_key": row.get("rate_key"),
-        "waiting_for": row.get("waiting_for"),
-    }
 
 
 def _check_id(execution_id: str, what: str = "execution") -> str:
