@@ -17,6 +17,7 @@ from workflows import codec
 from workflows.config import Settings
 from workflows.durations import to_seconds
 from workflows.errors import ConfigurationError, WorkflowsError
+from workflows.errors import preview as _preview
 from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
 from workflows.replay import WorkflowInstance, current_instance
@@ -71,16 +72,6 @@ def _function_path(fn: Callable[..., Any]) -> str:
             f"{qualname}: decorate module-level functions only (a worker must import it by name)"
         )
     return f"{module}:{qualname}"
-
-
-def _preview(value: Any) -> str:
-    """A short repr for messages: a hostile value may be megabytes long, or have no repr."""
-    try:
-        text = repr(value)
-    except Exception:
-        # An int past sys.get_int_max_str_digits() has none, nor has a broken __repr__.
-        return f"a value of type {type(value).__name__}"
-    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
 
 
 def _number(value: float) -> str:

@@ -9,6 +9,8 @@ import math
 import re
 from datetime import timedelta
 
+from workflows.errors import preview
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 # What timedelta and PostgreSQL's interval both hold (timedelta's limit, 999,999,999 days,
@@ -32,7 +34,7 @@ def parse_duration(text: str) -> float:
     found = _DURATION.fullmatch(raw)
     if found is None:
         raise ValueError(
-            f"{text!r} is not a duration: a number and a unit (90s, 15m, 12h, 7d, 2w), "
+            f"{preview(text)} is not a duration: a number and a unit (90s, 15m, 12h, 7d, 2w), "
             "or 0 / forever for no end"
         )
     seconds = float(found.group(1)) * _UNITS[found.group(2)]

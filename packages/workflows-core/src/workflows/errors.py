@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def preview(value: Any) -> str:
+    """A short repr for messages: a hostile value may be megabytes long, or have no repr."""
+    try:
+        text = repr(value)
+    except Exception:
+        # An int past sys.get_int_max_str_digits() has none, nor has a broken __repr__.
+        return f"a value of type {type(value).__name__}"
+    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
+
+
 class WorkflowsError(Exception):
     """Base class of every error this library raises on purpose."""
 

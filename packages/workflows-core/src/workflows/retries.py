@@ -19,7 +19,7 @@ from typing import Any
 from workflows.api import _check_text, validate_queue
 from workflows.config import Settings
 from workflows.durations import age_seconds
-from workflows.errors import ConfigurationError, ExecutionNotFoundError, NotRetryableError
+from workflows.errors import ConfigurationError, ExecutionNotFoundError, NotRetryableError, preview
 from workflows.store import async_store, sync_store
 
 # A bulk retry locks and retries this many executions per transaction: a short lock on each
@@ -34,7 +34,9 @@ def _canonical_id(execution_id: Any) -> str:
     try:
         return str(uuid.UUID(str(execution_id)))
     except ValueError:
-        raise ExecutionNotFoundError(f"no execution {execution_id!r} (ids are UUIDs)") from None
+        raise ExecutionNotFoundError(
+            f"no execution {preview(execution_id)} (ids are UUIDs)"
+        ) from None
 
 
 def _outcome(row: dict[str, Any]) -> dict[str, Any]:

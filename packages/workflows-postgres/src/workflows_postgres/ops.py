@@ -16,6 +16,7 @@ from workflows.errors import (
     SignalError,
     WorkflowNotFoundError,
     WorkflowsError,
+    preview,
 )
 from workflows.executions import execution_dict as status_dict
 from workflows.states import FINAL_STATUSES
@@ -125,7 +126,7 @@ def _check_id(execution_id: str, what: str = "execution") -> str:
         return str(uuid.UUID(str(execution_id)))
     except ValueError:
         missing = WorkflowNotFoundError if what == "workflow" else ExecutionNotFoundError
-        raise missing(f"no {what} {execution_id!r} (ids are UUIDs)") from None
+        raise missing(f"no {what} {preview(execution_id)} (ids are UUIDs)") from None
 
 
 def get_status(execution_id: str) -> Op[dict[str, Any]]:
