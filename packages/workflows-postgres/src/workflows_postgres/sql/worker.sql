@@ -239,8 +239,9 @@ WHERE last_heartbeat >= now() - make_interval(secs => $1::float8)
 -- Sampled every heartbeat by every worker, so bounded: each count walks a partial index
 -- (executions_claim; executions_deadline for waiting workflows; executions_held;
 -- executions_rate_key_pending for throttled ones) and stops at $2, past which the worker asks
--- the planner for an estimate (queue_depth_estimate_* in metrics.sql). Held: waiting for a concurrency key's slot; throttled: due, but held back by the queue's
--- pause, concurrency or rate, or by a rate key with no room (see 0007).
+-- the planner for an estimate (queue_depth_estimate_* in metrics.sql). Held: waiting for a
+-- concurrency key's slot; throttled: due, but held back by the queue's pause, concurrency or
+-- rate, or by a rate key with no room (see 0007).
 SELECT q.queue,
        (SELECT count(*) FROM (SELECT 1 FROM {s}.executions p
                               WHERE p.status = 'pending' AND NOT p.held
