@@ -245,3 +245,22 @@ async def test_the_leader_prunes_what_is_past_its_retention_and_counts_it(
     assert (await store.get_status(recent))["status"] == "completed"
     with pytest.raises(ExecutionNotFoundError):
         await store.get_status(old)
+
+
+async def test_a_row_due_at_minus_infinity_reads_as_waiting_forever_not_a_failed_sample(
+    store: PostgresStore,
+) -> None:
+    _, leader, metrics, _ = await maintenance(store)
+    await store.pool.execute(
+        "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries, run_at) "
+        "VALUES (gen_random_uuid(), 'job', 'odd:job', $1, '{\"args\": [], \"kwargs\": {}}', 0, "
+        "'-infinity')",
+        QUEUE,
+    )
+    await leader.sample_gauges()
+    age = metrics.registry.get_sample_value(
+        "workflows_queue_oldest_pending_age_seconds", {"queue": QUEUE}
+    )
+    assert age == float("inf")
+    depth = {"queue": QUEUE, "status": "pending"}
+    assert metrics.registry.get_sample_value("workflows_queue_depth", depth) == 1

@@ -234,14 +234,14 @@ def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "result": codec.decode(row["result"]),
         "error": codec.decode(row["error"]),
         "cancel_requested": row["cancel_requested"],
-        "created_at": _iso(row["created_at"]),
-        "run_at": _iso(row["run_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "created_at": iso_utc(row["created_at"]),
+        "run_at": iso_utc(row["run_at"]),
+        "started_at": iso_utc(row["started_at"]),
+        "finished_at": iso_utc(row["finished_at"]),
         # The schedule and tick that produced it (see 0008); its flow-control keys, and why a
         # pending one has not started (status only; see waiting_for() in 0007).
         "schedule": row.get("schedule_name"),
-        "schedule_tick": _iso(row.get("schedule_tick")),
+        "schedule_tick": iso_utc(row.get("schedule_tick")),
         "concurrency_key": row.get("concurrency_key"),
         "rate_key": row.get("rate_key"),
         "waiting_for": row.get("waiting_for"),
@@ -299,13 +299,17 @@ def list_sync(
 # ---- history -----------------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC. A timestamp of +-infinity (written by hand, or by an old producer)
+    comes from the driver as a naive datetime.max or .min, which has no UTC to convert to."""
+    if value is None:
+        return None
+    return value.isoformat() if value.tzinfo is None else value.astimezone(UTC).isoformat()
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
+    if start is None or end is None or start.tzinfo is None or end.tzinfo is None:
+        return None  # unknown, or +-infinity (see _iso): no duration to tell
     return round((end - start).total_seconds(), 6)
 
 
@@ -325,12 +329,12 @@ def _step(row: dict[str, Any]) -> dict[str, Any]:
         "queue": row["queue"],
         "attempts": row["attempts"],
         "max_retries": row["max_retries"],
-        "scheduled_at": _iso(row["scheduled_at"]),
-        "started_at": _iso(started),
-        "finished_at": _iso(finished),
-        "resolved_at": _iso(row["resolved_at"]),
+        "scheduled_at": iso_utc(row["scheduled_at"]),
+        "started_at": iso_utc(started),
+        "finished_at": iso_utc(finished),
+        "resolved_at": iso_utc(row["resolved_at"]),
         "duration": _seconds(started, finished),
-        "fire_at": _iso(row["fire_at"]),
+        "fire_at": iso_utc(row["fire_at"]),
         "result": codec.decode(row["result"]),
         "error": codec.decode(row["error"]),
     }

@@ -11,17 +11,13 @@ a live worker recovers it and removes its row.
 from __future__ import annotations
 
 import builtins
-from datetime import UTC, datetime
 from typing import Any
 
 from workflows.config import Settings
+from workflows.executions import iso_utc
 from workflows.store import async_store, sync_store
 
 __all__ = ["list", "list_sync"]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
 
 
 def describe(row: dict[str, Any]) -> dict[str, Any]:
@@ -34,8 +30,8 @@ def describe(row: dict[str, Any]) -> dict[str, Any]:
         "code_version": row["code_version"],
         "running": row["running"],
         "running_bound": row["running_bound"],
-        "started_at": _iso(row["started_at"]),
-        "last_heartbeat": _iso(row["last_heartbeat"]),
+        "started_at": iso_utc(row["started_at"]),
+        "last_heartbeat": iso_utc(row["last_heartbeat"]),
         "beat_age": round(max(row["beat_age"], 0.0), 3),
         "alive": row["alive"],
     }

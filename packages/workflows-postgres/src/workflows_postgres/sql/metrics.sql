@@ -8,9 +8,12 @@
 -- probe per distinct priority pending in the queue (the first entry of a priority holds its
 -- earliest run_at), at most $2 priorities, the highest ones (past that many, the age is that
 -- of the $2 highest priorities'). Held executions wait for a concurrency key, not for a worker:
--- they are not runnable.
+-- they are not runnable. A row due at -infinity (written by hand) has waited forever: +Inf,
+-- rather than an error that would stop every gauge of the sample.
 SELECT q.queue,
-       COALESCE(EXTRACT(EPOCH FROM now() - o.oldest), 0)::float8 AS age
+       CASE WHEN o.oldest IS NULL THEN 0
+            WHEN isfinite(o.oldest) THEN EXTRACT(EPOCH FROM now() - o.oldest)::float8
+            ELSE 'Infinity'::float8 END AS age
 FROM unnest($1::text[]) AS q(queue)
 CROSS JOIN LATERAL (
     WITH RECURSIVE levels (priority, run_at, n) AS (
