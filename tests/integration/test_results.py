@@ -109,8 +109,19 @@ async def test_jobs_are_announced_only_while_a_results_listener_is_connected(
         parked = await enqueue_record(small_store, "parked", delay=3600)
         waiter = asyncio.create_task(small_store.wait_finished(parked, None))
         await until(lambda: small_store.results.listening, "a results listener")
-        loud = await enqueue_record(small_store, "heard")
-        await until(lambda: loud in heard, "the job's announcement")
+
+        async def a_job_is_heard() -> bool:
+            # The workers read whether a listener is connected every LISTENING_READ seconds:
+            # a job that ends before they next read it may go unannounced (its waiters' tick
+            # finds it), the ones after are announced.
+            loud = await enqueue_record(small_store, "heard")
+            await wait_status(small_store, loud, {"completed"})
+            marker = await enqueue_record(small_store, "marker", delay=3600)
+            await small_store.cancel(marker)
+            await until(lambda: marker in heard, "the cancel's announcement")
+            return loud in heard
+
+        await until(a_job_is_heard, "a job's announcement")
         waiter.cancel()
     finally:
         await conn.close()

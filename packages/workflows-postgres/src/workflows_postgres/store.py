@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -53,6 +55,8 @@ _NO_WORKER = "00000000-0000-0000-0000-000000000000"
 # life: made while a table is small (a new deployment, statistics of a few rows), it scans the
 # whole table for every key, and kept there while the table grows. Every statement here finds
 # its rows through an index; a scan of the whole table is never the plan to keep.
+# Seconds between two reads of whether a results listener is connected (see results_listening).
+LISTENING_READ = 0.5
 _SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_seqscan": "off"}
 
 
@@ -113,6 +117,9 @@ class PostgresStore:
         self._claim_conn: asyncpg.Connection | None = None
         self._claim_lock = asyncio.Lock()
         self.results = ResultWatcher(self)
+        # Whether a results listener is connected (results_listening), and when that was read.
+        self._listening = False
+        self._listening_read = -math.inf
 
     # ---- construction --------------------------------------------------------------------
 
@@ -323,8 +330,19 @@ class PostgresStore:
             names,
             versions,
             resume_sticky,
+            await self.results_listening(),
         )
         return _pumped(await self._fetch_retrying("pump", args))
+
+    async def results_listening(self) -> bool:
+        """Whether finished jobs should be announced: a results listener is connected, as read
+        at most every LISTENING_READ seconds. A listener that connects meanwhile misses the
+        announcements of that fraction of a second; its waiters' tick finds those results."""
+        now = time.monotonic()
+        if now - self._listening_read >= LISTENING_READ:
+            self._listening_read = now
+            self._listening = bool(await self.pool.fetchval(self.sql("results_listening")))
+        return self._listening
 
     async def _fetch_retrying(self, name: str, args: Sequence[Any]) -> list[Any]:
         """One statement on a pooled connection, again when it lost a deadlock or conflict."""
@@ -527,6 +545,7 @@ class PostgresStore:
 
     async def recover(self, worker_id: str, timeout: float) -> Recovery:
         """Take over the work of dead peers."""
+        announce = await self.results_listening()
         async with self.pool.acquire() as conn, conn.transaction():
             dead = await conn.fetch(self.sql("claim_dead_workers"), timeout, worker_id)
             dead_ids = [row["worker_id"] for row in dead]
@@ -565,7 +584,15 @@ class PostgresStore:
                 )
             if outcomes:
                 await conn.fetch(
-                    self.sql("pump"), _outcomes_json(outcomes), [], 0, worker_id, [], [], False
+                    self.sql("pump"),
+                    _outcomes_json(outcomes),
+                    [],
+                    0,
+                    worker_id,
+                    [],
+                    [],
+                    False,
+                    announce,
                 )
             if workflows:
                 await conn.fetch(self.sql("requeue_workflows"), workflows, leases)
