@@ -77,8 +77,7 @@ WITH v AS (
     -- through it. A commit that notifies holds the notify queue's lock until its WAL is
     -- flushed (PostgreSQL orders notifications so), so concurrent rounds would no longer
     -- flush together: only while a results listener is connected ($8, which the store reads
-    -- apart, at most twice a second: read here, the backends' status cost every round 9% of
-    -- a drain's throughput).
+    -- apart, at most twice a second, rather than reading every backend's status each round).
     SELECT pg_notify('{done}', string_agg(f.id::text, ','))
     FROM (SELECT id, (row_number() OVER () - 1) / 200 AS chunk
           FROM upd
