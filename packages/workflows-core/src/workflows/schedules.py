@@ -39,6 +39,7 @@ from cronsim import CronSim
 from workflows import codec
 from workflows.config import Settings
 from workflows.errors import ConfigurationError, ScheduleNotFoundError, WorkflowsError
+from workflows.errors import preview as _preview
 from workflows.store import async_store, sync_store
 
 if TYPE_CHECKING:
@@ -177,14 +178,6 @@ def check_arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, 
     except WorkflowsError as exc:
         raise ConfigurationError(f"schedule arguments: {exc}") from None
     return tuple(args), dict(kwargs)
-
-
-def _preview(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        return f"a value of type {type(value).__name__}"
-    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
 
 
 @lru_cache(maxsize=256)

@@ -136,11 +136,6 @@ def get_status(execution_id: str) -> Op[dict[str, Any]]:
     return status_dict(rows[0])
 
 
-def list_executions(queue: str | None, status: str | None, limit: int) -> Op[list[dict[str, Any]]]:
-    rows = yield Call("list", (queue, status, limit))
-    return [status_dict(row) for row in rows]
-
-
 def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
     rows = yield Call("steps_of", (_check_id(workflow_id),))
     return [

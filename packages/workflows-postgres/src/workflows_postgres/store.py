@@ -234,14 +234,6 @@ class PostgresStore:
         result: dict[str, Any] = await self.run(ops.get_status, execution_id, transaction=False)
         return result
 
-    async def list_executions(
-        self, queue: str | None = None, status: str | None = None, limit: int = 20
-    ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.run(
-            ops.list_executions, queue, status, limit, transaction=False
-        )
-        return result
-
     async def steps_of(self, workflow_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.run(ops.steps_of, workflow_id, transaction=False)
         return result

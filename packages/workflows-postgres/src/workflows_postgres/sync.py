@@ -124,11 +124,6 @@ class SyncStore:
     def get_status(self, execution_id: str) -> dict[str, Any]:
         return self.run(ops.get_status(execution_id), transaction=False)
 
-    def list_executions(
-        self, queue: str | None = None, status: str | None = None, limit: int = 20
-    ) -> list[dict[str, Any]]:
-        return self.run(ops.list_executions(queue, status, limit), transaction=False)
-
     def steps_of(self, workflow_id: str) -> list[dict[str, Any]]:
         return self.run(ops.steps_of(workflow_id), transaction=False)
 

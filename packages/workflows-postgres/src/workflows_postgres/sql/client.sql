@@ -87,20 +87,6 @@ SELECT seq, kind, name, status, execution_id::text AS execution_id, result::text
        error::text AS error, fire_at
 FROM {s}.workflow_steps WHERE workflow_id = $1::uuid ORDER BY seq
 
--- name: list
-SELECT
-    e.id::text AS id, e.kind, e.name, e.queue, e.status, e.priority, e.attempts, e.max_retries,
-    CASE WHEN e.kind = 'workflow' THEN extract(epoch FROM e.deadline - COALESCE(e.retried_at, e.created_at))::float8
-         ELSE e.timeout_seconds END AS timeout_seconds,
-    e.args::text AS args, e.result::text AS result, e.error::text AS error,
-    e.version, e.parent_id::text AS parent_id, e.idempotency_key, e.run_at, e.created_at,
-    e.started_at, e.finished_at, e.cancel_requested, e.worker_id::text AS worker_id,
-    e.schedule_name, e.schedule_tick
-FROM {s}.executions e
-WHERE ($1::text IS NULL OR e.queue = $1) AND ($2::text IS NULL OR e.status = $2)
-ORDER BY e.created_at DESC, e.id
-LIMIT $3
-
 -- name: lock_execution
 SELECT id::text AS id, kind, status, queue, parent_id::text AS parent_id, parent_seq
 FROM {s}.executions WHERE id = $1::uuid FOR UPDATE
