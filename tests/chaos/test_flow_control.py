@@ -12,7 +12,8 @@ from what really ran, not from what the database says:
   customer's in the order enqueued, different customers in parallel; a key of limit 2 too;
 - a rate of 20/s (a shared rate key across two queues, and a queue's own rate): no 1 s
   window, sliding over the admission times (``started_at``), holds more than 20 starts, and
-  the backlog goes through at close to the rate;
+  a start the window held back comes soon after the window has room (the workers poll only
+  every 2 s here, so a worker that waited for its poll would show);
 - a paused queue starts nothing while the workers run work of another queue, lets what runs
   finish, and runs everything after the resume.
 """
@@ -256,6 +257,9 @@ def test_per_key_limits_over_50_keys_across_three_workers(fleet: Fleet, chaos_db
 
 RATE = 20
 RATE_JOBS = 100
+# Longer than any wait the rate imposes on a start here, so that a start freed by the window
+# and taken only at the next poll shows up as a lag of the order of a second.
+RATE_POLL = "2"
 
 
 @pytest.mark.timeout(120)
@@ -266,7 +270,8 @@ def test_rate_of_20_per_second_in_every_sliding_window(
     db = chaos_db
     prepare(db)
     started = time.monotonic()
-    start_fleet(fleet, *BOTH)
+    workers = [fleet.start(*BOTH, WORKFLOWS_WORKER_POLL_INTERVAL=RATE_POLL) for _ in range(3)]
+    fleet.wait_ready(*workers)
     ids = []
     if limiter == "rate-key":
         # One rate across two queues.
@@ -294,19 +299,27 @@ def test_rate_of_20_per_second_in_every_sliding_window(
     second = timedelta(seconds=1)
     most = max_in_window(starts, second)
     assert most <= RATE, f"{most} starts in one second"
-    # Close to the rate: the backlog was never idle for long. The first second takes RATE
-    # at once; each second after that about RATE more (a start frees as one falls out of
-    # the window, seen by the next poll or wakeup).
+    # Close to the rate: the backlog was never idle for long. A start may come no sooner than
+    # its job was enqueued, nor than a second after the start RATE before it (the window must
+    # have room); its lag is how much later it came. A worker that learned of the room only
+    # at its next poll would lag about a second on every start the window held back.
+    created = db.rows(
+        "SELECT id::text AS id, created_at FROM workflows.executions WHERE id = ANY(%s::uuid[])",
+        (ids,),
+    )
+    created_at = {r["id"]: r["created_at"] for r in created}
+    lags = []
+    for k in range(RATE, len(rows)):
+        earliest = max(created_at[rows[k]["id"]], starts[k - RATE] + second)
+        lags.append((starts[k] - earliest).total_seconds())
+    assert min(lags) >= 0  # implied by the windows, said outright
+    mean_lag = sum(lags) / len(lags)
+    assert mean_lag < 0.12, f"{mean_lag:.3f} s after the window had room, on average"
     span = (starts[-1] - starts[0]).total_seconds()
-    ideal = (RATE_JOBS - RATE) / RATE
-    achieved = (RATE_JOBS - RATE) / span
-    assert span >= ideal  # implied by the windows, said outright
-    assert achieved >= 0.85 * RATE, f"{achieved:.1f}/s over {span:.2f} s"
     full = [
         sum(1 for t in starts if starts[0] + k * second <= t < starts[0] + (k + 1) * second)
         for k in range(int(span))
     ]
-    assert min(full) >= 0.8 * RATE, full
     # The jobs' own records: later than their admission by the pickup, so a window of them
     # can hold a few more; printed, not asserted.
     admitted = {r["result"]["tag"]: r["started_at"] for r in rows}
@@ -317,11 +330,11 @@ def test_rate_of_20_per_second_in_every_sliding_window(
     pickup = max((r["started"] - admitted[r["tag"]]).total_seconds() for r in recorded)
     by_records = max_in_window([r["started"] for r in recorded], second)
     print(
-        f"{limiter} {RATE}/s: {RATE_JOBS} starts over {span:.2f} s (ideal {ideal:.2f} s), "
-        f"{achieved:.1f}/s after the first second; at most {most} in any 1 s window "
+        f"{limiter} {RATE}/s: {RATE_JOBS} starts over {span:.2f} s; a start held back by the "
+        f"window came {mean_lag * 1000:.0f} ms after it had room on average "
+        f"({max(lags) * 1000:.0f} ms at most); at most {most} in any 1 s window "
         f"(admission times), {by_records} by the jobs' records (pickup up to {pickup:.3f} s); "
-        f"per second {full}; drained in "
-        f"{took:.1f} s; {time.monotonic() - started:.1f} s"
+        f"per second {full}; drained in {took:.1f} s; {time.monotonic() - started:.1f} s"
     )
 
 
@@ -374,12 +387,16 @@ def test_pause_starts_nothing_and_resume_runs_everything(fleet: Fleet, chaos_db:
     assert queues.resume_sync(QUEUE)["paused"] is False
     took = all_completed(db, ids, timeout=60)
     rows = executions(db, ids)
-    assert all(r["started_at"] <= paused_at or r["started_at"] >= resumed_at for r in rows)
-    assert len([r for r in rows if r["started_at"] >= resumed_at]) == pending
-    recorded = runs(db)
-    assert sorted(r["tag"] for r in recorded if r["tag"][0] in "pq") == sorted(
+    assert all(r["status"] == "completed" for r in rows)
+    # What ran, by the jobs' own records (started_at is the first admission, and a job handed
+    # to a worker that had just filled up goes back to pending keeping it): each ran once,
+    # none while paused, and the ones pending at the resume ran after it.
+    recorded = [r for r in runs(db) if r["tag"][0] in "pq"]
+    assert sorted(r["tag"] for r in recorded) == sorted(
         [f"p{i}" for i in range(30)] + [f"q{i}" for i in range(10)]
     )
+    assert all(r["started"] <= paused_at or r["started"] >= resumed_at for r in recorded)
+    assert len([r for r in recorded if r["started"] >= resumed_at]) == pending
     print(
         f"pause: {ran_before} started before the pause, {pending} held back while 18 jobs of "
         f"another queue ran, all done {took:.1f} s after the resume; "

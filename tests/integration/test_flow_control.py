@@ -355,6 +355,23 @@ async def test_a_worker_looks_again_when_a_spent_rate_has_room(
     assert (started[4] - started[0]).total_seconds() >= 1.0
 
 
+async def test_a_rate_set_while_a_worker_runs_is_waited_out_without_the_poll(
+    start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker reads the flow settings every heartbeat interval: its claims that the new
+    # rate cut short came before it knew of any rate. Once it knows, it must ask when the
+    # window has room rather than wait for the poll, 60 s on.
+    monkeypatch.setenv("WORKFLOWS_WORKER_POLL_INTERVAL", "60")
+    monkeypatch.setenv("WORKFLOWS_WORKER_HEARTBEAT_INTERVAL", "0.5")
+    await start_worker("rate-late")
+    await queues.set_limit("rate-late", rate="4/s")
+    ids = await _enqueue(8, "rate-late")
+    results = await asyncio.wait_for(
+        asyncio.gather(*(workflows.get_result(i, timeout=30) for i in ids)), 10
+    )
+    assert sorted(results) == sorted(f"call {i}" for i in range(8))
+
+
 async def test_a_limit_the_fleet_cannot_reach_is_admitted_side_by_side_and_one_it_can_counted(
     store: PostgresStore, database_url: str
 ) -> None:

@@ -55,6 +55,8 @@ class FlowView:
         # Nothing runs ahead until the settings have been read once.
         self._eager: frozenset[str] = frozenset()
         self._rated = False
+        # The last claim took fewer than it asked for.
+        self._short = False
         self._asking: asyncio.Task[None] | None = None
 
     def eager_queues(self) -> frozenset[str]:
@@ -67,7 +69,12 @@ class FlowView:
         rated: list[str] = row["rated"]
         capped: list[str] = row["capped"]
         self._eager = self._queues - frozenset(limited)
+        was_rated = self._rated
         self._rated = bool(row["rates"]) or bool(self._queues.intersection(rated))
+        if self._rated and not was_rated and self._short:
+            # A rate set since the last look may be why that claim came back short, and no
+            # wakeup would say when it has room: ask now rather than wait for the poll.
+            self._ask()
         await self._bound(bool(self._queues.intersection(capped)))
 
     async def _bound(self, wanted: bool) -> None:
@@ -94,8 +101,11 @@ class FlowView:
             # Progress: no reason to slow down.
             self._backoff = _FIRST_BACKOFF
             self._probing = False
-        if got == wanted or not self._rated:
-            return
+        self._short = got < wanted
+        if self._short and self._rated:
+            self._ask()
+
+    def _ask(self) -> None:
         if self._asking is not None and not self._asking.done():
             return
         self._asking = asyncio.get_running_loop().create_task(self._when_room())
