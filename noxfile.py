@@ -1,5 +1,5 @@
 """Task runner for the monorepo: `nox` runs tests, lint and types;
-`nox -s install_check|chaos|bench|demo`."""
+`nox -s install_check|chaos|browser|bench|demo`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ ROOT = Path(__file__).parent
 PACKAGES = [
     f"./{p.parent.relative_to(ROOT).as_posix()}/"
     for p in sorted(ROOT.glob("packages/*/pyproject.toml"))
+]
+# The same with the CLI's `dashboard` extra (the web stack), for the sessions that type-check,
+# serve or measure the dashboard.
+WITH_DASHBOARD = [
+    p.rstrip("/") + "[dashboard]" if p == "./packages/workflows-cli/" else p for p in PACKAGES
 ]
 SOURCES = [p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("packages/*/src"))]
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/.
@@ -108,12 +113,17 @@ PROJECTS = {
 }
 # Run in the session's environment: import the package and every module under it (an
 # undeclared dependency fails here, at import), then make sure the names after it are not
-# importable at all.
+# importable at all. Modules under an extra's subpackage (argv[2], comma-separated; "-" for
+# none) are left out: they need the extra, checked in a variant of its own.
 IMPORT_EVERYTHING = """
 import importlib, importlib.util, pkgutil, sys
-name, *absent = sys.argv[1:]
+name, skipped, *absent = sys.argv[1:]
+skipped = [] if skipped == "-" else skipped.split(",")
 package = importlib.import_module(name)
-modules = [m.name for m in pkgutil.walk_packages(package.__path__, name + ".")]
+modules = [
+    m.name for m in pkgutil.walk_packages(package.__path__, name + ".")
+    if not any(m.name == s or m.name.startswith(s + ".") for s in skipped)
+]
 for module in modules:
     importlib.import_module(module)
 present = [a for a in absent if importlib.util.find_spec(a) is not None]
@@ -121,6 +131,8 @@ if present:
     sys.exit(f"{name} must not bring in {present}: they are not among its declared dependencies")
 print(f"{name}: imported {len(modules) + 1} modules; not installed: {', '.join(absent) or '-'}")
 """
+# The subpackages that need an extra of their package: (package, extra) -> subpackage.
+EXTRA_MODULES = {("cli", "dashboard"): "workflows_cli.dashboard"}
 
 
 def _requirement_name(requirement: str) -> str:
@@ -171,15 +183,32 @@ def _install_plan(package: str) -> tuple[list[str], str, list[str]]:
 # ensurepip: most of a session whose install is a few seconds.
 @nox.session(venv_backend="virtualenv")
 # The bottom layer first: core needs one folder, currant all five.
-@nox.parametrize("package", sorted(PROJECTS, key=lambda short: len(_install_plan(short)[0])))
+@nox.parametrize(
+    "package",
+    [
+        *sorted(PROJECTS, key=lambda short: len(_install_plan(short)[0])),
+        *(f"{short}[{extra}]" for short, extra in EXTRA_MODULES),
+    ],
+)
 def install_check(session: nox.Session, package: str) -> None:
     """One package installed alone: it imports whole and brings in nothing undeclared.
 
     Only its folder and those of the packages of ours it declares go in (the third-party
     dependencies come from the index), so the producer install, core + postgres, is seen to
-    stay free of the worker, the CLI, click and prometheus_client.
+    stay free of the worker, the CLI, click and prometheus_client. A package with an extra is
+    checked twice: without it (its extra's modules left out, and the command that needs them
+    says how to get them) and with it (everything imports).
     """
-    folders, name, absent = _install_plan(package)
+    short, _, extra = package.rstrip("]").partition("[")
+    folders, name, absent = _install_plan(short)
+    if extra:
+        extra_names = {
+            _requirement_name(r).replace("-", "_")
+            for r in PROJECTS[short][1]["optional-dependencies"][extra]
+        }
+        absent = [a for a in absent if a not in extra_names]
+        folders = [f.rstrip("/") + f"[{extra}]" if f.endswith(f"-{short}/") else f for f in folders]
+    skipped = [m for (s, e), m in EXTRA_MODULES.items() if s == short and e != extra]
     # Local folders for our packages, which are not on PyPI; the third-party ones from the index.
     session.install(*folders)
     session.run("python", "-m", "pip", "check", "--disable-pip-version-check", silent=True)
@@ -188,7 +217,12 @@ def install_check(session: nox.Session, package: str) -> None:
     script = tmp / "import_everything.py"
     script.write_text(IMPORT_EVERYTHING)
     with session.chdir(tmp):
-        session.run("python", script.name, name, *absent)
+        session.run("python", script.name, name, ",".join(skipped) or "-", *absent)
+        if (short, "dashboard") in EXTRA_MODULES and not extra:
+            # Without the extra, the command says what to install (exit 1), and nothing else.
+            out = session.run("workflows", "dashboard", silent=True, success_codes=[1])
+            if "pip install 'currant[dashboard]'" not in (out or ""):
+                session.error(f"`workflows dashboard` without its extra said: {out!r}")
 
 
 @nox.session
@@ -196,6 +230,28 @@ def chaos(session: nox.Session) -> None:
     """Crash tests: processes killed on purpose (prints its seeds and figures)."""
     session.install(*PACKAGES, *TEST_DEPS)
     session.run("pytest", "-s", "tests/chaos", *session.posargs)
+
+
+# Debian's chromium, driven by Playwright through its own executable: nothing is downloaded.
+CHROMIUM_MISSING = (
+    "Chromium is not installed: `sudo apt-get install chromium` (Debian/Ubuntu), or set "
+    "WORKFLOWS_TEST_CHROMIUM to a Chromium or Chrome executable. `.ci/run` installs it."
+)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The dashboard in headless Chromium: pages, actions, escaping, read-only, the token
+    (screenshots go to docs/images/)."""
+    chromium = os.environ.get("WORKFLOWS_TEST_CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if chromium is None:
+        session.error(CHROMIUM_MISSING)
+    session.install(*WITH_DASHBOARD, *TEST_DEPS, "playwright>=1.45")
+    session.run(
+        "pytest", "tests/browser", *session.posargs, env={"WORKFLOWS_TEST_CHROMIUM": chromium}
+    )
 
 
 @nox.session
@@ -207,7 +263,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    session.install(*PACKAGES, MYPY, "asyncpg-stubs")
+    session.install(*WITH_DASHBOARD, MYPY, "asyncpg-stubs")
     session.run("mypy", "--strict", *SOURCES)
 
 
@@ -222,7 +278,7 @@ def schema(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against Procrastinate, PgQueuer and DBOS (benchmarks/); `-- --quick` for a
     short run, `-- --help` for the options. Results land in benchmarks/results/."""
-    session.install(*PACKAGES, "matplotlib")
+    session.install(*WITH_DASHBOARD, "matplotlib")
     # The peers go into this session's environment only, never into the project's
     # dependencies; one that fails to install is reported as an error in the results instead
     # of stopping the benchmark.

@@ -14,7 +14,11 @@ import pytest
 from tests.pg import Databases, server
 
 _TESTS = Path(__file__).parent
-_MARKED_FOLDERS = {"integration": pytest.mark.integration, "chaos": pytest.mark.chaos}
+_MARKED_FOLDERS = {
+    "integration": pytest.mark.integration,
+    "chaos": pytest.mark.chaos,
+    "browser": pytest.mark.browser,
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

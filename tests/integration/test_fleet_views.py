@@ -560,6 +560,80 @@ async def test_history_shows_retries_and_the_child_workflow_nested(
     assert plain["steps"] == [] and plain["execution"]["kind"] == "job"
 
 
+@workflow(queue=Q)
+async def waits_twice() -> list[Any]:
+    return [await workflows.wait_for_signal("go"), await workflows.wait_for_signal("go")]
+
+
+async def test_history_lists_the_signals_received_and_the_step_that_took_each(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    await start_worker(Q)
+    wf_id = await waits_twice.queue()
+    await wait_status(store, wf_id, {"waiting"})
+    await workflows.send_signal(wf_id, "go", {"n": 1})
+    await workflows.send_signal(wf_id, "other", "<b>not for it</b>")
+    await workflows.send_signal(wf_id, "go", [2])
+    done = await wait_status(store, wf_id, {"completed", "failed"})
+    assert done["result"] == [{"n": 1}, [2]]
+    found = await executions.history(wf_id)
+    assert found == executions.history_sync(wf_id)
+    taken = [(s["name"], s["payload"], s["consumed_seq"]) for s in found["signals"]]
+    assert taken == [("go", {"n": 1}, 0), ("other", "<b>not for it</b>", None), ("go", [2], 1)]
+    assert all(s["received_at"] for s in found["signals"])
+    job_id = await noop.queue(1)
+    assert (await executions.history(job_id))["signals"] == []
+
+
+async def test_an_execution_is_found_by_its_idempotency_key(store: PostgresStore) -> None:
+    key = "order-77 <\u00e9>"
+    job_id = await noop.options(idempotency_key=key).queue(1)
+    assert await executions.by_key(key) == job_id
+    assert executions.by_key_sync(key) == job_id
+    assert await executions.by_key("no such key") is None
+    for bad in ("", "x" * 1001, "a\x00b", 7):
+        with pytest.raises(ConfigurationError, match="idempotency_key"):
+            await executions.by_key(bad)  # type: ignore[arg-type]
+
+
+async def test_throughput_counts_ends_per_queue_and_minute(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    await start_worker(Q)
+    ok = [await noop.queue(i) for i in range(3)]
+    bad = await flaky.options(retries=0).queue("tp", 5)
+    for execution_id in [*ok, bad]:
+        await wait_status(store, execution_id, {"completed", "failed"})
+    # One ended long ago: outside the window.
+    await sql(
+        store,
+        "UPDATE workflows.executions SET finished_at = now() - interval '2 hours' WHERE id = $1",
+        ok[0],
+    )
+    series = await queues.throughput(15)
+    assert series == queues.throughput_sync(15)
+    mine = series[Q]
+    assert len(mine["completed"]) == len(mine["failed"]) == 15
+    assert (sum(mine["completed"]), sum(mine["failed"])) == (2, 1)
+    # This minute is the last one (a run across a minute boundary may land in the one before).
+    assert sum(mine["completed"][-2:]) == 2
+    for bad_minutes in (0, -1, 1441, True, 1.5, "15"):
+        with pytest.raises(ConfigurationError, match="minutes"):
+            await queues.throughput(bad_minutes)  # type: ignore[arg-type]
+
+
+async def test_status_names_the_worker_that_runs_it(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(Q)
+    job_id = await napping.queue(0.5)
+    running = await wait_status(store, job_id, {"running"})
+    assert running["worker_id"] == worker.id
+    assert (await workflows.get_status(job_id))["worker_id"] == worker.id
+    done = await wait_status(store, job_id, {"completed"})
+    assert done["worker_id"] is None
+
+
 # ---- widths ----------------------------------------------------------------------------------
 
 

@@ -195,12 +195,14 @@ def dev_db_url() -> None:
 
 def _add_groups() -> None:
     # Imported here: each module imports clean_errors from this one.
+    from workflows_cli.dashboard_cmd import dashboard
     from workflows_cli.fleet_cmd import history, workers
     from workflows_cli.flow_cmd import queues, rate_limits
     from workflows_cli.prune_cmd import prune
     from workflows_cli.retry_cmd import retry, signal
     from workflows_cli.schedules_cmd import schedules
 
+    cli.add_command(dashboard)
     cli.add_command(prune)
     cli.add_command(queues)
     cli.add_command(rate_limits)

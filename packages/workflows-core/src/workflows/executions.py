@@ -33,6 +33,8 @@ from workflows.store import async_store, sync_store
 __all__ = [
     "MAX_LIMIT",
     "MIN_PREFIX",
+    "by_key",
+    "by_key_sync",
     "check_text",
     "decode_cursor",
     "history",
@@ -234,6 +236,8 @@ def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "result": codec.decode(row["result"]),
         "error": codec.decode(row["error"]),
         "cancel_requested": row["cancel_requested"],
+        # The worker that runs it now (None unless running).
+        "worker_id": row.get("worker_id"),
         "created_at": iso_utc(row["created_at"]),
         "run_at": iso_utc(row["run_at"]),
         "started_at": iso_utc(row["started_at"]),
@@ -362,24 +366,58 @@ def _tree(root: dict[str, Any], rows: builtins.list[dict[str, Any]]) -> dict[str
     return {"execution": execution, "steps": by_workflow.get(root["id"], [])}
 
 
+def _signal(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "payload": codec.decode(row["payload"]),
+        "received_at": iso_utc(row["received_at"]),
+        # The step of the workflow that took it; None while nothing has waited for it.
+        "consumed_seq": row["consumed_seq"],
+    }
+
+
 async def history(execution_id: str) -> dict[str, Any]:
     """A workflow's history: ``{"execution": <as get_status>, "steps": [...]}``, each step with
     ``seq``, ``kind``, ``name``, ``status``, its execution's ``execution_id``,
     ``execution_status``, ``attempts`` and ``max_retries`` (activities and child workflows),
     ``scheduled_at``, ``started_at``, ``finished_at`` (ISO-8601, UTC) and ``duration``
     (seconds), ``result`` and ``error``; a child workflow's step has its steps in ``children``,
-    recursively. A job's history is its execution with no steps. ``execution_id`` may be a
-    unique prefix."""
+    recursively; ``signals``, those the workflow received (``name``, ``payload``,
+    ``received_at``, and ``consumed_seq``, the step that took it, None while none has). A job's
+    history is its execution with no steps and no signals. ``execution_id`` may be a unique
+    prefix."""
     full = await resolve(execution_id)
     store = async_store(Settings.current())
     root = await store.get_status(full)
-    rows = await store.control("fleet_history", (full,)) if root["kind"] == "workflow" else []
-    return _tree(root, rows)
+    if root["kind"] != "workflow":
+        return {**_tree(root, []), "signals": []}
+    rows = await store.control("fleet_history", (full,))
+    signals = await store.control("fleet_signals", (full,))
+    return {**_tree(root, rows), "signals": [_signal(r) for r in signals]}
 
 
 def history_sync(execution_id: str) -> dict[str, Any]:
     full = resolve_sync(execution_id)
     store = sync_store(Settings.current())
     root = store.get_status(full)
-    rows = store.control("fleet_history", (full,)) if root["kind"] == "workflow" else []
-    return _tree(root, rows)
+    if root["kind"] != "workflow":
+        return {**_tree(root, []), "signals": []}
+    rows = store.control("fleet_history", (full,))
+    signals = store.control("fleet_signals", (full,))
+    return {**_tree(root, rows), "signals": [_signal(r) for r in signals]}
+
+
+# ---- idempotency keys --------------------------------------------------------------------------
+
+
+async def by_key(idempotency_key: str) -> str | None:
+    """The id of the execution that holds ``idempotency_key``, or None."""
+    key = check_text(idempotency_key, "idempotency_key")
+    rows = await async_store(Settings.current()).control("fleet_by_key", (key,))
+    return rows[0]["id"] if rows else None
+
+
+def by_key_sync(idempotency_key: str) -> str | None:
+    key = check_text(idempotency_key, "idempotency_key")
+    rows = sync_store(Settings.current()).control("fleet_by_key", (key,))
+    return rows[0]["id"] if rows else None

@@ -159,3 +159,46 @@ async def stats(queue: str | None = None) -> builtins.list[dict[str, Any]]:
 def stats_sync(queue: str | None = None) -> builtins.list[dict[str, Any]]:
     rows = sync_store(Settings.current()).control("fleet_queue_stats", _stats_args(queue))
     return [describe_stats(r) for r in rows]
+
+
+# ---- throughput --------------------------------------------------------------------------------
+
+#: The longest window ``throughput`` looks back over, in minutes.
+MAX_THROUGHPUT_MINUTES = 24 * 60
+
+
+def _throughput_args(minutes: Any) -> tuple[int]:
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, int)
+        or not 1 <= minutes <= MAX_THROUGHPUT_MINUTES
+    ):
+        raise ConfigurationError(
+            f"minutes must be a whole number from 1 to {MAX_THROUGHPUT_MINUTES}"
+        )
+    return (minutes,)
+
+
+def _series(rows: builtins.list[dict[str, Any]], minutes: int) -> dict[str, dict[str, Any]]:
+    series: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        queue = series.setdefault(
+            row["queue"], {"completed": [0] * minutes, "failed": [0] * minutes}
+        )
+        ago = min(max(int(row["minutes_ago"]), 0), minutes - 1)
+        # Oldest first, this minute last.
+        queue[row["status"]][minutes - 1 - ago] += int(row["n"])
+    return series
+
+
+async def throughput(minutes: int = 15) -> dict[str, dict[str, Any]]:
+    """Ends per minute over the last ``minutes`` minutes, for each queue with one:
+    ``{queue: {"completed": [n, ...], "failed": [n, ...]}}``, oldest minute first."""
+    args = _throughput_args(minutes)
+    rows = await async_store(Settings.current()).control("fleet_throughput", args)
+    return _series(rows, minutes)
+
+
+def throughput_sync(minutes: int = 15) -> dict[str, dict[str, Any]]:
+    args = _throughput_args(minutes)
+    return _series(sync_store(Settings.current()).control("fleet_throughput", args), minutes)

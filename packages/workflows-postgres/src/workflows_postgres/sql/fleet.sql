@@ -98,3 +98,37 @@ FROM tree t
 JOIN {s}.workflow_steps st ON st.workflow_id = t.id
 LEFT JOIN {s}.executions e ON e.id = st.execution_id
 ORDER BY t.depth, st.workflow_id, st.seq
+
+-- name: fleet_signals
+-- The signals a workflow received ($1), oldest first, with the step that took each (NULL:
+-- not taken yet). Walks workflow_signals_workflow.
+SELECT s.id, s.name, s.payload::text AS payload, s.consumed_seq, s.created_at AS received_at
+FROM {s}.workflow_signals s
+WHERE s.workflow_id = $1::text::uuid
+ORDER BY s.id
+
+-- name: fleet_by_key
+-- The execution that holds idempotency key $1 (unique among executions that hold one).
+SELECT e.id::text AS id FROM {s}.executions e
+WHERE e.idempotency_key = $1::text
+
+-- name: fleet_throughput
+-- Ends per queue and minute over the last $1 minutes, completed and failed: two walks of
+-- executions_finished (status, finished_at), one per status, over that window only.
+SELECT e.queue, e.status,
+       floor(extract(epoch FROM now() - e.finished_at) / 60)::int AS minutes_ago,
+       count(*) AS n
+FROM {s}.executions e
+WHERE e.status IN ('completed', 'failed') AND e.finished_at IS NOT NULL
+  AND e.finished_at > now() - make_interval(mins => $1::int)
+GROUP BY 1, 2, 3
+
+-- name: fleet_running
+-- What runs now, on which worker (at most $1 rows, longest-running first): the running rows
+-- are few (bounded by the fleet's slots) and executions_running_by_worker holds only them.
+SELECT e.id::text AS id, e.kind, e.name, e.queue, e.worker_id::text AS worker_id,
+       e.started_at, e.attempts
+FROM {s}.executions e
+WHERE e.status = 'running'
+ORDER BY e.started_at NULLS LAST, e.id
+LIMIT $1::int
