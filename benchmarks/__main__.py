@@ -42,10 +42,19 @@ SCENARIOS = [
     "claim_blocked",
     "waiters",
     "retention",
+    "dashboard",
 ]
-# Flow control (issue 12) and operations (issue 13): measured for this project alone (the
-# ratios are to itself).
-OURS_ONLY = {"drain_limited", "drain_keys", "rate", "claim_blocked", "waiters", "retention"}
+# Flow control (issue 12), operations (issue 13) and the dashboard (issue 14): measured for
+# this project alone (the ratios are to itself).
+OURS_ONLY = {
+    "drain_limited",
+    "drain_keys",
+    "rate",
+    "claim_blocked",
+    "waiters",
+    "retention",
+    "dashboard",
+}
 
 # name -> (Python package it needs, options for its module)
 SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -70,6 +79,7 @@ QUICK_SET: dict[str, list[str]] = {
     "claim_blocked": ["ours"],
     "waiters": ["ours"],
     "retention": ["ours"],
+    "dashboard": ["ours"],
 }
 
 SYSTEM_NOTES = {
@@ -142,6 +152,20 @@ SCENARIO_NOTES = {
     "backlog, then keeps up). Claim latency: a probe's `PostgresStore.claim(..., 10)` on a queue "
     "of its own every 20 ms, p50/p99 without pruning and while the backlog is pruned; sizes: "
     "pg_total_relation_size after the backlog and {retention_phase}x2 s later.",
+    "dashboard": (
+        "One run. About {dashboard_rows:,} executions (BENCH_DASHBOARD_ROWS) bulk-inserted with "
+        "SQL as a busy system leaves them: created over the last {dashboard_days:g} days "
+        "(BENCH_DASHBOARD_DAYS) up to 20 s ago (so the 15-minute charts have every minute), one "
+        "root in ten a workflow with three activities (their own rows), a version marker, a timer "
+        "and a signal wait, six job queues, 93% completed, 5% failed, 2% cancelled, one job in ten "
+        "with an idempotency key; 20 workflows of 50 steps; two schedules and their runs; four "
+        "live workers with 30 jobs running; 2,300 pending, 150 held behind a concurrency key, 300 "
+        "workflows waiting; VACUUM ANALYZE. Then a real `workflows dashboard` process: each page "
+        "requested in turn over one keep-alive connection, 3 warm-up rounds then "
+        "{dashboard_requests} timed ones (the pages that take an id cycle through different ones). "
+        "Server: the response's Server-Timing (the time spent in the app, rendering included); "
+        "client: the round trip. Budget (issue 14): 300 ms at the server."
+    ),
 }
 
 

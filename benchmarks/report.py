@@ -22,6 +22,7 @@ SCENARIO_TITLES = {
     "rate": "Flow control: a rate limit held busy",
     "claim_blocked": "Flow control: claim with rows held behind a busy key",
     "waiters": "Enqueue while 1,000 callers wait for results",
+    "dashboard": "Dashboard: every page on a table of executions",
     "ceiling": "Ceiling (pgbench)",
 }
 
@@ -326,7 +327,74 @@ def flow_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 verdict(None if got is None else got >= n),
             )
         )
+    if "dashboard" in ran:
+        rows += dashboard_targets(results)
     return rows
+
+
+DASHBOARD_BUDGET_MS = 300.0
+
+
+def _dashboard(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The dashboard's figures (medians) and notes, when it ran without error."""
+    result = results["scenarios"].get("dashboard", {}).get(OURS, {})
+    if "figures" not in result:
+        return None
+    figures = {k: float(v["median"]) for k, v in result["figures"].items()}
+    return figures, result.get("notes") or {}
+
+
+def dashboard_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    got = _dashboard(results)
+    if got is None:
+        return [("every dashboard page under 300 ms at the server (issue 14)", "error", "n/a")]
+    figures, notes = got
+    pages = list(notes.get("dashboard_pages", {}))
+    worst = max(pages, key=lambda p: figures[f"{p}_server_p95_ms"])
+    over = [p for p in pages if figures[f"{p}_server_p95_ms"] >= DASHBOARD_BUDGET_MS]
+    rows = figures.get("dashboard_executions", 0)
+    return [
+        (
+            f"every dashboard page p95 under 300 ms at the server, {rows:,.0f} executions "
+            "(issue 14)",
+            f"slowest {worst}: p95 {fmt(figures[f'{worst}_server_p95_ms'])} ms"
+            + (f"; over: {', '.join(over)}" if over else ""),
+            "met" if not over else "**not met**",
+        )
+    ]
+
+
+def dashboard_section(results: dict[str, Any]) -> list[str]:
+    lines = [f"## {SCENARIO_TITLES['dashboard']}", "", results["scenario_notes"]["dashboard"], ""]
+    result = results["scenarios"]["dashboard"].get(OURS, {})
+    got = _dashboard(results)
+    if got is None:
+        return [*lines, f"error: {str(result.get('error', 'not run')).splitlines()[0][:300]}", ""]
+    figures, notes = got
+    lines += [
+        f"Table: {figures['dashboard_executions']:,.0f} executions "
+        f"({figures['dashboard_executions_mb']:,.0f} MiB with its indexes), "
+        f"{figures['dashboard_steps']:,.0f} workflow steps, "
+        f"{figures['dashboard_signals']:,.0f} signals, created over "
+        f"{notes.get('dashboard_days', '?')} days; "
+        f"{figures['dashboard_ends_15m']:,.0f} ends in the charts' last 15 minutes; seeded in "
+        f"{notes.get('dashboard_seed_s', '?')} s, measured in "
+        f"{notes.get('dashboard_measure_s', '?')} s. An id's first 8 hex digits (what the list "
+        f"shows) are shared by {notes.get('dashboard_ids_per_short_id', '?')} executions on "
+        "average.",
+        "",
+        "| page | server p50 (ms) | p95 | max | round trip p50 (ms) | p95 | p95 < 300 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for page, what in notes.get("dashboard_pages", {}).items():
+        p95 = figures[f"{page}_server_p95_ms"]
+        lines.append(
+            f"| {page}: {what} | {fmt(figures[f'{page}_server_p50_ms'])} | {fmt(p95)} | "
+            f"{fmt(figures[f'{page}_server_max_ms'])} | "
+            f"{fmt(figures[f'{page}_client_p50_ms'])} | {fmt(figures[f'{page}_client_p95_ms'])} "
+            f"| {'yes' if p95 < DASHBOARD_BUDGET_MS else '**no**'} |"
+        )
+    return [*lines, ""]
 
 
 # ---- writers ------------------------------------------------------------------------------
@@ -395,12 +463,16 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"error: {ceiling.get('error')}")
         lines.append("")
 
-    lines += ["## Targets (issues 5 and 12)", "", "| target | measured | |", "|---|---|---|"]
+    lines += ["## Targets (issues 5, 12, 13 and 14)", "", "| target | measured | |"]
+    lines.append("|---|---|---|")
     lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(results)]
     lines.append("")
 
     for scenario, title in SCENARIO_TITLES.items():
         if scenario == "ceiling" or scenario not in results["scenarios"]:
+            continue
+        if scenario == "dashboard":
+            lines += dashboard_section(results)
             continue
         per_system = results["scenarios"][scenario]
         lines += [f"## {title}", "", results["scenario_notes"].get(scenario, ""), ""]
@@ -458,7 +530,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     systems = results["systems"]
     panels: list[tuple[str, str]] = []
-    for scenario in SCENARIO_TITLES:
+    # The dashboard's figures are one table of pages (results.md), not bars.
+    for scenario in [s for s in SCENARIO_TITLES if s != "dashboard"]:
         for key in figures_of(results, scenario):
             panels.append((scenario, key))
     if not panels:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import http.client
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from benchmarks.common import (
     Marks,
@@ -69,6 +73,10 @@ FULL: dict[str, Any] = {
     "retention_keep": 60,  # seconds: WORKFLOWS_RETENTION while pruning
     "retention_phase": 30,  # seconds without pruning, then of steady state after the backlog
     "retention_cap": 1_800,  # seconds the backlog may take
+    # dashboard (issue 14), ours only; BENCH_DASHBOARD_ROWS and _DAYS override these
+    "dashboard_rows": 1_000_000,
+    "dashboard_days": 7.0,  # the span the rows were created over, up to 20 s ago
+    "dashboard_requests": 30,  # per page, after 3 warm-up rounds
 }
 
 QUICK: dict[str, Any] = {
@@ -109,6 +117,9 @@ QUICK: dict[str, Any] = {
     "retention_keep": 20,
     "retention_phase": 10,
     "retention_cap": 300,
+    "dashboard_rows": 100_000,
+    "dashboard_days": 7.0,
+    "dashboard_requests": 10,
 }
 
 
@@ -857,6 +868,239 @@ async def retention(ctx: Context) -> list[dict[str, float]]:
     return [figures]
 
 
+# ---- dashboard (issue 14; ours only) --------------------------------------------------------
+
+DASHBOARD_BUDGET_MS = 300.0
+DASHBOARD_WARMUP = 3
+DEEP_PAGE = 20
+
+
+@dataclass
+class _Timed:
+    status: int
+    location: str | None
+    body: str
+    server_ms: float
+    client_ms: float
+
+
+class _Browser:
+    """One keep-alive HTTP/1.1 connection to the dashboard, as a browser tab holds one."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def get(self, path: str) -> _Timed:
+        start = time.perf_counter()
+        self.conn.request("GET", path)
+        response = self.conn.getresponse()
+        body = response.read()
+        client_ms = (time.perf_counter() - start) * 1000
+        timing = response.getheader("Server-Timing") or ""
+        match = re.search(r"\bapp;dur=([0-9.]+)", timing)
+        if match is None:
+            raise RuntimeError(f"GET {path}: no Server-Timing app;dur (got {timing!r})")
+        return _Timed(
+            response.status,
+            response.getheader("Location"),
+            body.decode(errors="replace"),
+            float(match[1]),
+            client_ms,
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _next_link(html_text: str) -> str | None:
+    match = re.search(r'<a href="([^"]+)" rel="next">', html_text)
+    return html.unescape(match[1]) if match else None
+
+
+def _dashboard_pages(
+    targets: dict[str, Any], deep: str
+) -> dict[str, tuple[str, list[tuple[str, int, str | None]]]]:
+    """page -> (what it is, the requests it cycles through: (path, status, Location))."""
+    from benchmarks.ours import BIG_WORKFLOW, RARE_NAME
+
+    def one(path: str) -> list[tuple[str, int, str | None]]:
+        return [(path, 200, None)]
+
+    return {
+        "overview": ("`/`: queue figures, 15-minute charts, workers, running", one("/")),
+        "list": ("`/executions`: the newest page (50 rows)", one("/executions")),
+        "list_queue": ("`/executions?queue=emails` (35% of jobs)", one("/executions?queue=emails")),
+        "list_failed": ("`/executions?status=failed` (5%)", one("/executions?status=failed")),
+        "list_running": (
+            "`/executions?status=running` (51 rows: 31 jobs, 20 activities of workflows "
+            "started over the last day)",
+            one("/executions?status=running"),
+        ),
+        "list_workflows": (
+            "`/executions?kind=workflow` (10% of roots)",
+            one("/executions?kind=workflow"),
+        ),
+        "list_name": (
+            "`/executions?name=app.webhooks:deliver` (25% of jobs)",
+            one("/executions?" + urlencode({"name": "app.webhooks:deliver"})),
+        ),
+        "list_rare_name": (
+            f"`/executions?name={RARE_NAME}` (0.1% of jobs: a long walk for 50 rows)",
+            one("/executions?" + urlencode({"name": RARE_NAME})),
+        ),
+        "list_since": ("`/executions?since=1h`", one("/executions?since=1h")),
+        "list_failed_reports": (
+            "`/executions?queue=reports&status=cancelled` (0.1% of rows: two rare filters)",
+            one("/executions?queue=reports&status=cancelled"),
+        ),
+        "list_no_match": (
+            "`/executions?queue=nosuch` (a name no row has: the whole walk)",
+            one("/executions?queue=nosuch"),
+        ),
+        "list_deep": (f"page {DEEP_PAGE} of `/executions`, by its `Older` links", one(deep)),
+        "search_id": (
+            "`/executions?q=<16 hex digits>`: id prefix -> 303",
+            [
+                ("/executions?" + urlencode({"q": prefix}), 303, f"/executions/{full}")
+                for prefix, full in targets["prefixes"]
+            ],
+        ),
+        "search_key": (
+            "`/executions?q=<idempotency key>` -> 303",
+            [
+                ("/executions?" + urlencode({"q": key}), 303, f"/executions/{full}")
+                for key, full in targets["keys"]
+            ],
+        ),
+        "job": (
+            "`/executions/<id>`: a job (a different one each time)",
+            [(f"/executions/{i}", 200, None) for i in targets["jobs"]],
+        ),
+        "workflow": (
+            f"`/executions/<id>`: a {targets['workflow_steps']}-step workflow "
+            f"({BIG_WORKFLOW}) with its timeline and signals",
+            [(f"/executions/{i}", 200, None) for i in targets["workflows"]],
+        ),
+        "history_json": (
+            "`/executions/<id>/history.json` of that workflow",
+            [(f"/executions/{i}/history.json", 200, None) for i in targets["workflows"]],
+        ),
+        "schedules": ("`/schedules`", one("/schedules")),
+    }
+
+
+def _measure_pages(
+    port: int,
+    pages: dict[str, tuple[str, list[tuple[str, int, str | None]]]],
+    rounds: int,
+    beat: Callable[[], None],
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Round-robin over the pages (so each page meets the caches as the others left them):
+    warm-up rounds, then ``rounds`` timed ones; (server ms, client ms) per page."""
+    browser = _Browser(port)
+    timed: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in pages}
+    try:
+        for n in range(DASHBOARD_WARMUP + rounds):
+            beat()
+            for page, (_, requests) in pages.items():
+                path, status, location = requests[n % len(requests)]
+                got = browser.get(path)
+                if got.status != status or (location is not None and got.location != location):
+                    raise RuntimeError(
+                        f"GET {path}: {got.status} {got.location or ''} (expected {status} "
+                        f"{location or ''}): {got.body[:300]}"
+                    )
+                if n >= DASHBOARD_WARMUP:
+                    timed[page][0].append(got.server_ms)
+                    timed[page][1].append(got.client_ms)
+    finally:
+        browser.close()
+    return timed
+
+
+async def dashboard(ctx: Context) -> list[dict[str, float]]:
+    """Every page of a real `workflows dashboard` process on a table of a million executions:
+    server time (its Server-Timing header) and round trip, per page.
+
+    One run whatever ``--runs`` says: loading the table takes minutes.
+    """
+    import os
+
+    from workflows_postgres.cluster import free_port
+
+    rows = int(os.environ.get("BENCH_DASHBOARD_ROWS", ctx.sizes["dashboard_rows"]))
+    days = float(os.environ.get("BENCH_DASHBOARD_DAYS", ctx.sizes["dashboard_days"]))
+    rounds = ctx.sizes["dashboard_requests"]
+    system, db = await ctx.fresh()
+    s: Any = system
+    figures: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        loaded = await s.dashboard_load(rows, days)
+        ctx.notes["dashboard_days"] = days
+        ctx.notes["dashboard_seed_s"] = round(time.perf_counter() - started, 1)
+        trace(f"dashboard: loaded {loaded}")
+        figures.update({f"dashboard_{k}": v for k, v in loaded.items()})
+        targets = await s.dashboard_targets(DASHBOARD_WARMUP + rounds)
+        ctx.notes["dashboard_ids_per_short_id"] = round(targets["ids_per_short_id"], 1)
+        port = free_port()
+        async with Workers(ctx.marks, system.worker_env()) as procs:
+            procs.start([s.dashboard_argv(port)], barrier=False)
+            browser = _Browser(port)
+            deadline = time.monotonic() + 60
+            while True:
+                procs.check_alive()
+                try:
+                    if (await asyncio.to_thread(browser.get, "/healthz")).status == 200:
+                        break
+                except OSError:
+                    browser.close()
+                    browser = _Browser(port)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the dashboard did not answer in 60 s{procs.tails()}")
+                await asyncio.sleep(0.2)
+            # Page DEEP_PAGE of the list, by the links a reader follows.
+            deep = "/executions"
+            for _ in range(DEEP_PAGE - 1):
+                following = _next_link((await asyncio.to_thread(browser.get, deep)).body)
+                if following is None:
+                    raise RuntimeError(f"no page after {deep}")
+                deep = following
+            browser.close()
+            pages = _dashboard_pages(targets, deep)
+            ctx.notes["dashboard_pages"] = {page: what for page, (what, _) in pages.items()}
+            loop = asyncio.get_running_loop()
+
+            def beat() -> None:
+                # The seeded workers stay alive on the overview, as running ones would.
+                asyncio.run_coroutine_threadsafe(s.dashboard_heartbeat(), loop).result(30)
+
+            started = time.perf_counter()
+            try:
+                timed = await asyncio.to_thread(_measure_pages, port, pages, rounds, beat)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}{procs.tails(40)}") from None
+            ctx.notes["dashboard_measure_s"] = round(time.perf_counter() - started, 1)
+            procs.check_alive()
+        over = 0
+        for page, (server, client) in timed.items():
+            figures[f"{page}_server_p50_ms"] = percentile(server, 50)
+            figures[f"{page}_server_p95_ms"] = percentile(server, 95)
+            figures[f"{page}_server_max_ms"] = max(server)
+            figures[f"{page}_client_p50_ms"] = percentile(client, 50)
+            figures[f"{page}_client_p95_ms"] = percentile(client, 95)
+            over += figures[f"{page}_server_p95_ms"] >= DASHBOARD_BUDGET_MS
+            trace(
+                f"{page}: server p50 {percentile(server, 50):.1f} p95 "
+                f"{percentile(server, 95):.1f} max {max(server):.1f} ms"
+            )
+        figures["dashboard_pages_over_budget"] = float(over)
+    finally:
+        await ctx.done_with(system, db)
+    return [figures]
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "enqueue": enqueue,
     "drain": drain,
@@ -870,4 +1114,5 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "claim_blocked": claim_blocked,
     "waiters": waiters,
     "retention": retention,
+    "dashboard": dashboard,
 }
