@@ -23,10 +23,11 @@ PACKAGES = [
     f"./{p.parent.relative_to(ROOT).as_posix()}/"
     for p in sorted(ROOT.glob("packages/*/pyproject.toml"))
 ]
-# The same with the CLI's `dashboard` extra (the web stack), for the sessions that type-check,
-# serve or measure the dashboard.
+# The same with the `dashboard` extra (the web stack), for the sessions that type-check, serve
+# or measure the dashboard. Asked of currant, the umbrella: pip's resolver fails to match
+# currant's own `workflows-cli` requirement to a local folder given with an extra.
 WITH_DASHBOARD = [
-    p.rstrip("/") + "[dashboard]" if p == "./packages/workflows-cli/" else p for p in PACKAGES
+    p.rstrip("/") + "[dashboard]" if p == "./packages/currant/" else p for p in PACKAGES
 ]
 SOURCES = [p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("packages/*/src"))]
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/.

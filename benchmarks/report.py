@@ -379,9 +379,9 @@ def dashboard_section(results: dict[str, Any]) -> list[str]:
         f"{notes.get('dashboard_days', '?')} days; "
         f"{figures['dashboard_ends_15m']:,.0f} ends in the charts' last 15 minutes; seeded in "
         f"{notes.get('dashboard_seed_s', '?')} s, measured in "
-        f"{notes.get('dashboard_measure_s', '?')} s. An id's first 8 hex digits (what the list "
-        f"shows) are shared by {notes.get('dashboard_ids_per_short_id', '?')} executions on "
-        "average.",
+        f"{notes.get('dashboard_measure_s', '?')} s. An id's first 8 hex digits are shared by "
+        f"{notes.get('dashboard_ids_per_short_id', '?')} executions on average (ids are "
+        "time-ordered: the list shows them whole).",
         "",
         "| page | server p50 (ms) | p95 | max | round trip p50 (ms) | p95 | p95 < 300 ms |",
         "|---|---|---|---|---|---|---|",

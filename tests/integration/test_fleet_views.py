@@ -376,6 +376,63 @@ async def test_pages_cover_every_row_once_in_order_even_with_equal_created_at(
     assert not set(newer) & set(rest) and singles[-1] == order[0]
 
 
+async def test_a_filtered_page_reads_a_bounded_stretch_and_its_cursor_goes_on_below(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five executions read at most per page, so rare matches span several pages.
+    monkeypatch.setattr(executions, "SCAN_LIMIT", 5)
+    old_rare = await noop.options(queue="rare").queue(0)
+    tied = await noop.queue_many([((i,), {}) for i in range(7)])  # one created_at for all
+    batch_rare = await noop.options(queue="rare").queue_many([((i,), {}) for i in range(3)])
+    common = [await noop.queue(10 + i) for i in range(12)]
+    new_rare = await noop.options(queue="rare").queue(99)
+    order = [
+        r["id"]
+        for r in await sql(
+            store,
+            "SELECT id::text AS id FROM workflows.executions WHERE queue = 'rare' "
+            "ORDER BY created_at DESC, id",
+        )
+    ]
+    assert order[0] == new_rare and order[-1] == old_rare and set(batch_rare) < set(order)
+
+    # The first page ends after five reads: the newest rare one, then a cursor.
+    first = await executions.list(queue="rare", limit=10)
+    assert [r["id"] for r in first["executions"]] == [new_rare]
+    assert first["next"] is not None
+    # A page of rows that are all behind the cut's created_at is read whole (ties included).
+    for size in (1, 2, 10):
+        assert await all_pages(queue="rare", limit=size) == order, size
+        pages = []
+        after = None
+        while True:
+            page = executions.list_sync(queue="rare", limit=size, after=after)
+            pages.append(len(page["executions"]))
+            after = page["next"]
+            if after is None:
+                break
+        assert sum(pages) == len(order) and max(pages) <= size
+    # Unfiltered, no page is cut short: every one is full but the last.
+    everything = await all_pages(limit=4)
+    assert len(everything) == 1 + 7 + 3 + 12 + 1
+    assert set(tied) | set(common) < set(everything)
+    # A filter no row matches ends after a bounded number of pages, each reading five.
+    none_pages = 0
+    after = None
+    while True:
+        page = await executions.list(queue="nosuch", limit=10, after=after)
+        assert page["executions"] == []
+        none_pages += 1
+        after = page["next"]
+        if after is None:
+            break
+    # (A page reads every execution of the created_at it stops at: ties make pages fewer.)
+    assert 2 <= none_pages <= -(-len(everything) // 5)
+    lines = invoke("list", "--queue", "nosuch").output.splitlines()
+    assert lines[0] == "no executions match among the 5 read"
+    assert lines[1].startswith("more: add --after ")
+
+
 async def test_filters_by_kind_name_queue_status_and_time(store: PostgresStore) -> None:
     jobs = [await noop.queue(i) for i in range(3)]
     other = await noop.options(queue="elsewhere").queue(9)
@@ -687,6 +744,13 @@ async def test_a_deep_page_and_a_prefix_read_about_a_page_of_rows_even_in_a_gene
             "ORDER BY created_at DESC, id OFFSET 4000 LIMIT 1",
         )
     )[0]
+    floor = (
+        await sql(
+            store,
+            "SELECT created_at FROM workflows.executions ORDER BY created_at DESC, id "
+            "OFFSET 4050 LIMIT 1",
+        )
+    )[0]["created_at"]
     q = Queries.for_schema("workflows")
     async with store.pool.acquire() as conn:
         # What a prepared statement gets after five runs, forced from the first.
@@ -695,10 +759,37 @@ async def test_a_deep_page_and_a_prefix_read_about_a_page_of_rows_even_in_a_gene
             for statement, args in (
                 (
                     "fleet_list",
-                    (*(None,) * 6, deep["created_at"].isoformat(), deep["id"], 21, None, None),
+                    (
+                        *(None,) * 6,
+                        deep["created_at"].isoformat(),
+                        deep["id"],
+                        21,
+                        None,
+                        None,
+                        None,
+                    ),
                 ),
-                ("fleet_list", (None,) * 8 + (21, 3600.0, None)),
+                ("fleet_list", (None,) * 8 + (21, 3600.0, None, None)),
                 ("fleet_resolve", executions._prefix_bounds(deep["id"][:10])),
+                # Where a filtered walk from the deep cursor stops after 50, and that walk for
+                # a queue nothing is in: about 50 rows each, not the 4,000 below.
+                (
+                    "fleet_scan_floor",
+                    (None, None, deep["created_at"].isoformat(), deep["id"], None, None, 50),
+                ),
+                (
+                    "fleet_list",
+                    (
+                        "nosuch",
+                        *(None,) * 5,
+                        deep["created_at"].isoformat(),
+                        deep["id"],
+                        21,
+                        None,
+                        None,
+                        floor.isoformat(),
+                    ),
+                ),
             ):
                 text = q.sql(statement)
                 explained = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + text, *args)

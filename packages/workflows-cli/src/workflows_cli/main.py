@@ -143,6 +143,8 @@ def list_(
         return
     if rows:
         click.echo(render.executions_table(rows, render.output_width()))
+    elif cursor:
+        click.echo(f"no executions match among the {executions.SCAN_LIMIT:,} read")
     else:
         click.echo("no executions match")
     if cursor:

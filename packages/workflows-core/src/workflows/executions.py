@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 MAX_LIMIT = 10_000
+#: The most executions one filtered page reads (newest first from its cursor): past them, the
+#: page ends with what it found, perhaps nothing, and ``next`` goes on below.
+SCAN_LIMIT = 100_000
+# A cursor past every id of its created_at: the next page starts strictly older.
+_LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 # Fewer hex digits than this would match whole swathes of the table by design.
 MIN_PREFIX = 4
 _HEX = re.compile(r"[0-9a-f]+")
@@ -142,7 +147,7 @@ def parse_time(value: Any, name: str = "time") -> tuple[str | None, float | None
     return None, seconds
 
 
-def _cursor(row: dict[str, Any]) -> str:
+def _cursor(row: Mapping[str, Any]) -> str:
     text = f"{row['created_at'].astimezone(UTC).isoformat()}|{row['id']}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
@@ -252,13 +257,35 @@ def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _page(rows: builtins.list[dict[str, Any]], limit: int) -> dict[str, Any]:
+def _page(
+    rows: builtins.list[dict[str, Any]], limit: int, floor: datetime | None
+) -> dict[str, Any]:
     more = len(rows) > limit
     rows = rows[:limit]
-    return {
-        "executions": [execution_dict(r) for r in rows],
-        "next": _cursor(rows[-1]) if more else None,
-    }
+    if more:
+        cursor: str | None = _cursor(rows[-1])
+    elif floor is not None:
+        # The walk stopped at the floor, every execution of that created_at read: below it.
+        cursor = _cursor({"created_at": floor, "id": _LAST_ID})
+    else:
+        cursor = None
+    return {"executions": [execution_dict(r) for r in rows], "next": cursor}
+
+
+def _walks(args: tuple[Any, ...]) -> builtins.list[tuple[Any, ...] | None]:
+    """The walks to try in turn, each as the scan floor's parameters (None: no floor, for an
+    unfiltered page, which every execution matches). A filtered page first reads a short
+    stretch, enough when matches are common, and only then up to SCAN_LIMIT."""
+    if not any(args[:4]):
+        return [None]
+    # since, until, cursor (created_at, id), since's age, until's age; then how far.
+    bounds = (args[4], args[5], args[6], args[7], args[9], args[10])
+    short = min(max(50 * args[8], 2_000), SCAN_LIMIT)
+    return [(*bounds, n) for n in sorted({short, SCAN_LIMIT})]
+
+
+def _floor(rows: builtins.list[dict[str, Any]]) -> datetime | None:
+    return rows[0]["created_at"] if rows else None
 
 
 async def list(
@@ -279,10 +306,19 @@ async def list(
     ``since`` (inclusive) and ``until`` (exclusive) bound ``created_at``: a datetime, ISO-8601
     text (without an offset: UTC) or an age (``"30m"``, ``"2h"``, ``"7d"``, a timedelta).
     ``name`` is a function's import path as stored (``app:send_email``). Each execution is a
-    dict as ``get_status`` returns it."""
+    dict as ``get_status`` returns it.
+
+    A filtered page reads at most :data:`SCAN_LIMIT` executions from its cursor down: when
+    matches are rarer than that, it holds fewer than ``limit`` (perhaps none) and ``next``
+    goes on below, so that no call reads the whole table."""
     args = _list_args(queue, status, kind, name, since, until, after, limit)
-    rows = await async_store(Settings.current()).control("fleet_list", args)
-    return _page(rows, limit)
+    store = async_store(Settings.current())
+    for walk in _walks(args):
+        floor = _floor(await store.control("fleet_scan_floor", walk)) if walk else None
+        rows = await store.control("fleet_list", (*args, iso_utc(floor)))
+        if len(rows) > limit or floor is None:
+            break
+    return _page(rows, limit, floor)
 
 
 def list_sync(
@@ -297,7 +333,13 @@ def list_sync(
     limit: int = 20,
 ) -> dict[str, Any]:
     args = _list_args(queue, status, kind, name, since, until, after, limit)
-    return _page(sync_store(Settings.current()).control("fleet_list", args), limit)
+    store = sync_store(Settings.current())
+    for walk in _walks(args):
+        floor = _floor(store.control("fleet_scan_floor", walk)) if walk else None
+        rows = store.control("fleet_list", (*args, iso_utc(floor)))
+        if len(rows) > limit or floor is None:
+            break
+    return _page(rows, limit, floor)
 
 
 # ---- history -----------------------------------------------------------------------------------

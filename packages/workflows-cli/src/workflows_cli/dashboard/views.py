@@ -97,8 +97,9 @@ def _filters(request: Request) -> dict[str, str]:
 async def execution_list(request: Request) -> Response:
     filters = _filters(request)
     search = request.query_params.get("q", "").strip()
+    searched = None
     if search:
-        found = await _search(search)
+        found, searched = await _search(search)
         if found is not None:
             return RedirectResponse(f"/executions/{found}", status_code=303)
     after = request.query_params.get("after") or None
@@ -114,8 +115,9 @@ async def execution_list(request: Request) -> Response:
     context = {
         "filters": filters,
         "search": search,
-        "not_found": bool(search),
+        "searched": searched,
         "rows": listing["executions"],
+        "scan_limit": executions.SCAN_LIMIT,
         "next_url": next_url,
         "first_url": "/executions?" + urlencode(filters) if after else None,
         "error": error,
@@ -129,17 +131,21 @@ async def execution_list(request: Request) -> Response:
     return page(request, template, context, 400 if error else 200)
 
 
-async def _search(text: str) -> str | None:
-    """An id (or a unique prefix of one), else an idempotency key."""
+async def _search(text: str) -> tuple[str | None, str]:
+    """The id of the execution ``text`` names (an id, a unique prefix of one, or an
+    idempotency key), or None and why not."""
+    why = f"No execution has the id prefix or idempotency key “{text}”."
     if _HEXISH.fullmatch(text):
         try:
-            return await executions.resolve(text)
-        except (errors.ExecutionNotFoundError, errors.AmbiguousIdError, errors.ConfigurationError):
+            return await executions.resolve(text), ""
+        except errors.AmbiguousIdError as exc:
+            why = f"{exc}: type more of the id."
+        except (errors.ExecutionNotFoundError, errors.ConfigurationError):
             pass
     try:
-        return await executions.by_key(text)
+        return await executions.by_key(text), why
     except errors.ConfigurationError:
-        return None
+        return None, why
 
 
 async def execution(request: Request) -> Response:

@@ -30,12 +30,15 @@ SELECT * FROM {s}.fleet_queue_stats($1::text, $2::int)
 -- is what a custom plan does, but a generic plan, which a prepared statement gets after five
 -- runs, sorted every row from the cursor to the end of the table: 0.6 s on 300,000 rows.)
 -- Bounds are COALESCEd rather than `$n IS NULL OR`, so that a generic plan has them as
--- conditions of the index scan too.
+-- conditions of the index scan too. $12, the floor fleet_scan_floor found, stops a filtered
+-- walk after so many executions whatever matches (a filter matching nothing would otherwise
+-- read the whole table).
 WITH bound AS MATERIALIZED (
     SELECT b.created_at
     FROM {s}.executions b
     WHERE b.created_at >= COALESCE($5::text::timestamptz,
                                    now() - make_interval(secs => $10::float8), '-infinity')
+      AND b.created_at >= COALESCE($12::text::timestamptz, '-infinity')
       AND b.created_at < COALESCE($6::text::timestamptz,
                                   now() - make_interval(secs => $11::float8), 'infinity')
       AND b.created_at <= COALESCE($7::text::timestamptz, 'infinity')
@@ -59,6 +62,7 @@ WHERE e.created_at >= COALESCE((SELECT created_at FROM bound), $5::text::timesta
                                now() - make_interval(secs => $10::float8), '-infinity')
   AND e.created_at >= COALESCE($5::text::timestamptz,
                                now() - make_interval(secs => $10::float8), '-infinity')
+  AND e.created_at >= COALESCE($12::text::timestamptz, '-infinity')
   AND e.created_at < COALESCE($6::text::timestamptz,
                               now() - make_interval(secs => $11::float8), 'infinity')
   AND e.created_at <= COALESCE($7::text::timestamptz, 'infinity')
@@ -67,6 +71,22 @@ WHERE e.created_at >= COALESCE((SELECT created_at FROM bound), $5::text::timesta
   AND ($3::text IS NULL OR e.kind = $3) AND ($4::text IS NULL OR e.name = $4)
 ORDER BY e.created_at DESC, e.id
 LIMIT $9
+
+-- name: fleet_scan_floor
+-- How far down a filtered page may walk: the created_at of the execution $7 places below the
+-- cursor ($3 created_at, $4 id) or the upper bound ($2 or $6 seconds ago), within the lower
+-- bound ($1 or $5 seconds ago); NULL when fewer lie there (the walk may go to the end). One walk
+-- of executions_created, unfiltered: it reads $7 entries, whatever the filters match.
+SELECT b.created_at
+FROM {s}.executions b
+WHERE b.created_at >= COALESCE($1::text::timestamptz,
+                               now() - make_interval(secs => $5::float8), '-infinity')
+  AND b.created_at < COALESCE($2::text::timestamptz,
+                              now() - make_interval(secs => $6::float8), 'infinity')
+  AND b.created_at <= COALESCE($3::text::timestamptz, 'infinity')
+  AND ($3::text IS NULL OR b.created_at < $3::text::timestamptz OR b.id > $4::text::uuid)
+ORDER BY b.created_at DESC
+OFFSET $7::int LIMIT 1
 
 -- name: fleet_resolve
 -- The executions whose id lies in [$1, $2] (an id prefix padded with 0s and fs): a range of
