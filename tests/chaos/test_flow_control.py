@@ -365,6 +365,9 @@ def test_pause_starts_nothing_and_resume_runs_everything(fleet: Fleet, chaos_db:
         (QUEUE,),
         "the runs of the paused queue to finish",
     )
+    # Every run admitted before the pause has now ended (one admitted just before it may have
+    # begun just after it): from here until the resume, no run may begin.
+    quiet_at = clock(db)
     # Once more after what ran finished (its slots went to claims that must skip the queue).
     ids_late = [flow_app.other_span.queue_sync(f"late{i}", 0.01) for i in range(6)]
     all_completed(db, ids_late, timeout=30)
@@ -390,12 +393,13 @@ def test_pause_starts_nothing_and_resume_runs_everything(fleet: Fleet, chaos_db:
     assert all(r["status"] == "completed" for r in rows)
     # What ran, by the jobs' own records (started_at is the first admission, and a job handed
     # to a worker that had just filled up goes back to pending keeping it): each ran once,
-    # none while paused, and the ones pending at the resume ran after it.
+    # none after what was running at the pause had ended, and the ones pending at the resume
+    # ran after it.
     recorded = [r for r in runs(db) if r["tag"][0] in "pq"]
     assert sorted(r["tag"] for r in recorded) == sorted(
         [f"p{i}" for i in range(30)] + [f"q{i}" for i in range(10)]
     )
-    assert all(r["started"] <= paused_at or r["started"] >= resumed_at for r in recorded)
+    assert all(r["started"] <= quiet_at or r["started"] >= resumed_at for r in recorded)
     assert len([r for r in recorded if r["started"] >= resumed_at]) == pending
     print(
         f"pause: {ran_before} started before the pause, {pending} held back while 18 jobs of "
