@@ -48,7 +48,7 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests (a throwaway PostgreSQL starts on demand)."""
     _provide_promtool(session)
     session.install(*PACKAGES, *TEST_DEPS)
-    session.run("pytest", "tests/unit", "tests/integration", *session.posargs)
+    session.run("pytest", "tests/unit", "tests/integration", "tests/kit", *session.posargs)
 
 
 def _provide_promtool(session: nox.Session) -> None:
@@ -133,7 +133,10 @@ if present:
 print(f"{name}: imported {len(modules) + 1} modules; not installed: {', '.join(absent) or '-'}")
 """
 # The subpackages that need an extra of their package: (package, extra) -> subpackage.
-EXTRA_MODULES = {("cli", "dashboard"): "workflows_cli.dashboard"}
+EXTRA_MODULES = {
+    ("cli", "dashboard"): "workflows_cli.dashboard",
+    ("currant", "testing"): "currant.pytest_plugin",
+}
 
 
 def _requirement_name(requirement: str) -> str:
@@ -208,7 +211,8 @@ def install_check(session: nox.Session, package: str) -> None:
             for r in PROJECTS[short][1]["optional-dependencies"][extra]
         }
         absent = [a for a in absent if a not in extra_names]
-        folders = [f.rstrip("/") + f"[{extra}]" if f.endswith(f"-{short}/") else f for f in folders]
+        own = f"./{PROJECTS[short][0].relative_to(ROOT).as_posix()}/"
+        folders = [f.rstrip("/") + f"[{extra}]" if f == own else f for f in folders]
     skipped = [m for (s, e), m in EXTRA_MODULES.items() if s == short and e != extra]
     # Local folders for our packages, which are not on PyPI; the third-party ones from the index.
     session.install(*folders)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import Databases, server
+from currant.testing.server import Databases, server
 
 _TESTS = Path(__file__).parent
 _MARKED_FOLDERS = {
     "integration": pytest.mark.integration,
+    "kit": pytest.mark.integration,
     "chaos": pytest.mark.chaos,
     "browser": pytest.mark.browser,
 }
@@ -38,6 +39,12 @@ def pg_server() -> Iterator[str]:
     """An admin DSN (``postgresql://`` URL) to a real server, for the whole session."""
     with server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def workflows_server(pg_server: str) -> str:
+    """The test kit's server (its pytest plugin's fixture), served by the session's own."""
+    return pg_server
 
 
 @pytest.fixture(scope="session")

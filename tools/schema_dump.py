@@ -239,7 +239,8 @@ def _throwaway_server() -> Iterator[str]:
             f"no PostgreSQL {PG_MAJOR} server binaries found: install them or pass --dsn"
         )
     tmp = Path(tempfile.mkdtemp(prefix="schema-dump-"))
-    # When we are root the server runs as `postgres` and must enter the folder (as in tests/pg.py).
+    # When we are root the server runs as `postgres` and must enter the folder (as in
+    # currant/testing/server.py).
     tmp.chmod(0o755)
     cluster = LocalCluster(
         tmp / "data", bindir=bindir, host="127.0.0.1", port=free_port(), fast=True

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 import workflows
+from currant.testing.server import Databases
 from tests.integration.conftest import StartWorker, until, wait_status
-from tests.pg import Databases
 from workflows import activity, job, workflow
 from workflows.config import Settings
 from workflows.records import Registration

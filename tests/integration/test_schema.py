@@ -24,7 +24,7 @@ from tools.schema_dump import (
     server_major,
 )
 
-from tests.pg import Databases
+from currant.testing.server import Databases
 from workflows_postgres.migrate import apply_migrations, render
 
 # Not the default and no word of the prose in a function body, where a schema name followed by
