@@ -50,3 +50,14 @@ async def process_order(order_id: str, amount: int, email: str, card_token: str)
 @workflow(queue="orders", timeout=3600)
 async def waits_forever() -> None:
     await wait_for_signal("never")
+
+
+@workflow(queue="orders", timeout=30 * 86400)
+async def weekly_report() -> dict[str, str]:
+    start = workflows.now()
+    await sleep(7 * 86400)
+    return {
+        "start": start.isoformat(),
+        "end": workflows.now().isoformat(),
+        "id": str(workflows.uuid4()),
+    }

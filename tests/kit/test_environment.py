@@ -101,3 +101,13 @@ def test_a_sync_test_gets_the_same(workflows_env_sync: SyncEnvironment) -> None:
     job_id = app.send_email.queue_sync("t@b.c", "Queued", "...")
     assert workflows_env_sync.result(job_id) == "sent 'Queued' to t@b.c"
     assert len(workflows_env_sync.enqueued(app.send_email)) == 2
+
+
+async def test_workflow_time_is_the_virtual_clock_and_replays(workflows_env: Environment) -> None:
+    from datetime import datetime
+
+    began = await workflows_env.now()
+    report = await workflows_env.run(app.weekly_report)
+    start, end = (datetime.fromisoformat(report[k]) for k in ("start", "end"))
+    assert abs((start - began).total_seconds()) < 5
+    assert (end - start).total_seconds() >= 7 * 86400

@@ -21,6 +21,7 @@ from workflows.api import (
     wait_for_signal,
     workflow,
 )
+from workflows.determinism import DeterminismWarning, now, random, uuid4
 from workflows.errors import (
     ActivityError,
     AmbiguousIdError,
@@ -58,6 +59,7 @@ __all__ = [
     "ChildWorkflowError",
     "ConfigurationError",
     "DatabaseUnavailableError",
+    "DeterminismWarning",
     "ExecutionCancelledError",
     "ExecutionFailedError",
     "ExecutionNotFoundError",
@@ -90,9 +92,11 @@ __all__ = [
     "job",
     "migrate",
     "migrate_sync",
+    "now",
     "prune",
     "prune_sync",
     "queues",
+    "random",
     "rate_limits",
     "retry",
     "retry_many",
@@ -102,6 +106,7 @@ __all__ = [
     "send_signal",
     "send_signal_sync",
     "sleep",
+    "uuid4",
     "wait_for_signal",
     "workers",
     "workflow",

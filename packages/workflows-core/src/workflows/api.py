@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from workflows import codec
 from workflows.config import Settings
+from workflows.determinism import check_workflow
 from workflows.durations import to_seconds
 from workflows.errors import ConfigurationError, WorkflowsError
 from workflows.errors import preview as _preview
@@ -528,7 +529,10 @@ def _decorate(
             raise ConfigurationError(f"@{cls.kind} decorates functions, got {f!r}")
         if cls.kind == "workflow" and not inspect.iscoroutinefunction(f):
             raise ConfigurationError(f"@workflow {f.__qualname__} must be an `async def` function")
-        return cls(f, **settings)
+        made = cls(f, **settings)
+        if cls.kind == "workflow":
+            check_workflow(f, made.path, Settings.current().determinism_check)
+        return made
 
     return wrap(fn) if fn is not None else wrap
 
@@ -749,6 +753,10 @@ async def sleep(seconds: float) -> None:
 def get_version(change_id: str, min_supported: int, max_supported: int) -> int:
     """Which side of a code change this execution takes (see README: Versioning)."""
     _check_text("change_id", change_id, max_chars=MAX_NAME_CHARS)
+    if change_id.startswith("workflows."):
+        raise ConfigurationError(
+            f"change_id {change_id!r}: names starting with 'workflows.' are the library's own"
+        )
     # The chosen version is recorded as JSON and compared as an int on replay.
     for name, value in (("min_supported", min_supported), ("max_supported", max_supported)):
         _check_number(name, value, minimum=-(2**63), maximum=2**63 - 1, integer=True)

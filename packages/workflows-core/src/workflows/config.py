@@ -71,6 +71,14 @@ def _log_format(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}")
 
 
+DETERMINISM_CHECKS = ("warn", "error", "off")
+
+
+def _determinism_check(value: str) -> None:
+    if value not in DETERMINISM_CHECKS:
+        raise ValueError(f"must be one of {', '.join(DETERMINISM_CHECKS)}")
+
+
 def _log_level(value: str) -> None:
     if value not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -187,6 +195,9 @@ class Settings:
     retention_completed: Duration | None = None
     retention_failed: Duration | None = 30 * 86400.0
     retention_cancelled: Duration | None = None
+    # What a call that differs on replay (datetime.now() in a workflow...) does when the
+    # workflow is declared: see workflows.determinism.
+    determinism_check: str = "warn"
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -281,6 +292,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_completed": _optional_duration,
     "retention_failed": _optional_duration,
     "retention_cancelled": _optional_duration,
+    "determinism_check": lambda raw: raw.lower(),
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -308,6 +320,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retention_completed": _duration,
     "retention_failed": _duration,
     "retention_cancelled": _duration,
+    "determinism_check": _determinism_check,
 }
 
 

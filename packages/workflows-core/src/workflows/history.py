@@ -92,7 +92,18 @@ class RecordVersion:
     kind: Literal["version"] = "version"
 
 
-StepCommand = ScheduleActivity | StartChild | StartTimer | WaitSignal | RecordVersion
+@dataclass(frozen=True)
+class RecordMarker:
+    """A value workflow code asked for that must replay the same (``workflows.now()``): kept
+    as a version-kind step whose name no ``get_version`` may take (``workflows.*``)."""
+
+    seq: int
+    name: str
+    value: Any
+    kind: Literal["version"] = "version"
+
+
+StepCommand = ScheduleActivity | StartChild | StartTimer | WaitSignal | RecordVersion | RecordMarker
 
 
 @dataclass(frozen=True)

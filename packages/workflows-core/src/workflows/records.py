@@ -14,6 +14,7 @@ from datetime import datetime
 from workflows import codec
 from workflows.config import Settings
 from workflows.history import (
+    RecordMarker,
     RecordVersion,
     ScheduleActivity,
     StartChild,
@@ -249,14 +250,14 @@ def plan(
             secs = None if c.timeout is None else float(c.timeout)
             steps.append(StepRow(c.seq, "signal", c.name, "scheduled", seconds=secs))
             signals.append(c.name)
-        elif isinstance(c, RecordVersion):
+        elif isinstance(c, RecordVersion | RecordMarker):
             steps.append(
                 StepRow(
                     c.seq,
                     "version",
                     c.name,
                     "completed",
-                    result=codec.encode(c.version),
+                    result=codec.encode(c.version if isinstance(c, RecordVersion) else c.value),
                     delivered_in=number,
                 )
             )

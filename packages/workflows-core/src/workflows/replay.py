@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import hashlib
 import logging
+import random as _random
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from workflows.codec import error_payload
@@ -29,6 +32,7 @@ from workflows.errors import (
 )
 from workflows.history import (
     Activation,
+    RecordMarker,
     RecordVersion,
     ScheduleActivity,
     StartChild,
@@ -41,6 +45,13 @@ from workflows.history import (
 log = logging.getLogger(__name__)
 
 WorkflowFunction = Callable[..., Coroutine[Any, Any, Any]]
+
+# The marker name workflows.now() records its value under (get_version refuses `workflows.*`).
+NOW_MARKER = "workflows.now"
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class _DeterministicLoop(asyncio.AbstractEventLoop):
@@ -142,8 +153,15 @@ class WorkflowInstance:
         *,
         name: str = "",
         max_payload_bytes: int | None = None,
+        seed: str = "",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.name = name or getattr(fn, "__qualname__", "workflow")
+        # workflows.random() and uuid4(): a stream of the execution's own (its id), the same on
+        # every replay; workflows.now(): the clock's reading the first time, recorded.
+        self.seed = seed
+        self._clock = clock or _system_clock
+        self._random: _random.Random | None = None
         # The worker's WORKFLOWS_MAX_PAYLOAD_BYTES, so steps need not read the environment.
         self.max_payload_bytes = max_payload_bytes
         self._fn = fn
@@ -173,13 +191,17 @@ class WorkflowInstance:
         *,
         name: str = "",
         max_payload_bytes: int | None = None,
+        seed: str = "",
+        clock: Callable[[], datetime] | None = None,
     ) -> tuple[WorkflowInstance, Activation]:
         """Rebuild an instance from history and run it up to where history ends.
 
         Resolutions already handed to the code are handed over again in their recorded groups;
         those recorded but never handed over form the returned activation's ``delivered``.
         """
-        instance = cls(fn, args, kwargs, name=name, max_payload_bytes=max_payload_bytes)
+        instance = cls(
+            fn, args, kwargs, name=name, max_payload_bytes=max_payload_bytes, seed=seed, clock=clock
+        )
         records = sorted(history, key=lambda r: r.seq)
         # Steps start out unresolved; resolutions come back group by group.
         for record in records:
@@ -280,6 +302,37 @@ class WorkflowInstance:
         else:
             self._futures[seq] = future
         return future
+
+    def now(self) -> datetime:
+        """The clock's reading, recorded at the next history position the first time this
+        call is reached and read back from there on every replay."""
+        seq = self._next_seq
+        self._next_seq += 1
+        record = self._history.get(seq)
+        if record is None:
+            value = self._clock()
+            text = value.isoformat()
+            self._commands.append(RecordMarker(seq, NOW_MARKER, text))
+            self._history[seq] = StepRecord(seq, "version", NOW_MARKER, "completed", result=text)
+            return value
+        if (record.kind, record.name) != ("version", NOW_MARKER):
+            self._diverged(seq, record, RecordMarker(seq, NOW_MARKER, None))
+            raise self._fatal or NonDeterminismError("diverged")
+        try:
+            return datetime.fromisoformat(str(record.result))
+        except ValueError:
+            self._fatal = NonDeterminismError(
+                f"workflow {self.name}: step {seq} holds {record.result!r}, not a time"
+            )
+            raise self._fatal from None
+
+    def random(self) -> _random.Random:
+        """The execution's own random stream, seeded by its id: the same numbers in the same
+        order on every replay."""
+        if self._random is None:
+            digest = hashlib.sha256(f"workflows.random:{self.seed}".encode()).digest()
+            self._random = _random.Random(int.from_bytes(digest[:16], "big"))
+        return self._random
 
     def version(self, change_id: str, min_supported: int, max_supported: int) -> int:
         if min_supported > max_supported:
@@ -383,6 +436,8 @@ def _describe(kind: str, name: str) -> str:
         return "a timer (sleep)"
     if kind == "signal":
         return f"a wait for signal {name!r}"
+    if kind == "version" and name == NOW_MARKER:
+        return "a reading of workflows.now()"
     if kind == "version":
         return f"a version marker {name!r}"
     return f"{kind} {name!r}"

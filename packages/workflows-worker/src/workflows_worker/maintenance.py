@@ -12,6 +12,7 @@ from workflows import retention
 from workflows.config import Settings
 from workflows.store import WorkerStore
 from workflows_worker.audit import Audit
+from workflows_worker.clock import DbClock
 from workflows_worker.errors import first_line
 from workflows_worker.flow import FlowView
 from workflows_worker.logs import get_logger
@@ -50,6 +51,7 @@ class Maintenance:
         steady: Callable[[], bool],
         stuck: Callable[[], int],
         flow: FlowView | None = None,
+        clock: DbClock | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
@@ -64,6 +66,7 @@ class Maintenance:
         self._steady = steady
         self._stuck = stuck
         self._flow = flow
+        self._clock = clock
         # Monotonic time until which this worker's lease holds (0: it does not lead).
         self._lease_until = 0.0
         # Seconds each finished status is kept (None: forever), from WORKFLOWS_RETENTION*.
@@ -94,6 +97,8 @@ class Maintenance:
                     await self._step("recovery", self.recover)
                 if self._flow is not None:
                     await self._step("reading the flow settings", self._flow.refresh)
+                if self._clock is not None:
+                    await self._step("reading the database's time", self._clock.refresh)
                 await self._step("the audit", self._audit.run)
                 await self._step("sampling the gauges", self.sample_gauges)
             if self.leading:

@@ -36,6 +36,7 @@ from workflows.records import Claimed, Registration
 from workflows.store import WorkerStore, backend
 from workflows_worker.audit import Audit
 from workflows_worker.batches import ActivationBatches, OutcomeQueue, WriteHealth
+from workflows_worker.clock import DbClock
 from workflows_worker.executor import Executor
 from workflows_worker.flow import FlowView
 from workflows_worker.heartbeat import HeartbeatThread
@@ -68,6 +69,7 @@ class _Parts:
     heart: HeartbeatThread
     pump: Pump
     flow: FlowView
+    clock: DbClock
 
 
 class Worker:
@@ -173,8 +175,10 @@ class Worker:
         )
         parts.notifications.start()
         try:
-            # Before the first claim: which queues' activities may run ahead (flow.py).
+            # Before the first claim: which queues' activities may run ahead (flow.py), and
+            # the database's time (clock.py).
             await parts.flow.refresh()
+            await parts.clock.refresh()
         except Exception as exc:
             # Then none do until maintenance reads it: the safe side.
             if not store.is_transient(exc):
@@ -250,10 +254,12 @@ class Worker:
             self._wakeup.look,
             settings.worker_poll_interval,
         )
+        clock = DbClock(store)
         runner = WorkflowRunner(
             store,
             worker_id,
             settings,
+            clock=clock,
             queues=frozenset(self.queues),
             slots=self._slots,
             activations=activations,
@@ -302,6 +308,7 @@ class Worker:
             steady=heart.steady,
             stuck=lambda: self._pool.stuck,
             flow=flow,
+            clock=clock,
         )
         pump = Pump(
             store,
@@ -322,8 +329,22 @@ class Worker:
             claimed=flow.claimed,
         )
         return _Parts(
-            store, runner, executor, activations, notifications, maintenance, heart, pump, flow
+            store,
+            runner,
+            executor,
+            activations,
+            notifications,
+            maintenance,
+            heart,
+            pump,
+            flow,
+            clock,
         )
+
+    async def sync_clock(self) -> None:
+        """Read the database's time again now (a test environment that moved it says so)."""
+        if self._parts is not None:
+            await self._parts.clock.refresh()
 
     def _start(self, c: Claimed) -> None:
         assert self._parts is not None

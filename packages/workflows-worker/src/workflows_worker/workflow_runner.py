@@ -19,6 +19,7 @@ from workflows.records import ActivationResult, Advance, Claimed, Plan, eager_cl
 from workflows.replay import WorkflowInstance
 from workflows.store import WorkerStore
 from workflows_worker.batches import ActivationBatches
+from workflows_worker.clock import DbClock
 from workflows_worker.errors import UnstorableOutcomeError, unstorable
 from workflows_worker.executor import error_of
 from workflows_worker.imports import FunctionNotFound, ImportPolicy
@@ -120,10 +121,13 @@ class WorkflowRunner:
         start: Callable[[Claimed], None],
         versions: dict[str, int],
         eager_queues: Callable[[], frozenset[str]] | None = None,
+        clock: DbClock | None = None,
     ) -> None:
         self._store = store
         self._worker_id = worker_id
         self._settings = settings
+        # workflows.now() reads the database's time through it (see clock.py).
+        self._clock = clock or DbClock(store)
         # The queues whose activities may run here ahead of their write (see flow.py).
         self._eager_queues = eager_queues or (lambda: queues)
         self._slots = slots
@@ -191,6 +195,8 @@ class WorkflowRunner:
                     history,
                     name=c.name,
                     max_payload_bytes=self._settings.max_payload_bytes,
+                    seed=c.id,
+                    clock=self._clock.now,
                 )
             except Exception as exc:
                 # Arguments that do not fit the function (a signature changed by a deploy)

@@ -198,6 +198,9 @@ class Environment:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise TestEnvironmentError(f"advance() takes seconds >= 0, got {seconds!r}")
         moved = await self._one(clock.ADVANCE, {"seconds": float(seconds)})
+        if self._worker is not None:
+            # Its workflows.now() reads the database's time through an offset: measure again.
+            await self._worker.sync_clock()
         self._last_progress = time.monotonic()
         return moved["now"]  # type: ignore[no-any-return]
 

@@ -320,3 +320,7 @@ SELECT EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) a
                WHERE a.application_name = '{done}'
                  AND a.datid = (SELECT oid FROM pg_database
                                 WHERE datname = current_database())) AS listening
+
+-- name: db_now
+-- The database's time, for the worker's reading of it (workflows.now(); see clock.py).
+SELECT now() AS now
