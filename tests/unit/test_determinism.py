@@ -99,7 +99,7 @@ def test_now_is_recorded_the_first_time_and_read_back_on_replay() -> None:
     def no_clock() -> datetime:
         raise AssertionError("a replay read the clock")
 
-    instance, activation = WorkflowInstance.replay(
+    _, activation = WorkflowInstance.replay(
         timed.fn, (), {}, history, name=timed.path, seed="wf-1", clock=no_clock
     )
     assert activation.status == "completed"
@@ -125,9 +125,9 @@ def test_a_now_where_history_holds_another_step_is_a_divergence() -> None:
 
 
 def test_the_helpers_refuse_outside_a_workflow_and_workflows_names_are_reserved() -> None:
-    with pytest.raises(workflows.WorkflowsError, match="inside a @workflow"):
+    with pytest.raises(workflows.WorkflowsError, match=r"inside a @workflow"):
         workflows.now()
-    with pytest.raises(workflows.WorkflowsError, match="inside a @workflow"):
+    with pytest.raises(workflows.WorkflowsError, match=r"inside a @workflow"):
         workflows.uuid4()
 
     instance = WorkflowInstance(reserved.fn, (), name=reserved.path)
@@ -169,7 +169,7 @@ def test_declaring_a_workflow_that_reads_the_clock_warns_with_the_helper_to_use(
 
 def test_the_check_can_be_an_error_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKFLOWS_DETERMINISM_CHECK", "error")
-    with pytest.raises(ConfigurationError, match="datetime.now"):
+    with pytest.raises(ConfigurationError, match=r"datetime\.now"):
         workflow(reads_the_clock)
     monkeypatch.setenv("WORKFLOWS_DETERMINISM_CHECK", "off")
     assert _declare(reads_the_clock) == []
