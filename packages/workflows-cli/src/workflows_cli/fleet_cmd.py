@@ -1,7 +1,9 @@
-"""`workflows workers` and `workflows history`: the fleet and one workflow as they are now."""
+"""`workflows workers` and `workflows history`: the fleet and one workflow as they are now (and
+`workflows history export`: a workflow's history as a file to replay)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -85,11 +87,44 @@ def history_rows(steps: list[dict[str, Any]], depth: int = 0) -> list[dict[str, 
     return rows
 
 
-@click.command(epilog=EPILOG)
+class _HistoryGroup(click.Group):
+    """``workflows history ID`` shows a history, ``workflows history export ID`` writes one.
+
+    Anything but a subcommand's name goes to ``show`` (hidden): ids and prefixes are hex, so
+    none is ``export``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "EXECUTION_ID [--json] | export EXECUTION_ID")
+
+
+class _ShowCommand(click.Command):
+    """``show``, run as ``workflows history ID``: its usage says so."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        path = ctx.parent.command_path if ctx.parent is not None else ctx.command_path
+        formatter.write_usage(path, " ".join(self.collect_usage_pieces(ctx)))
+
+
+@click.group(cls=_HistoryGroup, epilog=EPILOG)
+def history() -> None:
+    """A workflow's steps in order, child workflows' under theirs (EXECUTION_ID: its id or a
+    unique prefix of it; --json: one JSON object, children nested).
+
+    `workflows history export EXECUTION_ID > order.json` writes its history as JSON for
+    `workflows replay` (docs/history-format.md)."""
+
+
+@history.command(name="show", cls=_ShowCommand, hidden=True, epilog=EPILOG)
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, children nested.")
 @clean_errors
-def history(execution_id: str, as_json: bool) -> None:
+def show(execution_id: str, as_json: bool) -> None:
     """A workflow's steps in order, child workflows' under theirs (EXECUTION_ID: its id or a
     unique prefix of it)."""
     from workflows import executions
@@ -120,3 +155,19 @@ def history(execution_id: str, as_json: bool) -> None:
         )
     elif e["kind"] == "workflow":
         click.echo("no steps yet")
+
+
+@history.command(name="export", epilog=EPILOG)
+@click.argument("execution_id")
+@clean_errors
+def export(execution_id: str) -> None:
+    """Write a workflow's history (EXECUTION_ID: its id or a unique prefix of it) as JSON on
+    stdout, for `workflows replay` and workflows.testing.replay: its function, version,
+    arguments and steps, in the format of docs/history-format.md. It holds the arguments and
+    every step's result as stored: review it before you commit it."""
+    from workflows.testing import export_history_sync
+    from workflows_cli.ids import full_id
+
+    found = export_history_sync(full_id(execution_id))
+    # ASCII: the file goes into a repository and through any terminal's encoding unharmed.
+    click.echo(json.dumps(found, indent=2, ensure_ascii=True))

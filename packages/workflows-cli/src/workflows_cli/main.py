@@ -214,6 +214,10 @@ def _add_groups() -> None:
     cli.add_command(workers)
     cli.add_command(history)
 
+    from workflows_cli.replay_cmd import replay
+
+    cli.add_command(replay)
+
 
 _add_groups()
 
