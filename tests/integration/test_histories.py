@@ -24,6 +24,7 @@ from workflows_cli.main import cli
 from workflows_postgres.store import PostgresStore
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 ORDER = app.order.path
 # What v1 of the order records, in order: (kind, name, status).
 RECORDED = [
@@ -187,7 +188,10 @@ async def test_export_refuses_what_is_not_a_workflow(
 
 
 def run(*args: str, cwd: Path, deploy: str = "v1") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HISTORIES_APP_DEPLOY": deploy}
+    # The application's modules (tests.integration.histories_app) import from the repository,
+    # whatever folder the command runs in.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HISTORIES_APP_DEPLOY": deploy, "PYTHONPATH": path}
     return subprocess.run(
         [str(BIN / "workflows"), *args],
         cwd=cwd,

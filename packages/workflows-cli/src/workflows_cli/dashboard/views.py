@@ -19,6 +19,7 @@ from workflows import errors, executions, queues, schedules, workers
 from workflows.config import Settings
 from workflows.states import Kind, Status
 from workflows.store import async_store
+from workflows.testing import export_history
 from workflows_cli.dashboard.render import page
 from workflows_cli.dashboard.security import CSRF_FIELD, csrf_ok
 from workflows_cli.dashboard.timeline import layout, sparkline
@@ -176,7 +177,8 @@ async def history_json(request: Request) -> Response:
         full = await executions.resolve(request.path_params["execution_id"])
     except errors.WorkflowsError as exc:
         return JSONResponse({"error": str(exc)}, status_code=_error_status(exc))
-    body = await executions.history(full)
+    # The document `workflows history export` writes, which `workflows replay` reads.
+    body = await export_history(full)
     return Response(
         json.dumps(body, indent=2, ensure_ascii=False),
         media_type="application/json",

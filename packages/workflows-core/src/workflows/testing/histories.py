@@ -366,6 +366,8 @@ def replay(history: HistorySource, fn: Any = None) -> Replayed:
             steps,
             name=name,
             max_payload_bytes=Settings.current().max_payload_bytes,
+            # workflows.random() and uuid4() draw what they drew live (seeded by the id).
+            seed=str(workflow.get("id") or ""),
         )
     except Exception as exc:
         # Calling the function: arguments that no longer fit its signature.
