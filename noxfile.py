@@ -30,11 +30,12 @@ WITH_DASHBOARD = [
     p.rstrip("/") + "[dashboard]" if p == "./packages/currant/" else p for p in PACKAGES
 ]
 SOURCES = [p.relative_to(ROOT).as_posix() for p in sorted(ROOT.glob("packages/*/src"))]
-# pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/.
-TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml"]
 # Linters pinned: a new release must not fail CI on code nobody touched.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+# pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/. mypy:
+# tests/unit/test_typing.py runs it on the README's examples (its error codes are pinned too).
+TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml", MYPY]
 # tests/unit/test_deploy.py checks deploy/ with promtool. No PyPI package ships it; Debian's
 # `prometheus` package does.
 PROMTOOL_MISSING = (

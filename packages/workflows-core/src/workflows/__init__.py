@@ -44,6 +44,7 @@ from workflows.errors import (
     WorkflowsError,
     WorkflowTimeoutError,
 )
+from workflows.ids import ExecutionId
 from workflows.retention import prune, prune_sync
 from workflows.retries import retry, retry_many, retry_many_sync, retry_sync
 from workflows.schedules import Schedule
@@ -62,6 +63,7 @@ __all__ = [
     "DeterminismWarning",
     "ExecutionCancelledError",
     "ExecutionFailedError",
+    "ExecutionId",
     "ExecutionNotFoundError",
     "JobFunction",
     "Kind",

@@ -7,11 +7,11 @@ import inspect
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from workflows import codec
 from workflows.config import Settings
@@ -21,11 +21,15 @@ from workflows.errors import ConfigurationError, WorkflowsError
 from workflows.errors import preview as _preview
 from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
+from workflows.ids import ExecutionId, ResultTypeMismatch
 from workflows.replay import WorkflowInstance, current_instance
 from workflows.schedules import Schedule
 from workflows.store import EnqueueRequest, async_store, sync_store
 
 P = ParamSpec("P")
+# A decorated function's result as the caller gets it: what `await act.run()` and
+# `get_result(id)` give back. The decorators bind it to T of an `async def` returning T (its
+# call returns an Awaitable[T], which the worker awaits) and to T of a plain `def`.
 R = TypeVar("R")
 Kind = Literal["job", "activity", "workflow"]
 
@@ -309,14 +313,16 @@ class Function(Generic[P, R]):
         )
         return Handle(self, opts.validated())
 
-    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         """Enqueue a run; returns the execution id."""
         return await Handle(self, CallOptions()).queue(*args, **kwargs)
 
-    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         return Handle(self, CallOptions()).queue_sync(*args, **kwargs)
 
-    async def queue_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[str]:
+    async def queue_many(
+        self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[ExecutionId[R]]:
         """Enqueue many runs in one round trip: ``[(args, kwargs), ...]``; returns their ids."""
         return await Handle(self, CallOptions()).queue_many(calls)
 
@@ -382,15 +388,16 @@ class Handle(Generic[P, R]):
     def options(self, **changes: Any) -> Handle[P, R]:
         return Handle(self.function, replace(self.opts, **changes).validated())
 
-    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         settings = Settings.current()
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("psycopg"):
             raise ConfigurationError("a psycopg connection goes with .queue_sync(), not .queue()")
-        return await async_store(settings).enqueue(request, conn)
+        # The store's plain str, typed: an ExecutionId exists for type checkers only.
+        return cast("ExecutionId[R]", await async_store(settings).enqueue(request, conn))
 
-    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         settings = Settings.current()
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
@@ -398,9 +405,11 @@ class Handle(Generic[P, R]):
             raise ConfigurationError(
                 "an asyncpg connection goes with await .queue(), not .queue_sync()"
             )
-        return sync_store(settings).enqueue(request, conn)
+        return cast("ExecutionId[R]", sync_store(settings).enqueue(request, conn))
 
-    async def queue_many(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[str]:
+    async def queue_many(
+        self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[ExecutionId[R]]:
         if self.opts.conn is not None or self.opts.idempotency_key is not None:
             raise ConfigurationError("queue_many takes no conn or idempotency_key option")
         settings = Settings.current()
@@ -420,7 +429,8 @@ class Handle(Generic[P, R]):
             keys = [fn.flow_keys(self.opts, tuple(a), dict(k)) for a, k in calls]
             first.keys_each = [(ckey, rkey) for ckey, _, rkey in keys]
             first.concurrency_limit = self.opts.concurrency_limit or fn.concurrency_limit or 1
-        return await async_store(settings).enqueue_many(first, payloads)
+        ids = await async_store(settings).enqueue_many(first, payloads)
+        return cast("list[ExecutionId[R]]", ids)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Inside a workflow: run as a durable step with these options."""
@@ -502,12 +512,12 @@ class ActivityFunction(Function[P, R]):
         """Inside a workflow: schedule this activity and wait for its recorded result."""
         return _schedule_step(self, CallOptions(), args, kwargs)
 
-    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         raise WorkflowsError(
             f"{self.path} is an @activity: call `await {self.__name__}.run(...)` inside a workflow"
         )
 
-    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         raise WorkflowsError(f"{self.path} is an @activity: run it from a workflow")
 
 
@@ -576,6 +586,28 @@ def _schedule_of(
     )
 
 
+# The decorators' overloads take an awaitable-returning function first, so that R is what an
+# `async def` returns once awaited (the worker awaits it), not the coroutine its call gives.
+class _JobDecorator(Protocol):
+    """What ``@job(...)`` with options returns."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> JobFunction[P, R]: ...
+
+
+class _ActivityDecorator(Protocol):
+    """What ``@activity(...)`` with options returns."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> ActivityFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> ActivityFunction[P, R]: ...
+
+
+@overload
+def job(fn: Callable[P, Awaitable[R]], /) -> JobFunction[P, R]: ...
 @overload
 def job(fn: Callable[P, R], /) -> JobFunction[P, R]: ...
 @overload
@@ -593,7 +625,7 @@ def job(
     concurrency_key: KeyOption = None,
     concurrency_limit: int | None = None,
     rate_key: KeyOption = None,
-) -> Callable[[Callable[P, R]], JobFunction[P, R]]: ...
+) -> _JobDecorator: ...
 def job(
     fn: Callable[..., Any] | None = None,
     /,
@@ -633,6 +665,8 @@ def job(
 
 
 @overload
+def activity(fn: Callable[P, Awaitable[R]], /) -> ActivityFunction[P, R]: ...
+@overload
 def activity(fn: Callable[P, R], /) -> ActivityFunction[P, R]: ...
 @overload
 def activity(
@@ -644,7 +678,7 @@ def activity(
     concurrency_key: KeyOption = None,
     concurrency_limit: int | None = None,
     rate_key: KeyOption = None,
-) -> Callable[[Callable[P, R]], ActivityFunction[P, R]]: ...
+) -> _ActivityDecorator: ...
 def activity(
     fn: Callable[..., Any] | None = None,
     /,
@@ -671,8 +705,9 @@ def activity(
     )
 
 
+# Only the awaitable form: a workflow must be an `async def` (refused at decoration otherwise).
 @overload
-def workflow(fn: Callable[P, R], /) -> WorkflowFunction[P, R]: ...
+def workflow(fn: Callable[P, Awaitable[R]], /) -> WorkflowFunction[P, R]: ...
 @overload
 def workflow(
     *,
@@ -688,7 +723,7 @@ def workflow(
     concurrency_key: KeyOption = None,
     concurrency_limit: int | None = None,
     rate_key: KeyOption = None,
-) -> Callable[[Callable[P, R]], WorkflowFunction[P, R]]: ...
+) -> Callable[[Callable[P, Awaitable[R]]], WorkflowFunction[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
     /,
@@ -808,15 +843,35 @@ def _result_of(status: dict[str, Any]) -> Any:
     raise ExecutionFailedError(status["id"], status["error"])
 
 
+# An ExecutionId from `.queue()` knows its function's result type; a plain str id does not.
+# The middle overload is met only by an ExecutionId whose result type conflicts with the type
+# expected of the call (see ResultTypeMismatch).
+@overload
+async def get_result(execution_id: ExecutionId[R], timeout: float | None = None) -> R: ...
+@overload
+async def get_result(
+    execution_id: ExecutionId[Any], timeout: float | None = None
+) -> ResultTypeMismatch: ...
+@overload
+async def get_result(execution_id: str, timeout: float | None = None) -> Any: ...
 async def get_result(execution_id: str, timeout: float | None = None) -> Any:
     """Wait for an execution to finish; its result, or its recorded error raised.
 
-    Raises ``TimeoutError`` if it has not finished within ``timeout`` seconds.
+    Raises ``TimeoutError`` if it has not finished within ``timeout`` seconds. Typed as the
+    function's result for an id returned by ``.queue()`` (an :class:`ExecutionId`).
     """
     status = await async_store().wait_finished(str(execution_id), timeout)
     return _result_of(status)
 
 
+@overload
+def get_result_sync(execution_id: ExecutionId[R], timeout: float | None = None) -> R: ...
+@overload
+def get_result_sync(
+    execution_id: ExecutionId[Any], timeout: float | None = None
+) -> ResultTypeMismatch: ...
+@overload
+def get_result_sync(execution_id: str, timeout: float | None = None) -> Any: ...
 def get_result_sync(execution_id: str, timeout: float | None = None) -> Any:
     return _result_of(sync_store().wait_finished(str(execution_id), timeout))
 
