@@ -21,7 +21,9 @@ async def send_sms(order_id: str) -> None:
 
 
 @workflow(queue="orders", version=1, timeout=3600)
-async def process_order(order_id: str, amount: float, email: str, card_token: str) -> dict:
+async def process_order(
+    order_id: str, amount: float, email: str, card_token: str
+) -> dict[str, str]:
     charge = await charge_card.run(amount, card_token)
     if get_version("send_sms", 1, 2) >= 2:
         await send_sms.run(order_id)

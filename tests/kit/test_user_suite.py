@@ -113,3 +113,28 @@ def test_a_replay_after_an_unguarded_change_fails_in_the_users_suite(
 
 
 pytestmark = pytest.mark.timeout(600)
+
+
+def test_the_readmes_testing_example_passes_as_written(
+    tmp_path: Path, workflows_server: str
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Testing your jobs and workflows") :]
+    start = section.index("```python\n") + len("```python\n")
+    example = section[start : section.index("```\n", start)]
+    app = tmp_path / "readme_app"
+    app.mkdir()
+    shutil.copy(root / "examples" / "quickstart" / "app.py", app / "app.py")
+    (app / "test_readme.py").write_text(example)
+    (app / "pyproject.toml").write_text(PYPROJECT)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=app,
+        env=_env(workflows_server),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert "5 passed" in tests.stdout, tests.stdout[-2000:]

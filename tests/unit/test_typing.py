@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TYPING = ROOT / "tests" / "typing"
 # The sections whose code is the product's promise.
-SECTIONS = ("## Quick start", "## The API")
+SECTIONS = ("## Quick start", "## The API", "## Testing your jobs and workflows")
 _FILE_NAME = re.compile(r"^`(\w+\.py)`")
 _ERROR = re.compile(r"^(?P<path>.+?):(?P<line>\d+): error: (?P<message>.*)  \[(?P<code>[a-z-]+)\]$")
 _MARK = re.compile(r"# E: ([a-z-]+(?:, [a-z-]+)*)\s*$")

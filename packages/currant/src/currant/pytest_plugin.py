@@ -7,8 +7,8 @@ pytest by currant's ``pytest11`` entry point; ``pip install 'currant[testing]'``
 - ``workflows_server``: the admin URL of the session's PostgreSQL (see
   ``currant.testing.server`` for how it is found).
 
-Mark a test ``@pytest.mark.workflows(queues=[...], time_skipping=False, concurrency=N)`` to
-change how its environment is built.
+Mark a test ``@pytest.mark.workflows(queues=[...], time_skipping=False, concurrency=N,
+timeout=S)`` to change how its environment is built.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ except ImportError:  # currant without its `testing` extra: every pytest run sti
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "workflows(queues=None, time_skipping=True, concurrency=10): how the workflows_env "
+        "workflows(queues=None, time_skipping=True, concurrency=10, timeout=30): how the "
+        "workflows_env "
         "and workflows_env_sync fixtures build the test's environment",
     )
 

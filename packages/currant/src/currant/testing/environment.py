@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, overload
 
 import psycopg
 from psycopg import sql
@@ -31,10 +31,14 @@ from workflows import executions
 from workflows.api import REGISTRY, Function
 from workflows.config import Settings
 from workflows.errors import WorkflowsError
+from workflows.ids import ExecutionId, ResultTypeMismatch
 from workflows_postgres import client
 from workflows_worker.worker import Worker
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # How often the clock looks for a moment when nothing can happen until the next due time, and
 # how long that must hold (two looks) before it jumps: the worker acts within a poll.
@@ -70,11 +74,14 @@ class Environment:
         database_url: str | None = None,
         time_skipping: bool = True,
         concurrency: int = 10,
+        timeout: float = 30.0,
         keep_schema: bool = False,
     ) -> None:
         self.queues = list(queues) if queues is not None else None
         self.time_skipping = time_skipping
         self.concurrency = concurrency
+        # Wall-clock seconds run() waits for an execution to end.
+        self.timeout = timeout
         self.keep_schema = keep_schema
         self._admin_url = database_url
         self._server: contextlib.ExitStack | None = None
@@ -231,21 +238,29 @@ class Environment:
 
     # ---- running -------------------------------------------------------------------------------
 
-    async def run(
-        self, fn: Function[..., Any], *args: Any, timeout: float = 30.0, **kwargs: Any
-    ) -> Any:
+    async def run(self, fn: Function[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Enqueue ``fn(*args, **kwargs)``, run it to the end and return its result (or raise
-        what ``workflows.get_result`` raises). ``timeout``: wall-clock seconds."""
+        what ``workflows.get_result`` raises), waiting ``self.timeout`` wall-clock seconds."""
         if not isinstance(fn, Function):
             raise TestEnvironmentError(
                 f"run() takes a @job or @workflow function, got {workflows.errors.preview(fn)}"
             )
         execution_id = await fn.queue(*args, **kwargs)
-        return await self.result(execution_id, timeout=timeout)
+        return await self.result(execution_id)
 
-    async def result(self, execution_id: str, *, timeout: float = 30.0) -> Any:
-        """The result of ``execution_id`` once it ends (wall-clock ``timeout``)."""
-        waiting = asyncio.ensure_future(workflows.get_result(execution_id, timeout=timeout))
+    @overload
+    async def result(self, execution_id: ExecutionId[R], *, timeout: float | None = None) -> R: ...
+    @overload
+    async def result(
+        self, execution_id: ExecutionId[Any], *, timeout: float | None = None
+    ) -> ResultTypeMismatch: ...
+    @overload
+    async def result(self, execution_id: str, *, timeout: float | None = None) -> Any: ...
+    async def result(self, execution_id: str, *, timeout: float | None = None) -> Any:
+        """The result of ``execution_id`` once it ends (``timeout``: wall-clock seconds,
+        default ``self.timeout``); typed as ``workflows.get_result`` is."""
+        limit = self.timeout if timeout is None else timeout
+        waiting = asyncio.ensure_future(workflows.get_result(execution_id, timeout=limit))
         try:
             while not waiting.done():
                 await asyncio.wait({waiting}, timeout=0.25)
@@ -312,8 +327,9 @@ class Environment:
         queue: str | None = None,
         count: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Assert that ``fn`` was enqueued (``count`` times, if given) with these ``args`` /
-        ``kwargs`` and on ``queue`` (each only if given); returns the matching executions."""
+        """Assert that ``fn`` was enqueued (``count`` times, if given) with these ``args`` (the
+        whole list), these ``kwargs`` (those given; others may be there) and on ``queue``, each
+        only if given; returns the matching executions."""
         name = fn.path if isinstance(fn, Function) else fn
         made = await self.enqueued(name)
         matching = [e for e in made if _matches(e, args, kwargs, queue)]
@@ -341,8 +357,12 @@ def _matches(
     stored = e["args"] if isinstance(e["args"], dict) else {}
     if args is not None and stored.get("args") != list(args):
         return False
-    if kwargs is not None and stored.get("kwargs") != kwargs:
-        return False
+    if kwargs is not None:
+        given = stored.get("kwargs") or {}
+        if not isinstance(given, dict) or any(
+            k not in given or given[k] != v for k, v in kwargs.items()
+        ):
+            return False
     return queue is None or e["queue"] == queue
 
 

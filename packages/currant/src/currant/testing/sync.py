@@ -7,12 +7,15 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from currant.testing.environment import Environment
 from workflows.api import Function
+from workflows.ids import ExecutionId, ResultTypeMismatch
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class SyncEnvironment:
@@ -59,10 +62,18 @@ class SyncEnvironment:
     def database_url(self) -> str:
         return self._env.database_url
 
-    def run(self, fn: Function[..., Any], *args: Any, timeout: float = 30.0, **kwargs: Any) -> Any:
-        return self._call(self._env.run(fn, *args, timeout=timeout, **kwargs))
+    def run(self, fn: Function[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._call(self._env.run(fn, *args, **kwargs))
 
-    def result(self, execution_id: str, *, timeout: float = 30.0) -> Any:
+    @overload
+    def result(self, execution_id: ExecutionId[R], *, timeout: float | None = None) -> R: ...
+    @overload
+    def result(
+        self, execution_id: ExecutionId[Any], *, timeout: float | None = None
+    ) -> ResultTypeMismatch: ...
+    @overload
+    def result(self, execution_id: str, *, timeout: float | None = None) -> Any: ...
+    def result(self, execution_id: str, *, timeout: float | None = None) -> Any:
         return self._call(self._env.result(execution_id, timeout=timeout))
 
     def now(self) -> datetime:
