@@ -21,6 +21,24 @@ asyncio_default_fixture_loop_scope = "function"
 """
 
 
+def _suite(tmp_path: Path, server: str) -> tuple[Path, dict[str, str]]:
+    """The user's folder, with a history exported from a running order in histories/."""
+    app = tmp_path / "shop_app"
+    app.mkdir()
+    for name in ("shop.py", "test_shop.py", "record_history.py"):
+        shutil.copy(SUITE / name, app / name)
+    (app / "pyproject.toml").write_text(PYPROJECT)
+    env = _env(server)
+    recorded = _run([sys.executable, "record_history.py", server], app, env)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    assert (app / "histories" / "order-waiting.json").is_file()
+    return app, env
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def _env(server: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLOWS_")}
     # Nothing of this repository on the path: the installed packages only.
@@ -30,64 +48,19 @@ def _env(server: str) -> dict[str, str]:
 
 
 def test_a_users_suite_runs_and_type_checks(tmp_path: Path, workflows_server: str) -> None:
-    app = tmp_path / "shop_app"
-    app.mkdir()
-    for name in ("shop.py", "test_shop.py", "record_history.py"):
-        shutil.copy(SUITE / name, app / name)
-    (app / "pyproject.toml").write_text(PYPROJECT)
-    env = _env(workflows_server)
-
-    recorded = subprocess.run(
-        [sys.executable, "record_history.py", workflows_server],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert recorded.returncode == 0, recorded.stderr[-3000:]
-    assert (app / "histories" / "order-waiting.json").is_file()
-
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0"],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    app, env = _suite(tmp_path, workflows_server)
+    tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], app, env)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert "3 passed" in tests.stdout, tests.stdout[-2000:]
-
-    typed = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "shop.py", "test_shop.py"],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "shop.py", "test_shop.py"]
+    typed = _run(mypy, app, env)
     assert typed.returncode == 0, typed.stdout[-3000:]
 
 
 def test_a_replay_after_an_unguarded_change_fails_in_the_users_suite(
     tmp_path: Path, workflows_server: str
 ) -> None:
-    app = tmp_path / "shop_app"
-    app.mkdir()
-    for name in ("shop.py", "test_shop.py", "record_history.py"):
-        shutil.copy(SUITE / name, app / name)
-    (app / "pyproject.toml").write_text(PYPROJECT)
-    env = _env(workflows_server)
-    recorded = subprocess.run(
-        [sys.executable, "record_history.py", workflows_server],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    app, env = _suite(tmp_path, workflows_server)
     # The deploy that breaks in-flight orders: a new step before the sleep, unguarded.
     source = (app / "shop.py").read_text()
     changed = source.replace(
@@ -100,13 +73,8 @@ def test_a_replay_after_an_unguarded_change_fails_in_the_users_suite(
     )
     assert changed != source
     (app / "shop.py").write_text(changed)
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "replay"],
-        cwd=app,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    tests = _run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "replay"], app, env
     )
     assert tests.returncode == 1, tests.stdout[-3000:]
     assert "NonDeterminismError" in tests.stdout and "send_receipt" in tests.stdout

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from workflows_cli.dashboard.security import CSRF_COOKIE, csrf_token
+from workflows_cli.render import duration
 
 HERE = Path(__file__).parent
 ENV = Environment(
@@ -47,18 +48,8 @@ def when(value: Any) -> str:
 
 
 def seconds(value: Any) -> str:
-    if value is None:
-        return "-"
-    s = float(value)
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.1f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
+    """A duration as the CLI's tables show it (0.25s, 42s, 3m05s, 2h03m, 4d02h)."""
+    return "-" if value is None else (duration(float(value)) or "-")
 
 
 ENV.filters.update(pretty=pretty, short_id=short_id, when=when, seconds=seconds)

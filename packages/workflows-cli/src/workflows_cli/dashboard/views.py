@@ -245,40 +245,33 @@ async def act(request: Request) -> Response:
     return RedirectResponse(f"{back}?done={done}", status_code=303)
 
 
-async def queue_act(request: Request) -> Response:
+async def _pause_or_resume(
+    request: Request, name: str, pause: Any, resume: Any, done: str
+) -> Response:
+    """The Pause/Resume buttons of a queue or a schedule (``pause``/``resume``: the API's)."""
     form = await _form(request)
     if isinstance(form, Response):
         return form
-    name = request.path_params["queue"]
     action = request.path_params["action"]
+    if action not in ("pause", "resume"):
+        return problem(request, 404, "Unknown action", f"No action {errors.preview(action)}.")
     try:
-        if action == "pause":
-            await queues.pause(name)
-        elif action == "resume":
-            await queues.resume(name)
-        else:
-            return problem(request, 404, "Unknown action", f"No action {errors.preview(action)}.")
+        await (pause if action == "pause" else resume)(name)
     except errors.WorkflowsError as exc:
         return problem(request, _error_status(exc), "Not done", str(exc))
-    return RedirectResponse(f"/?done={action}d", status_code=303)
+    return RedirectResponse(done.format(action=action), status_code=303)
+
+
+async def queue_act(request: Request) -> Response:
+    name = request.path_params["queue"]
+    return await _pause_or_resume(request, name, queues.pause, queues.resume, "/?done={action}d")
 
 
 async def schedule_act(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
     name = request.path_params["schedule"]
-    action = request.path_params["action"]
-    try:
-        if action == "pause":
-            await schedules.pause(name)
-        elif action == "resume":
-            await schedules.resume(name)
-        else:
-            return problem(request, 404, "Unknown action", f"No action {errors.preview(action)}.")
-    except errors.WorkflowsError as exc:
-        return problem(request, _error_status(exc), "Not done", str(exc))
-    return RedirectResponse(f"/schedules?done=schedule-{action}d", status_code=303)
+    return await _pause_or_resume(
+        request, name, schedules.pause, schedules.resume, "/schedules?done=schedule-{action}d"
+    )
 
 
 async def healthz(request: Request) -> Response:
