@@ -269,7 +269,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    session.install(*WITH_DASHBOARD, MYPY, "asyncpg-stubs")
+    # Every extra whose modules are checked: the dashboard's web stack, the kit's pytest.
+    every_extra = [
+        p.rstrip("/") + "[dashboard,testing]" if p == "./packages/currant/" else p
+        for p in PACKAGES
+    ]
+    session.install(*every_extra, MYPY, "asyncpg-stubs")
     session.run("mypy", "--strict", *SOURCES)
 
 
