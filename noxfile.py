@@ -271,8 +271,7 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     # Every extra whose modules are checked: the dashboard's web stack, the kit's pytest.
     every_extra = [
-        p.rstrip("/") + "[dashboard,testing]" if p == "./packages/currant/" else p
-        for p in PACKAGES
+        p.rstrip("/") + "[dashboard,testing]" if p == "./packages/currant/" else p for p in PACKAGES
     ]
     session.install(*every_extra, MYPY, "asyncpg-stubs")
     session.run("mypy", "--strict", *SOURCES)
