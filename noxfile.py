@@ -1,5 +1,5 @@
 """Task runner for the monorepo: `nox` runs tests, lint and types;
-`nox -s install_check|chaos|browser|bench|demo`."""
+`nox -s install_check|wheels|chaos|browser|bench|demo`."""
 
 from __future__ import annotations
 
@@ -304,3 +304,40 @@ def bench(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The quickstart example, end to end (run.sh installs into a virtualenv of its own)."""
     session.run("bash", "examples/quickstart/run.sh", *session.posargs, external=True)
+
+
+# Where `wheels` leaves what it builds; gitignored.
+DIST = ROOT / "dist"
+
+
+# virtualenv, as install_check: its pip comes from a cache, where `python -m venv` runs ensurepip.
+@nox.session(venv_backend="virtualenv")
+def wheels(session: nox.Session) -> None:
+    """Build the five sdists and wheels into dist/, install the wheels, and check what PyPI
+    would get (tests/wheels): the license in each, complete metadata, the package's README
+    as its page, the version its code reports."""
+    # Built here, not each in an isolated environment of its own: ten environments for five
+    # small pure-Python packages cost more than all the builds.
+    session.install("build", "hatchling>=1.27", "pytest", "pytest-asyncio", "pytest-timeout")
+    stems = [re.sub(r"[-_.]+", "_", project["name"]).lower() for _, project, _ in PROJECTS.values()]
+    DIST.mkdir(exist_ok=True)
+    for stem in stems:  # ours only: anything else a developer keeps in dist/ stays
+        for old in [*DIST.glob(f"{stem}-*.whl"), *DIST.glob(f"{stem}-*.tar.gz")]:
+            old.unlink()
+    for folder, _, _ in PROJECTS.values():
+        # No target named: the sdist, then the wheel built from it, as pip builds from PyPI.
+        session.run(
+            "python",
+            "-m",
+            "build",
+            "--no-isolation",
+            "--outdir",
+            str(DIST),
+            str(folder),
+            silent=True,
+        )
+    built = sorted(str(p) for stem in stems for p in DIST.glob(f"{stem}-*.whl"))
+    # The wheels themselves (their dependencies from the index), so the test imports the built
+    # code and reads the version it reports.
+    session.install(*built)
+    session.run("pytest", "tests/wheels", *session.posargs, env={"WORKFLOWS_WHEELS_DIR": str(DIST)})

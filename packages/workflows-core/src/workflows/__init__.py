@@ -1,5 +1,7 @@
 """workflows: durable jobs and workflows on PostgreSQL alone."""
 
+from importlib import metadata as _metadata
+
 from workflows import executions, queues, rate_limits, schedules, workers
 from workflows.admin import migrate, migrate_sync
 from workflows.api import (
@@ -50,8 +52,10 @@ from workflows.retries import retry, retry_many, retry_many_sync, retry_sync
 from workflows.schedules import Schedule
 from workflows.states import Kind, Status
 
-# The one version source: pyproject.toml reads it (a plain literal, so the build need not import).
-__version__ = "0.1.0"
+# The version is written once, in pyproject.toml, and read back from the installed
+# distribution. No fallback for a copy that is not installed: it could not run anyway (core finds
+# its store through the installed entry points).
+__version__ = _metadata.version("workflows-core")
 
 __all__ = [
     "ActivityError",

