@@ -17,7 +17,7 @@ from workflows_cli.main import cli as workflows_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
-@click.version_option(package_name="currant")
+@click.version_option(package_name="workflows-cli")
 def cli() -> None:
     """currant: durable jobs and workflows on PostgreSQL."""
 
