@@ -348,6 +348,13 @@ def test_bad_input_gets_a_page_that_says_what_is_wrong(
     posts = [
         (f"/executions/{workflow_id}/signal", {"name": "approved", "payload": "{nope"}, 400),
         (f"/executions/{workflow_id}/signal", {"name": "", "payload": "1"}, 400),
+        (f"/executions/{workflow_id}/signal", {"name": "approved", "payload": "[" * 100_000}, 400),
+        (
+            f"/executions/{workflow_id}/signal",
+            {"name": "approved", "payload": '"' + "x" * 2_000_000 + '"'},
+            400,
+        ),
+        (f"/executions/{workflow_id}/signal", {"name": "a\x00b", "payload": "1"}, 400),
         (f"/executions/{workflow_id}/explode", {}, 404),
         ("/executions/" + "0" * 32 + "/retry", {}, 404),
         ("/queues/bad queue!/pause", {}, 400),

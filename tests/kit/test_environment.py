@@ -111,3 +111,12 @@ async def test_workflow_time_is_the_virtual_clock_and_replays(workflows_env: Env
     start, end = (datetime.fromisoformat(report[k]) for k in ("start", "end"))
     assert abs((start - began).total_seconds()) < 5
     assert (end - start).total_seconds() >= 7 * 86400
+
+
+async def test_advance_refuses_what_is_not_a_span_of_time(workflows_env: Environment) -> None:
+    before = await workflows_env.now()
+    for bad in (float("nan"), float("inf"), -1, True, "60", 10**12):
+        with pytest.raises(TestEnvironmentError, match="advance"):
+            await workflows_env.advance(bad)  # type: ignore[arg-type]
+    # Nothing moved.
+    assert (await workflows_env.now() - before).total_seconds() < 60

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import secrets
 import time
@@ -202,8 +203,16 @@ class Environment:
     async def advance(self, seconds: float) -> datetime:
         """Move the clock ``seconds`` on (timers, delays, retries and deadlines come due);
         returns the new time."""
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise TestEnvironmentError(f"advance() takes seconds >= 0, got {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or not 0 <= seconds <= 100 * 365 * 86400
+        ):
+            raise TestEnvironmentError(
+                f"advance() takes a finite number of seconds from 0 to 100 years, got "
+                f"{workflows.errors.preview(seconds)}"
+            )
         moved = await self._one(clock.ADVANCE, {"seconds": float(seconds)})
         if self._worker is not None:
             # Its workflows.now() reads the database's time through an offset: measure again.

@@ -234,6 +234,8 @@ async def act(request: Request) -> Response:
                 payload = json.loads(str(form.get("payload", "")) or "null")
             except ValueError as exc:
                 return problem(request, 400, "Not JSON", f"The signal's payload is not JSON: {exc}")
+            except RecursionError:
+                return problem(request, 400, "Not JSON", "The signal's payload nests too deeply.")
             if not name:
                 return problem(request, 400, "No name", "Give the signal a name.")
             await workflows.send_signal(execution_id, name, payload)
