@@ -120,3 +120,19 @@ async def test_advance_refuses_what_is_not_a_span_of_time(workflows_env: Environ
             await workflows_env.advance(bad)  # type: ignore[arg-type]
     # Nothing moved.
     assert (await workflows_env.now() - before).total_seconds() < 60
+
+
+async def test_a_start_that_fails_leaves_nothing_behind(workflows_server: str) -> None:
+    before = {k: os.environ.get(k) for k in ("WORKFLOWS_DATABASE_URL", "WORKFLOWS_SCHEMA")}
+    # A queue name the worker refuses: the start fails after the schema and the variables.
+    env = Environment(["bad queue!"], database_url=workflows_server)
+    with pytest.raises(workflows.ConfigurationError, match="queue"):
+        await env.start()
+    assert {k: os.environ.get(k) for k in before} == before
+    import psycopg
+
+    with psycopg.connect(workflows_server) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (env.schema,)
+        ).fetchone()
+    assert row == (0,)

@@ -64,7 +64,8 @@ class Environment:
     code enqueues). ``database_url``: a server to make the schema on (None: found as the
     tests find one, see ``currant.testing.server``). ``time_skipping``: virtual time that jumps
     to the next due moment whenever nothing can happen before it (False: real time;
-    ``advance()`` still moves it)."""
+    ``advance()`` still moves it). ``timeout``: wall-clock seconds ``run()`` waits.
+    ``keep_schema``: leave the schema behind, to look at after a failure."""
 
     __test__ = False
 
@@ -93,7 +94,6 @@ class Environment:
         self._worker_task: asyncio.Task[None] | None = None
         self._skipper: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
-        self._skipping_paused = 0
         # Wall-clock time of the last jump or the last sign of progress, for stall reports.
         self._last_progress = time.monotonic()
 
@@ -107,6 +107,16 @@ class Environment:
         await self.stop()
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # Nothing left behind (the process's variables, the schema, the worker), and the
+            # error that stopped the start is the one raised.
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
         if self._admin_url is None:
             from currant.testing.server import server
 
