@@ -68,8 +68,11 @@ def csrf_token(request: Request) -> str:
     existing = request.cookies.get(CSRF_COOKIE, "")
     if 20 <= len(existing) <= 100 and existing.isascii():
         return existing
-    token: str = request.state.__dict__.setdefault("new_csrf", secrets.token_urlsafe(32))
-    return token
+    made: str | None = getattr(request.state, "new_csrf", None)
+    if made is None:
+        made = secrets.token_urlsafe(32)
+        request.state.new_csrf = made
+    return made
 
 
 def same_origin(request: Request) -> bool:
