@@ -21,15 +21,20 @@ def sync_store(settings: Settings | None = None) -> SyncStore:
 async def worker_store(
     settings: Settings, *, dsn: str | None = None, max_size: int = 10
 ) -> WorkerStore:
+    from workflows_postgres.pooler import require_session
     from workflows_postgres.store import PostgresStore
 
+    require_session(settings, "a worker")
     return await PostgresStore.connect(settings, dsn=dsn, min_size=2, max_size=max_size)
 
 
 def migrate(settings: Settings) -> list[int]:
     from workflows_postgres.connect import resolve_dsn, sync_errors
     from workflows_postgres.migrate import apply_migrations
+    from workflows_postgres.pooler import require_session
 
+    # Its lock is a session advisory lock: taken on one server session, released on another.
+    require_session(settings, "migrate")
     dsn = resolve_dsn(settings)
     with sync_errors(dsn, f"cannot migrate schema {settings.schema!r}"):
         return apply_migrations(dsn, settings.schema)
