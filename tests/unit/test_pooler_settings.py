@@ -51,6 +51,6 @@ def test_session_pooling_sends_the_settings_as_set_statements() -> None:
 
 def test_a_worker_and_migrate_refuse_transaction_pooling_only() -> None:
     with pytest.raises(ConfigurationError, match="a worker cannot run through a transaction"):
-        pooler.require_session(Settings(pooler="transaction"), "a worker")
-    pooler.require_session(Settings(pooler="session"), "a worker")
-    pooler.require_session(Settings(), "a worker")
+        pooler.require_session(Settings(pooler="transaction"), "a worker", "LISTEN")
+    pooler.require_session(Settings(pooler="session"), "a worker", "LISTEN")
+    pooler.require_session(Settings(), "a worker", "LISTEN")

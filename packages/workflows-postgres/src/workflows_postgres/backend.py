@@ -24,7 +24,7 @@ async def worker_store(
     from workflows_postgres.pooler import require_session
     from workflows_postgres.store import PostgresStore
 
-    require_session(settings, "a worker")
+    require_session(settings, "a worker", "LISTEN, session advisory locks")
     return await PostgresStore.connect(settings, dsn=dsn, min_size=2, max_size=max_size)
 
 
@@ -33,8 +33,9 @@ def migrate(settings: Settings) -> list[int]:
     from workflows_postgres.migrate import apply_migrations
     from workflows_postgres.pooler import require_session
 
-    # Its lock is a session advisory lock: taken on one server session, released on another.
-    require_session(settings, "migrate")
+    # Through transaction pooling its lock would be taken on one server session and released
+    # on another, and held there until that session ends: the next migrate would wait forever.
+    require_session(settings, "migrate", "a session advisory lock")
     dsn = resolve_dsn(settings)
     with sync_errors(dsn, f"cannot migrate schema {settings.schema!r}"):
         return apply_migrations(dsn, settings.schema)

@@ -103,12 +103,13 @@ def listens(settings: Settings) -> bool:
     return settings.pooler != TRANSACTION
 
 
-def require_session(settings: Settings, what: str) -> None:
-    """Refuse ``what`` (a worker, a migration) through transaction pooling, which it cannot use."""
+def require_session(settings: Settings, what: str, needs: str) -> None:
+    """Refuse ``what`` (a worker, a migration) through transaction pooling: it ``needs`` a
+    session (LISTEN, a session advisory lock)."""
     if settings.pooler == TRANSACTION:
         raise ConfigurationError(
             f"{what} cannot run through a transaction-mode pooler (WORKFLOWS_POOLER=transaction):"
-            " it needs a session of its own (LISTEN, session advisory locks). Give it a direct "
+            f" it needs a session of its own ({needs}). Give it a direct "
             "connection (WORKFLOWS_DATABASE_URL to PostgreSQL itself, WORKFLOWS_POOLER unset) "
             "or a session-mode pooler (WORKFLOWS_POOLER=session)"
         )
