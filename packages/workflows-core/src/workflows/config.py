@@ -79,6 +79,14 @@ def _determinism_check(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(DETERMINISM_CHECKS)}")
 
 
+POOLERS = ("none", "transaction", "session")
+
+
+def _pooler(value: str) -> None:
+    if value not in POOLERS:
+        raise ValueError(f"must be one of {', '.join(POOLERS)}")
+
+
 def _log_level(value: str) -> None:
     if value not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -198,6 +206,10 @@ class Settings:
     # What a call that differs on replay (datetime.now() in a workflow...) does when the
     # workflow is declared: see workflows.determinism.
     determinism_check: str = "warn"
+    # What sits between this process and PostgreSQL: none (a direct connection), a PgBouncer-
+    # like pooler in transaction mode (producers only: no session state, no LISTEN, no
+    # prepared statements kept) or in session mode (see the README, "Poolers").
+    pooler: str = "none"
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -293,6 +305,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_failed": _optional_duration,
     "retention_cancelled": _optional_duration,
     "determinism_check": lambda raw: raw.lower(),
+    "pooler": lambda raw: raw.lower(),
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -321,6 +334,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retention_failed": _duration,
     "retention_cancelled": _duration,
     "determinism_check": _determinism_check,
+    "pooler": _pooler,
 }
 
 

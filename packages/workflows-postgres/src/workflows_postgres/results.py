@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from workflows.errors import ConfigurationError, DatabaseUnavailableError
-from workflows_postgres import ops
+from workflows_postgres import ops, pooler
 from workflows_postgres.connect import first_line
 
 if TYPE_CHECKING:
@@ -211,6 +211,8 @@ class ResultWatcher:
 
     async def _run(self) -> None:
         poll = self._store.settings.worker_poll_interval
+        # Through transaction pooling the pool's polling alone (see pooler.listens).
+        listens = pooler.listens(self._store.settings)
         tick = FIRST_TICK
         backoff = 0.1
         next_connect = 0.0
@@ -224,7 +226,7 @@ class ResultWatcher:
                         return
                     tick = FIRST_TICK
                     continue
-                if not self._subscribed and time.monotonic() >= next_connect:
+                if listens and not self._subscribed and time.monotonic() >= next_connect:
                     try:
                         await self._listen()
                         backoff = 0.1
@@ -246,17 +248,17 @@ class ResultWatcher:
             self._drop()
 
     async def _listen(self) -> None:
-        import asyncpg
-
         from workflows_postgres.store import _SESSION
 
         if not self._connected():
-            self._conn = await asyncpg.connect(
+            self._conn = await pooler.connect(
                 self._store.dsn,
-                timeout=10,
+                self._store.settings.pooler,
+                _SESSION,
                 # Named after the channel: the pump announces jobs only while such a session
                 # exists (see the statement).
-                server_settings=_SESSION | {"application_name": self._store.q.done_channel},
+                application_name=self._store.q.done_channel,
+                timeout=10,
             )
             # A lost session is noticed at once, not at the next tick's failure.
             self._conn.add_termination_listener(self._lost)
@@ -435,6 +437,15 @@ class SyncResultWatcher:
     def _listen(self) -> None:
         from workflows_postgres.connect import connect_sync
 
+        settings = self._store.settings
+        if not pooler.listens(settings):
+            # Through transaction pooling: a connection to poll on, its notifies() a sleep.
+            if self._conn is None:
+                self._conn = connect_sync(
+                    self._store.dsn, autocommit=True, **pooler.psycopg_options(settings.pooler)
+                )
+            self._subscribed = True
+            return
         if self._conn is None:
             self._conn = connect_sync(
                 self._store.dsn,
@@ -446,6 +457,9 @@ class SyncResultWatcher:
 
     def _unlisten(self) -> None:
         if self._conn is not None and self._subscribed:
+            if not pooler.listens(self._store.settings):
+                self._subscribed = False
+                return
             self._subscribed = False
             try:
                 self._conn.execute(self._store.sql("unlisten"))

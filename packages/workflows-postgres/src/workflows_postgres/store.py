@@ -33,7 +33,7 @@ from workflows.records import (
     eager_claims,
 )
 from workflows.store import EnqueueRequest
-from workflows_postgres import ops
+from workflows_postgres import ops, pooler
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import first_line, redact, resolve_dsn, scrub, unavailable
 from workflows_postgres.errors import RETRYABLE as _RETRYABLE
@@ -143,7 +143,8 @@ class PostgresStore:
                 timeout=10,
                 command_timeout=None,
                 reset=_reset_connection,
-                server_settings=_SESSION,
+                init=pooler.after_connect(settings.pooler, _SESSION),
+                **pooler.asyncpg_options(settings.pooler, _SESSION),
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(dsn, exc) from None
@@ -358,8 +359,11 @@ class PostgresStore:
         """
         async with self._claim_lock:
             if self._claim_conn is None or self._claim_conn.is_closed():
-                self._claim_conn = await asyncpg.connect(
-                    self.dsn, timeout=10, server_settings=_SESSION | {"synchronous_commit": "off"}
+                self._claim_conn = await pooler.connect(
+                    self.dsn,
+                    self.settings.pooler,
+                    _SESSION | {"synchronous_commit": "off"},
+                    timeout=10,
                 )
             try:
                 rows = await self._claim_conn.fetch(self.sql("claim"), *params)

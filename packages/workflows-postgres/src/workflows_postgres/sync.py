@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 
 from workflows.config import Settings
 from workflows.store import EnqueueRequest
-from workflows_postgres import ops
+from workflows_postgres import ops, pooler
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import connect_sync, first_line, resolve_dsn, scrub
 from workflows_postgres.migrate import latest_version, schema_error
@@ -30,6 +30,10 @@ class SyncStore:
         self._local = threading.local()
         self._sql: dict[str, str] = {}
         self.results = SyncResultWatcher(self)
+        # None: psycopg decides (it prepares a statement run five times on a connection); a
+        # transaction-mode pooler runs the next statement on another server session, where the
+        # prepared one does not exist: never, on the caller's connections too.
+        self._prepare: bool | None = False if self.settings.pooler == pooler.TRANSACTION else None
 
     @property
     def dsn(self) -> str:
@@ -46,7 +50,9 @@ class SyncStore:
     def _connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = connect_sync(self.dsn, autocommit=True)
+            conn = connect_sync(
+                self.dsn, autocommit=True, **pooler.psycopg_options(self.settings.pooler)
+            )
             self._check_schema(conn)
             self._local.conn = conn
         return conn
@@ -78,7 +84,7 @@ class SyncStore:
             with conn.cursor(row_factory=dict_row) as cur:
                 while True:
                     params = {f"p{i}": value for i, value in enumerate(call.args, start=1)}
-                    cur.execute(self.sql(call.sql), params)
+                    cur.execute(self.sql(call.sql), params, prepare=self._prepare)
                     rows = cur.fetchall() if cur.description is not None else []
                     call = op.send(rows)
         except StopIteration as stop:
