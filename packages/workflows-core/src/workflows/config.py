@@ -79,6 +79,14 @@ def _determinism_check(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(DETERMINISM_CHECKS)}")
 
 
+TRACING_MODES = ("auto", "on", "off")
+
+
+def _tracing(value: str) -> None:
+    if value not in TRACING_MODES:
+        raise ValueError("must be auto (traced when opentelemetry-api is installed), on or off")
+
+
 def _log_level(value: str) -> None:
     if value not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -198,6 +206,9 @@ class Settings:
     # What a call that differs on replay (datetime.now() in a workflow...) does when the
     # workflow is declared: see workflows.determinism.
     determinism_check: str = "warn"
+    # OpenTelemetry spans of enqueues, attempts and signals (workflows.tracing): auto traces
+    # when opentelemetry-api is importable, on requires it, off never imports it.
+    tracing: str = "auto"
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -293,6 +304,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_failed": _optional_duration,
     "retention_cancelled": _optional_duration,
     "determinism_check": lambda raw: raw.lower(),
+    "tracing": lambda raw: raw.lower(),
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -321,6 +333,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retention_failed": _duration,
     "retention_cancelled": _duration,
     "determinism_check": _determinism_check,
+    "tracing": _tracing,
 }
 
 
