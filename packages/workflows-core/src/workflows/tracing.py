@@ -58,6 +58,7 @@ PARENT_ID = "workflows.parent_id"
 SIGNAL = "workflows.signal"
 
 _SYSTEM_NAME = "workflows"
+_UNKNOWN = object()
 _INSTRUMENTATION = "workflows"
 
 
@@ -74,6 +75,26 @@ class Tracer:
         self._propagate = propagate
         # A ProxyTracer until the application sets its provider, then that provider's: kept.
         self._tracer = trace.get_tracer(_INSTRUMENTATION, __version__)
+        self._no_provider = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._provided = False
+        # Loads a provider named by OTEL_PYTHON_TRACER_PROVIDER, if one is, into the global.
+        trace.get_tracer_provider()
+
+    def live(self) -> bool:
+        """Whether the application has set a tracer provider. Until then (the API alone
+        installed, or the SDK not configured yet) every span would be the API's no-op, and
+        making them would cost an enqueue more than the store's client does."""
+        if self._provided:
+            return True
+        # The module's global, read where it exists: get_tracer_provider() looks a variable up
+        # in os.environ on every call while no provider is set (1.8 us, the whole cost of an
+        # unused tracing on the enqueue path). Set once per process (OpenTelemetry refuses a
+        # second), so once seen it is never looked at again.
+        provider = getattr(self._trace, "_TRACER_PROVIDER", _UNKNOWN)
+        if provider is _UNKNOWN:
+            provider = self._trace.get_tracer_provider()
+        self._provided = provider is not None and not isinstance(provider, self._no_provider)
+        return self._provided
 
     # ---- producers -------------------------------------------------------------------------
 
@@ -209,14 +230,15 @@ _NULL: AbstractContextManager[Any] = nullcontext()
 
 
 def tracer(settings: Settings) -> Tracer | None:
-    """The tracer, or None when tracing is off or opentelemetry-api is not installed.
+    """The tracer, or None when nothing would be traced: tracing off, opentelemetry-api not
+    installed, or no tracer provider set by the application (yet).
 
     Raises ``ConfigurationError`` for ``WORKFLOWS_TRACING=on`` without opentelemetry-api.
     """
     mode, found = _resolved
-    if mode == settings.tracing:
-        return found
-    return _resolve(settings.tracing)
+    if mode != settings.tracing:
+        found = _resolve(settings.tracing)
+    return None if found is None or not found.live() else found
 
 
 def _resolve(mode: str) -> Tracer | None:

@@ -20,7 +20,7 @@ SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
 -- One queue_many(): every run has the same options, so they go as scalars and only the
 -- arguments as an array (unnesting eleven arrays cost the server as much as the inserts);
 -- the flow-control keys go as arrays (one per run), since they may be computed from each
--- call's arguments. The trace context ($15) is the batch's one span's.
+-- call's arguments. The trace context is the batch's one span's.
 -- name: enqueue_many
 WITH ins AS (
     INSERT INTO {s}.executions
