@@ -271,6 +271,26 @@ async def test_a_job_queued_sync_and_in_a_batch_and_a_signal_get_their_spans(
     await settled(spans)
 
 
+async def test_a_job_handed_straight_to_an_idle_worker_keeps_its_context(
+    store: PostgresStore, start_worker: StartWorker, spans: InMemorySpanExporter
+) -> None:
+    # The handoff inserts the row through admit(), which writes no context: enqueue() sets it.
+    await start_worker("traced")
+    offers = f"SELECT count(*) FROM {store.settings.schema}.worker_offers"
+    await until(lambda: store.pool.fetchval(offers), "the idle worker's offer")
+    job_id = await app.flaky_job.queue("handed")
+    handed = await store.pool.fetchval(
+        f"SELECT started_at = created_at FROM {store.settings.schema}.executions WHERE id = $1",
+        job_id,
+    )
+    assert handed, "the job was claimed, not handed over: the test proves nothing"
+    assert await workflows.get_result(job_id, timeout=30) == "handed"
+    found = await settled(spans)
+    (enqueue,) = named(found, app.flaky_job, "PRODUCER")
+    first, second = sorted(of(found, job_id), key=lambda s: s.start_time or 0)
+    assert parent_of(first) == parent_of(second) == enqueue.context.span_id
+
+
 async def test_tracing_off_writes_no_context_and_makes_no_span(
     store: PostgresStore,
     start_worker: StartWorker,
@@ -348,6 +368,27 @@ def test_importing_workflows_imports_no_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_nothing_is_traced_until_the_application_sets_a_provider() -> None:
+    # The API alone installed: every span would be its no-op; none is made.
+    code = (
+        "from opentelemetry import trace; from opentelemetry.sdk.trace import TracerProvider\n"
+        "from workflows import tracing; from workflows.config import Settings\n"
+        "before = tracing.tracer(Settings())\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "print(before is None, tracing.tracer(Settings()) is not None)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WORKFLOWS_TRACING"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_tracing_setting_refuses_an_unknown_mode() -> None:
