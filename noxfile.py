@@ -35,7 +35,17 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/. mypy:
 # tests/unit/test_typing.py runs it on the README's examples (its error codes are pinned too).
-TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml", MYPY]
+TEST_DEPS = [
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "hypothesis",
+    "pyyaml",
+    MYPY,
+    # tests/integration/test_tracing.py: spans read back from the SDK's in-memory exporter.
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+]
 # tests/unit/test_deploy.py checks deploy/ with promtool. No PyPI package ships it; Debian's
 # `prometheus` package does.
 PROMTOOL_MISSING = (

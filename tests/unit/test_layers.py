@@ -19,8 +19,8 @@ import pytest
 PACKAGES = Path(__file__).parents[2] / "packages"
 
 # Distributions whose import name is not their name with "-" as "_" (prometheus-client and
-# psycopg[binary] need no entry); none today, "pyyaml": "yaml" would be one.
-IMPORT_NAMES: dict[str, str] = {}
+# psycopg[binary] need no entry); "pyyaml": "yaml" would be one.
+IMPORT_NAMES: dict[str, str] = {"opentelemetry-api": "opentelemetry"}
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,19 @@ def test_imports_only_what_its_pyproject_declares(package: str) -> None:
 # Core's one dependency: the cron parser, pure Python with no dependencies of its own (a
 # schedule is validated where it is declared, in producers too).
 CORE_DEPENDENCIES = frozenset({"cronsim"})
+# Its one optional dependency (extra `otel`): the OpenTelemetry API, imported by
+# workflows/tracing.py alone (lazily: tests/integration/test_tracing.py checks an import of
+# workflows leaves it out).
+CORE_OPTIONAL = frozenset({"opentelemetry"})
 
 
 def test_core_imports_the_standard_library_and_the_cron_parser_alone() -> None:
     # No I/O in core: not even a dependency declared by mistake may be imported.
-    assert LOADED["workflows"].declared == CORE_DEPENDENCIES
-    assert not _outside("workflows", CORE_DEPENDENCIES)
+    assert LOADED["workflows"].declared == CORE_DEPENDENCIES | CORE_OPTIONAL
+    assert not _outside("workflows", CORE_DEPENDENCIES | CORE_OPTIONAL)
+    optional = [i.where for i in _imports(LOADED["workflows"]) if i.module in CORE_OPTIONAL]
+    assert optional
+    assert all(where.split(":")[0].endswith("tracing.py") for where in optional), optional
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
-from workflows import codec
+from workflows import codec, tracing
 from workflows.config import Settings
 from workflows.determinism import check_workflow
 from workflows.durations import to_seconds
@@ -394,6 +394,9 @@ class Handle(Generic[P, R]):
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("psycopg"):
             raise ConfigurationError("a psycopg connection goes with .queue_sync(), not .queue()")
+        if (tracer := tracing.tracer(settings)) is not None:
+            traced = await tracer.queue(request, async_store(settings).enqueue, conn)
+            return cast("ExecutionId[R]", traced)
         # The store's plain str, typed: an ExecutionId exists for type checkers only.
         return cast("ExecutionId[R]", await async_store(settings).enqueue(request, conn))
 
@@ -405,6 +408,9 @@ class Handle(Generic[P, R]):
             raise ConfigurationError(
                 "an asyncpg connection goes with await .queue(), not .queue_sync()"
             )
+        if (tracer := tracing.tracer(settings)) is not None:
+            traced = tracer.queue_sync(request, sync_store(settings).enqueue, conn)
+            return cast("ExecutionId[R]", traced)
         return cast("ExecutionId[R]", sync_store(settings).enqueue(request, conn))
 
     async def queue_many(
@@ -429,7 +435,10 @@ class Handle(Generic[P, R]):
             keys = [fn.flow_keys(self.opts, tuple(a), dict(k)) for a, k in calls]
             first.keys_each = [(ckey, rkey) for ckey, _, rkey in keys]
             first.concurrency_limit = self.opts.concurrency_limit or fn.concurrency_limit or 1
-        ids = await async_store(settings).enqueue_many(first, payloads)
+        if (tracer := tracing.tracer(settings)) is not None:
+            ids = await tracer.queue_many(first, payloads, async_store(settings).enqueue_many)
+        else:
+            ids = await async_store(settings).enqueue_many(first, payloads)
         return cast("list[ExecutionId[R]]", ids)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
@@ -814,14 +823,28 @@ async def send_signal(workflow_id: str, name: str, payload: Any = None) -> None:
     unknown id, and the id of a job or an activity. Raises ``SignalError`` (its base class)
     for a workflow that has already finished: no wait of it can take the signal any more.
     """
-    text = _check_signal_args(name, payload, Settings.current())
-    await async_store().send_signal(str(workflow_id), name, text)
+    settings = Settings.current()
+    text = _check_signal_args(name, payload, settings)
+    store = async_store(settings)
+    if (tracer := tracing.tracer(settings)) is not None:
+        await tracer.signal(
+            str(workflow_id), name, lambda: store.send_signal(str(workflow_id), name, text)
+        )
+        return
+    await store.send_signal(str(workflow_id), name, text)
 
 
 def send_signal_sync(workflow_id: str, name: str, payload: Any = None) -> None:
     """``send_signal`` for synchronous code; the same errors."""
-    text = _check_signal_args(name, payload, Settings.current())
-    sync_store().send_signal(str(workflow_id), name, text)
+    settings = Settings.current()
+    text = _check_signal_args(name, payload, settings)
+    store = sync_store(settings)
+    if (tracer := tracing.tracer(settings)) is not None:
+        tracer.signal_sync(
+            str(workflow_id), name, lambda: store.send_signal(str(workflow_id), name, text)
+        )
+        return
+    store.send_signal(str(workflow_id), name, text)
 
 
 async def get_status(execution_id: str) -> dict[str, Any]:

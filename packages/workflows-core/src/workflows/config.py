@@ -87,6 +87,14 @@ def _pooler(value: str) -> None:
         raise ValueError(f"must be one of {', '.join(POOLERS)}")
 
 
+TRACING_MODES = ("auto", "on", "off")
+
+
+def _tracing(value: str) -> None:
+    if value not in TRACING_MODES:
+        raise ValueError("must be auto (traced when opentelemetry-api is installed), on or off")
+
+
 def _log_level(value: str) -> None:
     if value not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -210,6 +218,9 @@ class Settings:
     # like pooler in transaction mode (producers only: no session state, no LISTEN, no
     # prepared statements kept) or in session mode (see the README, "Poolers").
     pooler: str = "none"
+    # OpenTelemetry spans of enqueues, attempts and signals (workflows.tracing): auto traces
+    # when opentelemetry-api is importable, on requires it, off never imports it.
+    tracing: str = "auto"
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -306,6 +317,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_cancelled": _optional_duration,
     "determinism_check": lambda raw: raw.lower(),
     "pooler": lambda raw: raw.lower(),
+    "tracing": lambda raw: raw.lower(),
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -335,6 +347,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retention_cancelled": _duration,
     "determinism_check": _determinism_check,
     "pooler": _pooler,
+    "tracing": _tracing,
 }
 
 

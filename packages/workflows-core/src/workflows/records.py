@@ -46,6 +46,8 @@ class Claimed:
     parent_seq: int | None = None
     # A workflow's resolutions not yet handed to its code: all a copy in memory needs.
     resolutions: list[StepRecord] | None = None
+    # The W3C carrier (JSON text) its attempt's span continues (workflows.tracing).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class Plan:
     steps: list[StepRow]
     children: list[ChildRow]
     signals: list[str]
+    # The activation span's W3C carrier (JSON text), written on each child's row.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,9 @@ def plan(
     return Plan(steps, children, signals)
 
 
-def eager_claims(workflow_id: str, children: Sequence[ChildRow]) -> list[Claimed]:
+def eager_claims(
+    workflow_id: str, children: Sequence[ChildRow], trace_context: str | None = None
+) -> list[Claimed]:
     """The activities an activation starts already claimed by its worker."""
     return [
         Claimed(
@@ -283,6 +289,7 @@ def eager_claims(workflow_id: str, children: Sequence[ChildRow]) -> list[Claimed
             deadline=None,
             pickup_latency=0.0,
             parent_seq=ch.seq,
+            trace_context=trace_context,
         )
         for ch in children
         if ch.eager

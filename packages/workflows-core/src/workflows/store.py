@@ -51,6 +51,8 @@ class EnqueueRequest:
     keys_each: list[tuple[str | None, str | None]] | None = None
     # Seconds the idempotency key holds from the insert (None: as long as the row exists).
     idempotency_ttl: float | None = None
+    # The W3C carrier (JSON text) of the enqueue's span, kept on the row (workflows.tracing).
+    trace_context: str | None = None
 
 
 class AsyncStore(Protocol):

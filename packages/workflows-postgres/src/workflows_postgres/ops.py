@@ -72,6 +72,7 @@ def enqueue(request: EnqueueRequest, handoff: bool = True) -> Op[str]:
         r.concurrency_limit,
         r.rate_key,
         _float(r.idempotency_ttl),
+        r.trace_context,
     )
     # ON CONFLICT waits for a concurrent insert of the same key to commit or roll back, so
     # the follow-up read finds the winner; a rolled-back winner lets the insert through. A key
@@ -112,6 +113,7 @@ def enqueue_many(options: EnqueueRequest, payloads: Sequence[str]) -> Op[list[st
             ckeys,
             r.concurrency_limit if keyed else None,
             rkeys,
+            r.trace_context,
         ),
     )
     return [str(row["id"]) for row in rows]

@@ -24,7 +24,8 @@ CREATE TYPE {s}.claimed AS (
 	parent_seq integer,
 	deadline timestamp with time zone,
 	pickup_latency double precision,
-	resolutions text
+	resolutions text,
+	trace_context text
 );
 
 CREATE FUNCTION {s}.activate(p_worker uuid, p_item jsonb, p_lease bigint) RETURNS text
@@ -158,6 +159,7 @@ CREATE TABLE {s}.executions (
     idempotency_expires_at timestamp with time zone,
     retry_base integer DEFAULT 0 NOT NULL,
     retried_at timestamp with time zone,
+    trace_context jsonb,
     CONSTRAINT executions_concurrency_limit_check CHECK ((concurrency_limit >= 1)),
     CONSTRAINT executions_kind_check CHECK ((kind = ANY (ARRAY['job'::text, 'workflow'::text, 'activity'::text]))),
     CONSTRAINT executions_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
@@ -611,7 +613,8 @@ CREATE FUNCTION {s}.claim_row(e {s}.executions) RETURNS {s}.claimed
                -- -infinity must not fail every claim of its queue.
                CASE WHEN isfinite(e.run_at)
                     THEN extract(epoch FROM now() - e.run_at)::float8 END,
-               CASE WHEN e.kind = 'workflow' THEN {s}.undelivered(e.id) END)::{s}.claimed
+               CASE WHEN e.kind = 'workflow' THEN {s}.undelivered(e.id) END,
+               e.trace_context::text)::{s}.claimed
 $$;
 
 CREATE FUNCTION {s}.consume_signals(p_wf uuid, p_names text[]) RETURNS boolean
@@ -648,7 +651,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_rate_key text DEFAULT NULL::text, p_key_ttl double precision DEFAULT NULL::double precision) RETURNS TABLE(id uuid, handed_to uuid)
+CREATE FUNCTION {s}.enqueue(p_kind text, p_name text, p_queue text, p_priority integer, p_args text, p_retries integer, p_timeout double precision, p_run_at timestamp with time zone, p_delay double precision, p_key text, p_version integer, p_wf_timeout double precision, p_handoff boolean, p_concurrency_key text DEFAULT NULL::text, p_concurrency_limit integer DEFAULT NULL::integer, p_rate_key text DEFAULT NULL::text, p_key_ttl double precision DEFAULT NULL::double precision, p_trace_context text DEFAULT NULL::text) RETURNS TABLE(id uuid, handed_to uuid)
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -674,6 +677,13 @@ BEGIN
                 'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
                 'version', p_version, 'id', {s}.new_id()))) a;
             IF new_id IS NOT NULL THEN
+                -- admit() inserts only the columns it knows: the context is set after, in
+                -- the same transaction, so the worker reading the handoff finds it. Only a
+                -- traced enqueue pays this second write.
+                IF p_trace_context IS NOT NULL THEN
+                    UPDATE {s}.executions x SET trace_context = p_trace_context::jsonb
+                    WHERE x.id = new_id;
+                END IF;
                 id := new_id;
                 PERFORM pg_notify('{start}', handed_to::text || ' ' || new_id::text);
                 RETURN NEXT;
@@ -684,22 +694,18 @@ BEGIN
     INSERT INTO {s}.executions AS e
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
          idempotency_key, version, deadline, concurrency_key, concurrency_limit, rate_key,
-         idempotency_expires_at)
+         idempotency_expires_at, trace_context)
     VALUES ({s}.new_id(), p_kind, p_name, p_queue, p_priority, p_args::json, p_retries,
             p_timeout,
             COALESCE(p_run_at, now() + make_interval(secs => COALESCE(p_delay, 0))),
             p_key, p_version, now() + make_interval(secs => p_wf_timeout),
             p_concurrency_key, p_concurrency_limit, p_rate_key,
-            now() + make_interval(secs => p_key_ttl))
+            now() + make_interval(secs => p_key_ttl), p_trace_context::jsonb)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING e.id, e.run_at, e.held INTO new_id, due, is_held;
     IF new_id IS NULL THEN
-        -- The key is taken. Past its window it is taken off the old row, and the caller
-        -- (ops.enqueue), finding no row with the key, enqueues again. Of two enqueues racing
-        -- for it, the second waits here for the first's transaction, then finds the key
-        -- gone from that row and takes nothing; of their next inserts one wins, and the
-        -- other reads the winner's id. Without a window (NULL), the key stays. (Not retried
-        -- here: an enqueue without a key runs 0007's statements and nothing more.)
+        -- The key is taken (see 0009): past its window it is taken off the old row, and the
+        -- caller enqueues again.
         UPDATE {s}.executions x SET idempotency_key = NULL, idempotency_expires_at = NULL
         WHERE x.idempotency_key = p_key AND x.idempotency_expires_at <= now();
         RETURN;
@@ -934,6 +940,11 @@ BEGIN
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
         SELECT array_agg(a.id) INTO admitted FROM {s}.admit(p_worker, 'new', p_new => eager) a;
+        UPDATE {s}.executions x SET trace_context = (c.value->>'trace_context')::jsonb
+        FROM jsonb_array_elements(eager) AS c
+        WHERE c.value->>'trace_context' IS NOT NULL
+          AND x.id = (c.value->>'id')::uuid
+          AND x.id = ANY (COALESCE(admitted, '{}'));
         IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(eager) THEN
             SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
             INTO others
@@ -950,17 +961,20 @@ BEGIN
     WITH ins AS (
         INSERT INTO {s}.executions
             (id, kind, name, queue, priority, args, max_retries, timeout_seconds, version,
-             deadline, parent_id, parent_seq, concurrency_key, concurrency_limit, rate_key)
+             deadline, parent_id, parent_seq, concurrency_key, concurrency_limit, rate_key,
+             trace_context)
         SELECT r.id, r.kind, r.name, r.queue, r.priority, r.args::json, r.max_retries,
                r.timeout_seconds, r.version,
                CASE WHEN r.workflow_timeout IS NULL THEN NULL
                     ELSE now() + make_interval(secs => r.workflow_timeout) END,
-               r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key
+               r.parent_id, r.parent_seq, r.concurrency_key, r.concurrency_limit, r.rate_key,
+               r.trace_context::jsonb
         FROM jsonb_to_recordset(others)
              AS r(id uuid, kind text, name text, queue text, priority integer, args text,
                   max_retries integer, timeout_seconds float8, version integer,
                   workflow_timeout float8, parent_id uuid, parent_seq integer,
-                  concurrency_key text, concurrency_limit integer, rate_key text)
+                  concurrency_key text, concurrency_limit integer, rate_key text,
+                  trace_context text)
         RETURNING queue, held
     )
     SELECT count(*) INTO announced

@@ -80,6 +80,7 @@ def _claimed(row: asyncpg.Record) -> Claimed:
         resolutions=None
         if row["resolutions"] is None
         else [_resolution(item) for item in codec.decode(row["resolutions"])],
+        trace_context=row["trace_context"],
     )
 
 
@@ -470,7 +471,11 @@ class PostgresStore:
                 await asyncio.sleep(0.01 * (attempt + 1))
         if final is None:
             return ActivationResult(None)
-        eager = eager_claims(claimed.id, plan.children) if final in ("waiting", "pending") else []
+        eager = (
+            eager_claims(claimed.id, plan.children, plan.trace_context)
+            if final in ("waiting", "pending")
+            else []
+        )
         return ActivationResult(str(final), eager)
 
     async def advance(self, worker_id: str, items: Sequence[Advance]) -> list[Advanced]:
@@ -487,7 +492,7 @@ class PostgresStore:
             outcome = row["outcome"]
             it = items[k]
             eager = (
-                eager_claims(it.workflow.id, it.plan.children)
+                eager_claims(it.workflow.id, it.plan.children, it.plan.trace_context)
                 if outcome in ("waiting", "pending")
                 else []
             )
@@ -664,7 +669,7 @@ def _step(row: StepRow) -> dict[str, Any]:
     }
 
 
-def _child(row: ChildRow, workflow_id: str) -> dict[str, Any]:
+def _child(row: ChildRow, workflow_id: str, trace_context: str | None) -> dict[str, Any]:
     # Named after the executions columns: admit() inserts an eager one as it is.
     return {
         "id": row.id,
@@ -683,6 +688,7 @@ def _child(row: ChildRow, workflow_id: str) -> dict[str, Any]:
         "concurrency_limit": row.concurrency_limit,
         "rate_key": row.rate_key,
         "eager": row.eager,
+        "trace_context": trace_context,
     }
 
 
@@ -707,7 +713,7 @@ def _activation(
         "result": result,
         "error": error,
         "steps": [_step(s) for s in plan.steps],
-        "children": [_child(c, wf.id) for c in plan.children],
+        "children": [_child(c, wf.id, plan.trace_context) for c in plan.children],
     }
 
 

@@ -7,7 +7,7 @@ import random
 import time
 from typing import Any, Protocol
 
-from workflows import codec
+from workflows import codec, tracing
 from workflows.config import Settings
 from workflows.records import Claimed, Outcome
 from workflows.store import WorkerStore
@@ -72,6 +72,8 @@ class Executor:
         self.executed = 0
         # Runs whose code ran past its timeout: their attempts ended timed_out.
         self._timed_out: set[str] = set()
+        # WORKFLOWS_TRACING=on without opentelemetry-api: refused at start, not per attempt.
+        tracing.tracer(settings)
 
     def start(self, c: Claimed) -> None:
         task = asyncio.create_task(self.execute(c), name=f"workflows-{c.kind}-{c.id}")
@@ -87,7 +89,7 @@ class Executor:
     async def execute(self, c: Claimed) -> None:
         """Run ``c`` in the slot it holds (the task calling this), and free the slot after."""
         # Its own task: every record logged in it is about ``c``.
-        with bound(**execution_fields(c)):
+        with bound(**execution_fields(c)), tracing.attempt(self._settings, c):
             await self._execute(c)
 
     async def _execute(self, c: Claimed) -> None:
@@ -244,6 +246,7 @@ class Executor:
         """
         if c.attempts > c.max_retries:
             return await self._finish(c, "failed", None, error, started, isolated=isolated)
+        tracing.failed(self._settings, error)
         delay = backoff(self._settings, c.attempts)
         try:
             ok = await self._record(
@@ -278,6 +281,8 @@ class Executor:
         isolated: bool = False,
     ) -> str:
         error_text = None if error is None else codec.encode(error)
+        if error is not None:
+            tracing.failed(self._settings, error)
         try:
             ok = await self._workflows.advance(c, status, result, error_text)
             if ok is None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from workflows import codec
+from workflows import codec, tracing
 from workflows.config import Settings
 from workflows.errors import SerializationError
 from workflows.history import Activation, StepRecord
@@ -231,6 +231,7 @@ class WorkflowRunner:
             self._start(eager)
         if applied.status in ("completed", "failed", "cancelled"):
             if error is not None and applied.status == "failed":
+                tracing.failed(self._settings, error)
                 log.info(
                     "failed workflow %s id=%s: %s: %s",
                     c.name,
@@ -261,6 +262,7 @@ class WorkflowRunner:
                 c.id,
             )
             return "stale"
+        tracing.failed(self._settings, error)
         log.warning(
             "failed workflow %s id=%s: %s: %s",
             c.name,
@@ -288,7 +290,10 @@ class WorkflowRunner:
                 self._worker_id,
                 number=activation.number,
                 delivered=activation.delivered,
-                plan=plan(self._settings, c.queue, activation.number, activation.commands),
+                plan=tracing.stamp(
+                    self._settings,
+                    plan(self._settings, c.queue, activation.number, activation.commands),
+                ),
                 status=status,
                 result=result,
                 error=error,
@@ -307,6 +312,16 @@ class WorkflowRunner:
         activation go to the database together, in the next batch. None: not possible here
         (the workflow is not held, or is busy): record the outcome alone.
         """
+        entry = self._resumable(c, status)
+        if entry is None:
+            return None
+        # The activation is the workflow's: its span continues the context on the workflow's
+        # row, not the activity's span this runs in.
+        with tracing.attempt(self._settings, entry.claimed):
+            return await self._advance(c, entry, status, result, error)
+
+    def _resumable(self, c: Claimed, status: str) -> Sticky | None:
+        """The copy held here that an activity's outcome can go on with, if there is one."""
         if c.kind != "activity" or c.parent_id is None or status not in ("completed", "failed"):
             return None
         entry = self._sticky.get(c.parent_id)
@@ -317,6 +332,12 @@ class WorkflowRunner:
             or c.parent_seq not in entry.instance.pending_seqs
         ):
             return None
+        return entry
+
+    async def _advance(
+        self, c: Claimed, entry: Sticky, status: str, result: str | None, error: str | None
+    ) -> bool | None:
+        assert c.parent_seq is not None  # _resumable found it among the pending steps
         record = StepRecord(
             seq=c.parent_seq,
             kind="activity",
@@ -356,7 +377,7 @@ class WorkflowRunner:
         # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. One
         # activation ahead at most: behind an earlier one still being written, they wait.
         ahead = entry.inflight == 0
-        early = eager_claims(wf.id, item.plan.children) if ahead else []
+        early = eager_claims(wf.id, item.plan.children, item.plan.trace_context) if ahead else []
         for child in early:
             self._start(child)
         entry.inflight += 1
@@ -396,6 +417,8 @@ class WorkflowRunner:
         if done.outcome != "stale":
             # Not ended: the fallback, whose activation a claim replays (discarded here).
             self._metrics.activation_ran(wf.queue, time.monotonic() - started, ended or "discarded")
+        if ended == "failed" and activation.error is not None:
+            tracing.failed(self._settings, activation.error)
         if ended is not None:
             # In the activity's task: the record is about its workflow.
             log.info("%s workflow %s id=%s", ended, wf.name, wf.id, extra=execution_fields(wf))
@@ -435,13 +458,16 @@ class WorkflowRunner:
             outcome=status,
             result=result,
             error=None if error is None else codec.encode(error),
-            plan=plan(
+            plan=tracing.stamp(
                 self._settings,
-                wf.queue,
-                activation.number,
-                activation.commands,
-                self._eager_queues(),
-                self._slots.eager(),
+                plan(
+                    self._settings,
+                    wf.queue,
+                    activation.number,
+                    activation.commands,
+                    self._eager_queues(),
+                    self._slots.eager(),
+                ),
             ),
             activity=None if activity is None else activity.claimed,
             act_status=None if activity is None else activity.status,

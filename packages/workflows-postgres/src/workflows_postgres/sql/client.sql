@@ -12,7 +12,7 @@
 SELECT id::text AS id FROM {s}.enqueue(
     $1::text, $2::text, $3::text, $4::int, $5::text, $6::int, $7::float8, $8::timestamptz,
     $9::float8, $10::text, $11::int, $12::float8, $13::bool, $14::text, $15::int, $16::text,
-    $17::float8)
+    $17::float8, $18::text)
 
 -- name: find_by_idempotency_key
 SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
@@ -20,16 +20,16 @@ SELECT id::text AS id FROM {s}.executions WHERE idempotency_key = $1
 -- One queue_many(): every run has the same options, so they go as scalars and only the
 -- arguments as an array (unnesting eleven arrays cost the server as much as the inserts);
 -- the flow-control keys go as arrays (one per run), since they may be computed from each
--- call's arguments.
+-- call's arguments. The trace context is the batch's one span's.
 -- name: enqueue_many
 WITH ins AS (
     INSERT INTO {s}.executions
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         version, deadline, concurrency_key, concurrency_limit, rate_key)
+         version, deadline, concurrency_key, concurrency_limit, rate_key, trace_context)
     SELECT {s}.new_id(), $1, $2, $3, $4, a.args::json, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0))),
            $10, now() + make_interval(secs => $11::float8),
-           ($12::text[])[a.ord], $13::int, ($14::text[])[a.ord]
+           ($12::text[])[a.ord], $13::int, ($14::text[])[a.ord], $15::jsonb
     FROM unnest($5::text[]) WITH ORDINALITY AS a(args, ord)
     ORDER BY a.ord
     RETURNING id, run_at, held
@@ -52,11 +52,12 @@ WITH a AS MATERIALIZED (
 ), ins AS (
     INSERT INTO {s}.executions
         (id, kind, name, queue, priority, args, max_retries, timeout_seconds, run_at,
-         version, deadline, concurrency_key, concurrency_limit, rate_key)
+         version, deadline, concurrency_key, concurrency_limit, rate_key, trace_context)
     SELECT a.id, $1, $2, $3, $4, a.args::json, $6, $7,
            COALESCE($8::timestamptz, now() + make_interval(secs => COALESCE($9::float8, 0)))
                + make_interval(secs => (a.ord - 1) / 1e6),
-           $10, now() + make_interval(secs => $11::float8), a.ckey, $13::int, a.rkey
+           $10, now() + make_interval(secs => $11::float8), a.ckey, $13::int, a.rkey,
+           $15::jsonb
     FROM a
     ORDER BY a.ckey NULLS FIRST, a.ord
     RETURNING id, run_at, held
