@@ -36,6 +36,9 @@ MYPY = "mypy==2.4.1"
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/. mypy:
 # tests/unit/test_typing.py runs it on the README's examples (its error codes are pinned too).
 TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml", MYPY]
+# tests/integration/test_frameworks.py runs the examples under examples/ (Django, SQLAlchemy
+# with asyncpg, FastAPI through httpx).
+TEST_DEPS += ["django", "sqlalchemy[asyncio]", "fastapi", "httpx"]
 # tests/unit/test_deploy.py checks deploy/ with promtool. No PyPI package ships it; Debian's
 # `prometheus` package does.
 PROMTOOL_MISSING = (
