@@ -13,7 +13,7 @@ import pytest
 import workflows
 from currant.testing.server import Databases
 from tests.integration import jobs_app, workflows_app
-from tests.integration.conftest import StartWorker
+from tests.integration.conftest import StartWorker, until
 from workflows import Client, ConfigurationError, ExecutionNotFoundError, activity, workflow
 from workflows.config import Settings
 from workflows_postgres import client as default_stores
@@ -247,3 +247,27 @@ async def test_an_unreachable_database_is_an_error_without_its_password(
     finally:
         await client.aclose()
     assert dataclasses.replace(client.settings).database_url == url
+
+
+def sessions_on(url: str) -> int:
+    """Other sessions connected to the database of ``url``."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_closing_a_client_closes_its_pool_and_every_threads_connection(
+    second_database: str,
+) -> None:
+    client = Client(second_database)
+    await client.queue(jobs_app.record, "async")
+    await asyncio.gather(
+        *(asyncio.to_thread(client.queue_sync, jobs_app.record, f"thread {n}") for n in range(3))
+    )
+    assert sessions_on(second_database) >= 2
+    await client.aclose()
+    assert await until(lambda: sessions_on(second_database) == 0, "the client's sessions to end")

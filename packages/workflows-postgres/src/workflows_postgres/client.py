@@ -185,7 +185,7 @@ class ClientStores:
 
 def _close_sync(store: SyncStore) -> None:
     store.close_results()
-    store.close()
+    store.close_all()
 
 
 def _close_elsewhere(loop: asyncio.AbstractEventLoop, store: _LazyStore) -> None:
