@@ -7,21 +7,12 @@ import inspect
 import math
 import re
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Generic,
-    Literal,
-    ParamSpec,
-    Protocol,
-    TypeVar,
-    cast,
-    overload,
-)
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from workflows import codec
 from workflows.config import Settings
@@ -36,7 +27,7 @@ from workflows.replay import WorkflowInstance, current_instance
 from workflows.schedules import Schedule
 from workflows.store import EnqueueRequest, async_store, sync_store
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from workflows.client import Client
 
 P = ParamSpec("P")
