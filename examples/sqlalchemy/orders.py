@@ -7,7 +7,12 @@ a worker hears of it) only if the session commits.
 from __future__ import annotations
 
 from sqlalchemy import create_engine
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from workflows import job
@@ -43,7 +48,9 @@ def place_order(sessions: sessionmaker[Session], item: str, *, fail: bool = Fals
         return order.id
 
 
-async def place_order_async(sessions: async_sessionmaker, item: str, *, fail: bool = False) -> int:
+async def place_order_async(
+    sessions: async_sessionmaker[AsyncSession], item: str, *, fail: bool = False
+) -> int:
     """The asyncio flavour: a ``postgresql+asyncpg://`` engine."""
     async with sessions() as session, session.begin():
         order = Order(item=item)
@@ -69,7 +76,7 @@ def sync_sessions(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(engine)
 
 
-def async_sessions(database_url: str) -> tuple[AsyncEngine, async_sessionmaker]:
+def async_sessions(database_url: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     """Sessions of a ``postgresql://`` URL through asyncpg (create the table with the sync ones)."""
     engine = create_async_engine(_with_driver(database_url, "asyncpg"))
     return engine, async_sessionmaker(engine, expire_on_commit=False)
