@@ -46,6 +46,9 @@ TEST_DEPS = [
     "opentelemetry-api",
     "opentelemetry-sdk",
 ]
+# tests/integration/test_frameworks.py runs the examples under examples/ (Django, SQLAlchemy
+# with asyncpg, FastAPI through httpx).
+TEST_DEPS += ["django", "sqlalchemy[asyncio]", "fastapi", "httpx"]
 # tests/unit/test_deploy.py checks deploy/ with promtool. No PyPI package ships it; Debian's
 # `prometheus` package does.
 PROMTOOL_MISSING = (

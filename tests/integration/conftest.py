@@ -46,7 +46,9 @@ async def start_worker(database_url: str) -> AsyncIterator[StartWorker]:
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(*queues: str, **kwargs: Any) -> Worker:
-        worker = Worker(list(queues), settings=Settings.from_env(), **kwargs)
+        # settings=: a worker of another database or schema than the environment's.
+        kwargs.setdefault("settings", Settings.from_env())
+        worker = Worker(list(queues), **kwargs)
         task = asyncio.create_task(worker.run())
         running.append((worker, task))
         # Wait until it is registered and listening, so a test's first enqueue is heard.

@@ -136,3 +136,24 @@ async def test_a_start_that_fails_leaves_nothing_behind(workflows_server: str) -
             "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (env.schema,)
         ).fetchone()
     assert row == (0,)
+
+
+async def test_what_configure_set_does_not_lead_the_code_under_test_elsewhere(
+    workflows_server: str,
+) -> None:
+    # An application that configures its database in code, then tested with the kit.
+    workflows.configure(
+        database_url="postgresql://app@127.0.0.1:1/production", schema="app", default_retries=5
+    )
+    try:
+        async with Environment(["emails"], database_url=workflows_server) as env:
+            assert await env.run(app.send_email, "c@b.c", "Hi", "...") == "sent 'Hi' to c@b.c"
+            # What does not point at a database is kept.
+            assert workflows.configure().default_retries == 5
+        settings = workflows.configure()
+        assert (settings.database_url, settings.schema) == (
+            "postgresql://app@127.0.0.1:1/production",
+            "app",
+        )
+    finally:
+        workflows.configure(reset=True)

@@ -23,6 +23,8 @@ from workflows.api import (
     wait_for_signal,
     workflow,
 )
+from workflows.client import Client
+from workflows.config import configure
 from workflows.determinism import DeterminismWarning, now, random, uuid4
 from workflows.errors import (
     ActivityError,
@@ -62,6 +64,7 @@ __all__ = [
     "ActivityFunction",
     "AmbiguousIdError",
     "ChildWorkflowError",
+    "Client",
     "ConfigurationError",
     "DatabaseUnavailableError",
     "DeterminismWarning",
@@ -89,6 +92,7 @@ __all__ = [
     "activity",
     "cancel",
     "cancel_sync",
+    "configure",
     "executions",
     "get_result",
     "get_result_sync",

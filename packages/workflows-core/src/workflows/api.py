@@ -7,6 +7,7 @@ import inspect
 import math
 import re
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ from workflows.ids import ExecutionId, ResultTypeMismatch
 from workflows.replay import WorkflowInstance, current_instance
 from workflows.schedules import Schedule
 from workflows.store import EnqueueRequest, async_store, sync_store
+
+if typing.TYPE_CHECKING:
+    from workflows.client import Client
 
 P = ParamSpec("P")
 # A decorated function's result as the caller gets it: what `await act.run()` and
@@ -191,8 +195,14 @@ class CallOptions:
     rate_key: str | None = None
     # Seconds, once validated (given as text like "1h", seconds or a timedelta).
     idempotency_ttl: Any = None
+    # A workflows.Client: enqueue into its database and schema instead of the process's.
+    client: Client | None = None
 
     def validated(self) -> CallOptions:
+        if self.client is not None:
+            from workflows.client import as_client
+
+            as_client(self.client)
         if self.queue is not None:
             validate_queue(self.queue)
         _check_priority(self.priority)
@@ -296,6 +306,7 @@ class Function(Generic[P, R]):
         concurrency_limit: int | None = None,
         rate_key: str | None = None,
         idempotency_ttl: Any = None,
+        client: Client | None = None,
     ) -> Handle[P, R]:
         opts = CallOptions(
             queue,
@@ -310,6 +321,7 @@ class Function(Generic[P, R]):
             concurrency_limit,
             rate_key,
             idempotency_ttl,
+            client,
         )
         return Handle(self, opts.validated())
 
@@ -389,36 +401,41 @@ class Handle(Generic[P, R]):
         return Handle(self.function, replace(self.opts, **changes).validated())
 
     async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
-        settings = Settings.current()
+        client = self.opts.client
+        settings = Settings.current() if client is None else client.settings
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("psycopg"):
             raise ConfigurationError("a psycopg connection goes with .queue_sync(), not .queue()")
+        store = async_store(settings) if client is None else client.async_store()
         if (tracer := tracing.tracer(settings)) is not None:
-            traced = await tracer.queue(request, async_store(settings).enqueue, conn)
+            traced = await tracer.queue(request, store.enqueue, conn)
             return cast("ExecutionId[R]", traced)
         # The store's plain str, typed: an ExecutionId exists for type checkers only.
-        return cast("ExecutionId[R]", await async_store(settings).enqueue(request, conn))
+        return cast("ExecutionId[R]", await store.enqueue(request, conn))
 
     def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
-        settings = Settings.current()
+        client = self.opts.client
+        settings = Settings.current() if client is None else client.settings
         request = self.function.request(self.opts, args, kwargs, settings)
         conn = self.opts.conn
         if conn is not None and type(conn).__module__.startswith("asyncpg"):
             raise ConfigurationError(
                 "an asyncpg connection goes with await .queue(), not .queue_sync()"
             )
+        store = sync_store(settings) if client is None else client.sync_store()
         if (tracer := tracing.tracer(settings)) is not None:
-            traced = tracer.queue_sync(request, sync_store(settings).enqueue, conn)
+            traced = tracer.queue_sync(request, store.enqueue, conn)
             return cast("ExecutionId[R]", traced)
-        return cast("ExecutionId[R]", sync_store(settings).enqueue(request, conn))
+        return cast("ExecutionId[R]", store.enqueue(request, conn))
 
     async def queue_many(
         self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
     ) -> list[ExecutionId[R]]:
         if self.opts.conn is not None or self.opts.idempotency_key is not None:
             raise ConfigurationError("queue_many takes no conn or idempotency_key option")
-        settings = Settings.current()
+        client = self.opts.client
+        settings = Settings.current() if client is None else client.settings
         if not calls:
             return []
         # The options resolve the same for every call: once, then only the arguments differ.
@@ -435,10 +452,11 @@ class Handle(Generic[P, R]):
             keys = [fn.flow_keys(self.opts, tuple(a), dict(k)) for a, k in calls]
             first.keys_each = [(ckey, rkey) for ckey, _, rkey in keys]
             first.concurrency_limit = self.opts.concurrency_limit or fn.concurrency_limit or 1
+        store = async_store(settings) if client is None else client.async_store()
         if (tracer := tracing.tracer(settings)) is not None:
-            ids = await tracer.queue_many(first, payloads, async_store(settings).enqueue_many)
+            ids = await tracer.queue_many(first, payloads, store.enqueue_many)
         else:
-            ids = await async_store(settings).enqueue_many(first, payloads)
+            ids = await store.enqueue_many(first, payloads)
         return cast("list[ExecutionId[R]]", ids)
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
@@ -454,6 +472,10 @@ def _step_options(
 ) -> StepOptions:
     if opts.delay is not None or opts.run_at is not None or opts.idempotency_key is not None:
         raise ConfigurationError("delay, run_at and idempotency_key do not apply to workflow steps")
+    if opts.client is not None:
+        raise ConfigurationError(
+            "client does not apply to workflow steps: they run in the workflow's own database"
+        )
     ckey, climit, rkey = function.flow_keys(opts, args, kwargs)
     options = StepOptions(
         queue=opts.queue or function.queue_name,

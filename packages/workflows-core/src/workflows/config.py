@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from workflows.codec import DEFAULT_MAX_PAYLOAD_BYTES
 from workflows.durations import Duration, check_seconds, parse_duration
-from workflows.errors import ConfigurationError
+from workflows.errors import ConfigurationError, preview
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -176,7 +179,8 @@ class Settings:
     one raises ``ConfigurationError`` naming its variable.
     """
 
-    database_url: str | None = None
+    # Not in the repr: it may hold a password, and a Settings gets printed and logged.
+    database_url: str | None = dataclasses.field(default=None, repr=False)
     schema: str = "workflows"
     data_dir: Path | None = None
     worker_heartbeat_interval: float = 5.0
@@ -270,7 +274,8 @@ class Settings:
 
     @classmethod
     def current(cls) -> Settings:
-        """``from_env()`` of this process's environment, parsed again only when it changed.
+        """``from_env()`` of this process's environment, with what :func:`configure` set
+        winning over its variables; parsed again only when either changed.
 
         Producers call this on every enqueue; parsing every variable each time cost more than
         a tenth of the call.
@@ -278,9 +283,14 @@ class Settings:
         key = tuple(map(os.environ.get, _ENV_NAMES))
         cached = _current.get(key)
         if cached is None:
-            cached = cls.from_env()
-            _current.clear()
-            _current[key] = cached
+            # configure() empties the cache: a Settings built from the overrides it replaced
+            # must not be stored after it did.
+            generation = _configured.generation
+            cached = _with_overrides(cls.from_env(_unconfigured_env()), _configured.values)
+            with _configured.lock:
+                if generation == _configured.generation:
+                    _current.clear()
+                    _current[key] = cached
         return cached
 
 
@@ -362,3 +372,130 @@ def validate_schema_name(name: str) -> str:
     except ValueError as exc:
         raise ConfigurationError(f"schema {name!r}: {exc}") from None
     return name
+
+
+# ---- configuration in code: configure() ---------------------------------------------------
+
+
+class _Configured:
+    """What configure() set, process-wide. ``generation`` moves on every change, so that a
+    Settings built from the values it replaced is not cached after them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: dict[str, Any] = {}
+        self.generation = 0
+
+
+_configured = _Configured()
+_FIELD_NAMES = frozenset(_PARSERS)
+
+
+def _unconfigured_env() -> Mapping[str, str] | None:
+    # A variable that configure() overrides is not read at all: a bad value there is moot.
+    if not _configured.values:
+        return None
+    hidden = {_env_name(name) for name in _configured.values}
+    return {key: value for key, value in os.environ.items() if key not in hidden}
+
+
+def _with_overrides(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    return dataclasses.replace(settings, **values) if values else settings
+
+
+def _number(value: Any, *, integer: bool) -> Any:
+    # bool is an int to Python, but True is no count of anything.
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise ValueError(f"must be {'a whole number' if integer else 'a number'}")
+    return value if integer else float(value)
+
+
+def _in_code(name: str, value: Any) -> Any:
+    """``value`` given to configure() or Client() for field ``name``, as the field holds it;
+    ValueError if it cannot be one. Text is read as the variable's text would be."""
+    parse = _PARSERS[name]
+    if isinstance(value, str):
+        return parse(value.strip())
+    optional = parse in (_optional_int, _optional_str, _optional_path, _optional_duration)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("must not be None")
+    if parse is float:
+        return _number(value, integer=False)
+    if parse in (int, _optional_int):
+        return _number(value, integer=True)
+    if parse is _optional_path:
+        if not isinstance(value, os.PathLike):
+            raise ValueError("must be a path (str or os.PathLike) or None")
+        return Path(value).expanduser()
+    if parse is _names:
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a list or tuple of module names (or comma-separated text)")
+        return tuple(value)
+    if parse is _flag:
+        if not isinstance(value, bool):
+            raise ValueError("must be True or False")
+        return value
+    if parse in (parse_duration, _optional_duration):
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        return _number(value, integer=False)
+    raise ValueError(f"must be text, got {type(value).__name__}")
+
+
+def checked_overrides(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` (Settings field names) as the fields hold them, each checked like its
+    variable; ConfigurationError naming the field otherwise (never quoting a database URL)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in _FIELD_NAMES:
+            raise ConfigurationError(
+                f"{where}: unknown setting {name!r} (the settings are the WORKFLOWS_* "
+                "variables' names in lower case without the prefix, such as schema)"
+            )
+        try:
+            held = _in_code(name, value)
+            check = _CHECKS.get(name)
+            if check is not None:
+                check(held)
+        except ValueError as exc:
+            if name == "database_url":
+                raise ConfigurationError(
+                    f"{where}: database_url must be a postgresql:// URL or libpq connection "
+                    "string (text), or None"
+                ) from None
+            raise ConfigurationError(f"{where}: {name}={preview(value)}: {exc}") from None
+        out[name] = held
+    return out
+
+
+def configure(*, reset: bool = False, **settings: Any) -> Settings:
+    """Set settings for this process in code; they win over the ``WORKFLOWS_*`` variables.
+
+    Each keyword is a :class:`Settings` field (``database_url``, ``schema``, ...), given as
+    the field holds it or as the variable's text. Calls add up; ``reset=True`` first drops
+    everything configured before (``configure(reset=True)`` alone goes back to the
+    environment). Returns the settings now in effect (``configure()``: without changing any).
+    Raises ``ConfigurationError`` naming the field for an unknown name or a bad value, and
+    then changes nothing.
+    """
+    given = checked_overrides(settings, "configure()")
+    with _configured.lock:
+        values = {} if reset else dict(_configured.values)
+        values.update(given)
+        if values != _configured.values:
+            hidden = {_env_name(name) for name in values}
+            env = {k: v for k, v in os.environ.items() if k not in hidden}
+            # Built (and so checked as a whole) before anything changes.
+            _with_overrides(Settings.from_env(env), values)
+            _configured.values = values
+            _configured.generation += 1
+            _current.clear()
+    return Settings.current()
+
+
+def configured() -> dict[str, Any]:
+    """What :func:`configure` set (a copy): field name -> value."""
+    with _configured.lock:
+        return dict(_configured.values)

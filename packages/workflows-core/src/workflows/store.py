@@ -92,6 +92,23 @@ class SyncStore(Protocol):
     def control(self, statement: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
+class ClientStores(Protocol):
+    """The stores of one ``workflows.Client``, apart from the process's default ones: an async
+    store per event loop (a pool belongs to one loop) and one sync store, opened on first use."""
+
+    def async_store(self) -> AsyncStore: ...
+
+    def sync_store(self) -> SyncStore: ...
+
+    async def aclose(self) -> None:
+        """Close every store (from the loop whose pool it awaits; the others' are ended)."""
+        ...
+
+    def close(self) -> None:
+        """Close every store from synchronous code."""
+        ...
+
+
 class Backend(Protocol):
     """What an installed store package provides, found through the ``workflows.stores`` entry
     point group (as OpenTelemetry finds its providers): core names no store package."""
@@ -105,6 +122,8 @@ class Backend(Protocol):
     ) -> WorkerStore: ...
 
     def migrate(self, settings: Settings) -> list[int]: ...
+
+    def client_stores(self, settings: Settings) -> ClientStores: ...
 
 
 class Listener(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workflows.config import Settings
-from workflows.store import AsyncStore, SyncStore, WorkerStore
+from workflows.store import AsyncStore, ClientStores, SyncStore, WorkerStore
 
 
 def async_store(settings: Settings | None = None) -> AsyncStore:
@@ -16,6 +16,12 @@ def sync_store(settings: Settings | None = None) -> SyncStore:
     from workflows_postgres import client
 
     return client.sync_store(settings)
+
+
+def client_stores(settings: Settings) -> ClientStores:
+    from workflows_postgres import client
+
+    return client.ClientStores(settings)
 
 
 async def worker_store(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Sequence
@@ -46,6 +47,13 @@ class _LazyStore:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+    def terminate(self) -> None:
+        """End the pool's connections at once, without its event loop (which has stopped)."""
+        store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(Exception):
+                store.pool.terminate()
 
     # workflows.store.AsyncStore, spelled out: these sit on every producer's hot path.
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
@@ -115,3 +123,84 @@ def reset_sync() -> None:
     for store in stores:
         store.close_results()
         store.close()
+
+
+class ClientStores:
+    """The stores of one ``workflows.Client``: its own pools, apart from the process's default
+    ones above, so that clients of other databases or schemas never replace each other's."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LazyStore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync: SyncStore | None = None
+
+    def async_store(self) -> _LazyStore:
+        loop = asyncio.get_running_loop()
+        store = self._async.get(loop)
+        if store is None:
+            with self._lock:
+                store = self._async.get(loop)
+                if store is None:
+                    store = self._async[loop] = _LazyStore(self.settings)
+        return store
+
+    def sync_store(self) -> SyncStore:
+        store = self._sync
+        if store is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = SyncStore(self.settings)
+                store = self._sync
+        return store
+
+    def _take(self) -> tuple[list[tuple[asyncio.AbstractEventLoop, _LazyStore]], SyncStore | None]:
+        with self._lock:
+            stores = list(self._async.items())
+            self._async.clear()
+            sync, self._sync = self._sync, None
+        return stores, sync
+
+    async def aclose(self) -> None:
+        stores, sync = self._take()
+        here = asyncio.get_running_loop()
+        for loop, store in stores:
+            if loop is here:
+                await store.close()
+            else:
+                _close_elsewhere(loop, store)
+        if sync is not None:
+            # Closing tells the results thread to stop; no waiting on the network in the loop.
+            await asyncio.to_thread(_close_sync, sync)
+
+    def close(self) -> None:
+        stores, sync = self._take()
+        for loop, store in stores:
+            _close_elsewhere(loop, store)
+        if sync is not None:
+            _close_sync(sync)
+
+
+def _close_sync(store: SyncStore) -> None:
+    store.close_results()
+    store.close_all()
+
+
+def _close_elsewhere(loop: asyncio.AbstractEventLoop, store: _LazyStore) -> None:
+    """Close ``store``, whose pool belongs to ``loop``, from code not awaiting in that loop."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is running:
+        # close() from synchronous code inside the loop: the pool closes once this returns.
+        task = loop.create_task(store.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(store.close(), loop)
+    else:
+        # A loop that no longer runs can never await the close: end the connections now.
+        store.terminate()

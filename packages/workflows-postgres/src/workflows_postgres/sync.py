@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,8 @@ class SyncStore:
         self._dsn = dsn
         self.q = Q.Queries.for_schema(self.settings.schema)
         self._local = threading.local()
+        # Every thread's connection, for close_all() (a workflows.Client closing).
+        self._opened: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._sql: dict[str, str] = {}
         self.results = SyncResultWatcher(self)
         # None: psycopg decides (it prepares a statement run five times on a connection); a
@@ -55,6 +58,7 @@ class SyncStore:
             )
             self._check_schema(conn)
             self._local.conn = conn
+            self._opened.add(conn)
         return conn
 
     def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
@@ -77,6 +81,11 @@ class SyncStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def close_all(self) -> None:
+        """Close the connection of every thread (one that calls again opens a new one)."""
+        for conn in list(self._opened):
+            conn.close()
 
     def _drive(self, conn: psycopg.Connection[Any], op: ops.Op[T]) -> T:
         try:

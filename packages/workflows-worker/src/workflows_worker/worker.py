@@ -90,7 +90,7 @@ class Worker:
         from workflows.api import validate_queue
 
         self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
-        self.settings = settings or Settings.from_env()
+        self.settings = settings or Settings.current()
         self.concurrency = concurrency or self.settings.worker_max_concurrent
         self.burst = burst
         self.metrics_port = (

@@ -30,7 +30,7 @@ import workflows
 from currant.testing import clock
 from workflows import executions
 from workflows.api import REGISTRY, Function
-from workflows.config import Settings
+from workflows.config import Settings, configured
 from workflows.errors import WorkflowsError
 from workflows.ids import ExecutionId, ResultTypeMismatch
 from workflows_postgres import client
@@ -46,6 +46,8 @@ R = TypeVar("R")
 _LOOK_EVERY = 0.01
 _POLL = 0.02
 FINAL = ("completed", "failed", "cancelled")
+# The settings the environment points at itself through the process's variables.
+_POINTED = ("database_url", "schema", "quiet_embedded")
 
 
 class TestEnvironmentError(WorkflowsError):
@@ -90,6 +92,7 @@ class Environment:
         self.schema = f"wftest_{secrets.token_hex(5)}"
         self.database_url = ""
         self._saved_env: dict[str, str | None] = {}
+        self._saved_config: dict[str, Any] | None = None
         self._worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._skipper: asyncio.Task[None] | None = None
@@ -131,6 +134,13 @@ class Environment:
         ):
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
+        # workflows.configure() wins over the variables: what it set for them would send the
+        # code under test to the application's database instead of this schema.
+        self._saved_config = configured()
+        workflows.configure(
+            reset=True,
+            **{k: v for k, v in self._saved_config.items() if k not in _POINTED},
+        )
         await client.reset_async()
         self._conn = await psycopg.AsyncConnection.connect(
             self.database_url, autocommit=True, row_factory=dict_row
@@ -174,6 +184,9 @@ class Environment:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if self._saved_config is not None:
+            workflows.configure(reset=True, **self._saved_config)
+            self._saved_config = None
         if self._admin_url is not None and not self.keep_schema:
             await asyncio.to_thread(self._drop_schema, self._admin_url)
         if self._server is not None:
