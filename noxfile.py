@@ -61,8 +61,49 @@ PROMTOOL_MISSING = (
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (a throwaway PostgreSQL starts on demand)."""
     _provide_promtool(session)
+    _provide_pgbouncer(session)
     session.install(*PACKAGES, *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/integration", "tests/kit", *session.posargs)
+
+
+PGBOUNCER_MISSING = (
+    "pgbouncer is not installed and could not be installed (tests/integration/test_poolers.py "
+    "runs it): `sudo apt-get install pgbouncer` (Debian/Ubuntu), or set "
+    "WORKFLOWS_TEST_PGBOUNCER to its path"
+)
+
+
+def _provide_pgbouncer(session: nox.Session) -> None:
+    """Install Debian's pgbouncer when the machine has none (the pooler tests start it).
+
+    Unlike promtool, it is installed rather than extracted: it needs libraries (c-ares) a
+    fresh machine lacks, and its package starts nothing.
+    """
+    if (
+        os.environ.get("WORKFLOWS_TEST_PGBOUNCER")
+        or shutil.which("pgbouncer")
+        or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
+    ):
+        return
+    sudo = _sudo()
+    if shutil.which("apt-get") is None or sudo is None:
+        session.error(PGBOUNCER_MISSING)
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        session.run(*sudo, "apt-get", "update", "-q", external=True, env=env)
+        session.run(*sudo, "apt-get", "install", "-y", "-q", "pgbouncer", external=True, env=env)
+    except nox.command.CommandFailed:
+        session.error(PGBOUNCER_MISSING)
+
+
+def _sudo() -> list[str] | None:
+    """The prefix that runs a command as root: none needed, sudo without a password, or None."""
+    if os.geteuid() == 0:
+        return []
+    can_sudo = shutil.which("sudo") is not None and (
+        subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+    )
+    return ["sudo", "-n"] if can_sudo else None
 
 
 def _provide_promtool(session: nox.Session) -> None:
@@ -89,17 +130,10 @@ def _fetch_promtool(session: nox.Session, dest: Path) -> None:
     """
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         session.error(PROMTOOL_MISSING)
-    if os.geteuid() == 0:
-        # apt downloads as the `_apt` user, who cannot write to a private temporary folder;
-        # say that root downloads, rather than let apt warn that it falls back to it.
-        sudo: list[str] | None = []
-        download_options = ["-o", "APT::Sandbox::User=root"]
-    else:
-        can_sudo = shutil.which("sudo") is not None and (
-            subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
-        )
-        sudo = ["sudo", "-n"] if can_sudo else None
-        download_options = []
+    sudo = _sudo()
+    # apt downloads as the `_apt` user, who cannot write to a private temporary folder; as
+    # root, say that root downloads, rather than let apt warn that it falls back to it.
+    download_options = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
     try:
         if sudo is not None:
             # A fresh machine may have no package lists, an old one a version the mirror dropped.
