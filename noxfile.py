@@ -35,7 +35,19 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/. mypy:
 # tests/unit/test_typing.py runs it on the README's examples (its error codes are pinned too).
-TEST_DEPS = ["pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "pyyaml", MYPY]
+# cryptography, pydantic: the payload codec's tests (Fernet, typed models); httpx2: Starlette's
+# TestClient, for the dashboard's tests that need no browser.
+TEST_DEPS = [
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "hypothesis",
+    "pyyaml",
+    MYPY,
+    "cryptography",
+    "pydantic>=2",
+    "httpx2",
+]
 # tests/unit/test_deploy.py checks deploy/ with promtool. No PyPI package ships it; Debian's
 # `prometheus` package does.
 PROMTOOL_MISSING = (
@@ -48,7 +60,8 @@ PROMTOOL_MISSING = (
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (a throwaway PostgreSQL starts on demand)."""
     _provide_promtool(session)
-    session.install(*PACKAGES, *TEST_DEPS)
+    # With the dashboard's stack: tests/integration/test_codec.py serves its pages.
+    session.install(*WITH_DASHBOARD, *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/integration", "tests/kit", *session.posargs)
 
 

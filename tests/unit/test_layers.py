@@ -125,12 +125,33 @@ def test_imports_only_what_its_pyproject_declares(package: str) -> None:
 # Core's one dependency: the cron parser, pure Python with no dependencies of its own (a
 # schedule is validated where it is declared, in producers too).
 CORE_DEPENDENCIES = frozenset({"cronsim"})
+# Core's extras: no I/O either, and imported only inside the functions that need them, so
+# `import workflows` (and a producer) never loads them.
+CORE_EXTRAS = frozenset({"cryptography"})
 
 
 def test_core_imports_the_standard_library_and_the_cron_parser_alone() -> None:
     # No I/O in core: not even a dependency declared by mistake may be imported.
-    assert LOADED["workflows"].declared == CORE_DEPENDENCIES
-    assert not _outside("workflows", CORE_DEPENDENCIES)
+    assert LOADED["workflows"].declared == CORE_DEPENDENCIES | CORE_EXTRAS
+    assert not _outside("workflows", CORE_DEPENDENCIES | CORE_EXTRAS)
+
+
+def test_core_imports_its_extras_lazily() -> None:
+    at_module_level = []
+    for path in sorted(LOADED["workflows"].src.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            at_module_level += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in CORE_EXTRAS
+            ]
+    assert not at_module_level
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,14 @@ def _module_names(value: tuple[str, ...]) -> None:
             )
 
 
+_CODEC_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", re.ASCII)
+
+
+def _codec_path(value: str | None) -> None:
+    if value is not None and not (isinstance(value, str) and _CODEC_PATH.fullmatch(value)):
+        raise ValueError("must be the import path of a codec object, as `myapp.codecs:codec`")
+
+
 def _schema(name: str) -> None:
     if not _IDENTIFIER.fullmatch(name):
         raise ValueError("must be a lower-case SQL identifier (letters, digits, underscore)")
@@ -198,6 +206,9 @@ class Settings:
     # What a call that differs on replay (datetime.now() in a workflow...) does when the
     # workflow is declared: see workflows.determinism.
     determinism_check: str = "warn"
+    # The import path (`module:attribute`) of this process's payload codec; None: plain JSON.
+    # See workflows.codec.current() and docs/codec.md.
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -293,6 +304,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_failed": _optional_duration,
     "retention_cancelled": _optional_duration,
     "determinism_check": lambda raw: raw.lower(),
+    "codec": _optional_str,
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -321,6 +333,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "retention_failed": _duration,
     "retention_cancelled": _duration,
     "determinism_check": _determinism_check,
+    "codec": _codec_path,
 }
 
 
