@@ -268,3 +268,23 @@ async def test_the_dashboard_shows_encrypted_payloads_without_failing(
     assert "&lt;encrypted: fernet&gt;" in job_page
     assert "&lt;encrypted: fernet&gt;" in workflow_page
     assert codec_app.SECRET not in job_page + workflow_page
+
+
+async def test_an_exported_history_replays_with_the_codec_and_is_refused_without_its_key(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    from workflows.testing import HistoryFormatError, export_history, replay
+
+    _, wid = await _finished_checkout(store, start_worker)
+    with pytest.raises(HistoryFormatError, match=r"encrypted \(fernet\)"):
+        await export_history(wid)
+    codec.use(codec_app.payloads)
+    try:
+        document = await export_history(wid)
+        # The export holds plaintext JSON (reviewed before it is committed), typed values tagged.
+        assert document["workflow"]["args"] == ["sku-1", codec_app.SECRET]
+        replayed = replay(json.loads(json.dumps(document)))
+    finally:
+        codec.use(None)
+    assert replayed.outcome == "completed"
+    assert replayed.result == expected_checkout()
