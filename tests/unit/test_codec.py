@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet, MultiFernet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflows import codec
+from workflows import codec, job
 from workflows.codec import DEFAULT, JsonCodec, PayloadWrapper
 from workflows.config import Settings
 from workflows.crypto import FernetWrapper
@@ -97,6 +97,16 @@ def test_default_codec_refuses_dict_keys_json_would_turn_into_strings(key: Any) 
     ):
         with pytest.raises(SerializationError, match=r"dict key .* of type"):
             encode()
+
+
+@job(queue="codec-unit")
+async def takes_kwargs(**kwargs: Any) -> None: ...
+
+
+async def test_queue_many_refuses_keyword_names_that_are_not_strings() -> None:
+    # Refused before any database is needed.
+    with pytest.raises(SerializationError, match="keyword argument names must be strings"):
+        await takes_kwargs.queue_many([((), {"a": 1}), ((), {1: 2})])  # type: ignore[dict-item]
 
 
 def test_default_codec_keeps_string_keys_that_look_like_numbers_and_braces_in_strings() -> None:

@@ -17,7 +17,7 @@ from workflows import codec
 from workflows.config import Settings
 from workflows.determinism import check_workflow
 from workflows.durations import to_seconds
-from workflows.errors import ConfigurationError, WorkflowsError
+from workflows.errors import ConfigurationError, SerializationError, WorkflowsError
 from workflows.errors import preview as _preview
 from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
@@ -421,6 +421,9 @@ class Handle(Generic[P, R]):
         settings = Settings.current()
         if not calls:
             return []
+        # Keyword names from a dict, not from `**`: the codec's key check counts on str names.
+        if any(not isinstance(k, str) for _, kw in calls for k in kw):
+            raise SerializationError("queue_many: keyword argument names must be strings")
         # The options resolve the same for every call: once, then only the arguments differ.
         (args, kwargs), rest = calls[0], calls[1:]
         first = self.function.request(self.opts, tuple(args), dict(kwargs), settings)
