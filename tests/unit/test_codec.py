@@ -129,8 +129,6 @@ def test_a_default_worker_refuses_an_encrypted_payload_instead_of_misreading_it(
     stored = JsonCodec(wrapper=FernetWrapper(KEY)).encode_call((1,), {}, max_bytes=None)
     with pytest.raises(SerializationError, match="no wrapper: give it the producers' codec"):
         DEFAULT.decode_call(stored)
-    with pytest.raises(SerializationError, match="not an object of args and kwargs"):
-        DEFAULT.decode_call('{"args": "abc"}')
 
 
 # ---- the typed converter ----------------------------------------------------------------------
@@ -155,7 +153,7 @@ scalars = (
     | st.binary(max_size=8)
     | st.sampled_from(Color)
 )
-hashables = st.recursive(scalars, lambda inner: st.tuples(inner, inner), max_leaves=4)
+hashables = scalars | st.tuples(scalars, scalars)
 orders = st.builds(
     Order,
     id=st.uuids(),

@@ -364,13 +364,10 @@ class JsonCodec:
 
     def decode_call(self, text: str | bytes) -> tuple[list[Any], dict[str, Any]]:
         """The arguments and keyword arguments of stored call text."""
+        # As before codecs: arguments written by hand that are no such object fail the call
+        # like any error of its code (AttributeError, TypeError), retried as such.
         call = self.decode(text)
-        if type(call) is not dict:
-            raise SerializationError("the stored arguments are not an object of args and kwargs")
-        args, kwargs = call.get("args", []), call.get("kwargs", {})
-        if type(args) is not list or type(kwargs) is not dict:
-            raise SerializationError("the stored arguments are not an object of args and kwargs")
-        return args, kwargs
+        return list(call.get("args", [])), dict(call.get("kwargs", {}))
 
     def view(self, data: Any) -> Any:
         """What inspection (status, history, the dashboard) shows of a stored payload parsed

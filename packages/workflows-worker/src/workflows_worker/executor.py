@@ -214,6 +214,9 @@ class Executor:
             return await self._finish(
                 c, "failed", None, error_of(exc, "SerializationError"), started
             )
+        except Exception as exc:
+            # Arguments written by hand that are no call: a failure like its code's would be.
+            return await self._fail(c, codec.error_payload(exc), started)
         deadline = asyncio.timeout(c.timeout)
         task = asyncio.current_task()
         try:
