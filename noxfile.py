@@ -35,6 +35,8 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 # pyyaml: tests/unit/test_deploy.py reads the manifests under deploy/. mypy:
 # tests/unit/test_typing.py runs it on the README's examples (its error codes are pinned too).
+# cryptography, pydantic: the payload codec's tests (Fernet, typed models); httpx2: Starlette's
+# TestClient, for the dashboard's tests that need no browser.
 TEST_DEPS = [
     "pytest",
     "pytest-asyncio",
@@ -42,6 +44,9 @@ TEST_DEPS = [
     "hypothesis",
     "pyyaml",
     MYPY,
+    "cryptography",
+    "pydantic>=2",
+    "httpx2",
     # tests/integration/test_tracing.py: spans read back from the SDK's in-memory exporter.
     "opentelemetry-api",
     "opentelemetry-sdk",
@@ -62,7 +67,8 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests (a throwaway PostgreSQL starts on demand)."""
     _provide_promtool(session)
     _provide_pgbouncer(session)
-    session.install(*PACKAGES, *TEST_DEPS)
+    # With the dashboard's stack: tests/integration/test_codec.py serves its pages.
+    session.install(*WITH_DASHBOARD, *TEST_DEPS)
     session.run("pytest", "tests/unit", "tests/integration", "tests/kit", *session.posargs)
 
 

@@ -125,19 +125,41 @@ def test_imports_only_what_its_pyproject_declares(package: str) -> None:
 # Core's one dependency: the cron parser, pure Python with no dependencies of its own (a
 # schedule is validated where it is declared, in producers too).
 CORE_DEPENDENCIES = frozenset({"cronsim"})
-# Its one optional dependency (extra `otel`): the OpenTelemetry API, imported by
-# workflows/tracing.py alone (lazily: tests/integration/test_tracing.py checks an import of
-# workflows leaves it out).
-CORE_OPTIONAL = frozenset({"opentelemetry"})
+# Its optional dependencies (extras): the OpenTelemetry API (`otel`), imported by
+# workflows/tracing.py alone, and cryptography (`crypto`), by workflows/crypto.py; both lazily
+# (no I/O either), so `import workflows` (and a producer) never loads them
+# (tests/integration/test_tracing.py checks the import of workflows leaves OpenTelemetry out).
+CORE_OPTIONAL = frozenset({"opentelemetry", "cryptography"})
+CORE_EXTRAS = CORE_OPTIONAL
 
 
 def test_core_imports_the_standard_library_and_the_cron_parser_alone() -> None:
     # No I/O in core: not even a dependency declared by mistake may be imported.
     assert LOADED["workflows"].declared == CORE_DEPENDENCIES | CORE_OPTIONAL
     assert not _outside("workflows", CORE_DEPENDENCIES | CORE_OPTIONAL)
-    optional = [i.where for i in _imports(LOADED["workflows"]) if i.module in CORE_OPTIONAL]
-    assert optional
-    assert all(where.split(":")[0].endswith("tracing.py") for where in optional), optional
+    where_of = {"opentelemetry": "tracing.py", "cryptography": "crypto.py"}
+    for module, home in where_of.items():
+        found = [i.where for i in _imports(LOADED["workflows"]) if i.module == module]
+        assert found, module
+        assert all(where.split(":")[0].endswith(home) for where in found), found
+
+
+def test_core_imports_its_extras_lazily() -> None:
+    at_module_level = []
+    for path in sorted(LOADED["workflows"].src.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            at_module_level += [
+                f"{path.name}: {n}" for n in names if n.split(".")[0] in CORE_EXTRAS
+            ]
+    assert not at_module_level
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from workflows.codec import wrapped_scheme
+
 LIST_COLUMNS = (
     "id",
     "kind",
@@ -56,6 +58,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict | list):
+        scheme = wrapped_scheme(value)
+        if scheme is not None:
+            # A payload this process's codec cannot unwrap (no key): said, not dumped.
+            return f"<encrypted: {scheme}>"
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, str):
         # A UTC timestamp to the second; a multi-line value (a traceback) on one line.

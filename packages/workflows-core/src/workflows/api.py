@@ -18,7 +18,7 @@ from workflows import codec, tracing
 from workflows.config import Settings
 from workflows.determinism import check_workflow
 from workflows.durations import to_seconds
-from workflows.errors import ConfigurationError, WorkflowsError
+from workflows.errors import ConfigurationError, SerializationError, WorkflowsError
 from workflows.errors import preview as _preview
 from workflows.flow import KeyOption, check_key, check_key_option, check_limit, resolve_key
 from workflows.history import ScheduleActivity, StartChild, StartTimer, StepOptions, WaitSignal
@@ -361,7 +361,13 @@ class Function(Generic[P, R]):
         kwargs: dict[str, Any],
         settings: Settings,
     ) -> EnqueueRequest:
-        payload = codec.encode_call(args, kwargs, max_bytes=settings.max_payload_bytes)
+        if codec._used is None and settings.codec is None:
+            # The default codec, without a call more: this is the producers' hot path.
+            payload = codec.encode_call(args, kwargs, max_bytes=settings.max_payload_bytes)
+        else:
+            payload = codec.current(settings).encode_call(
+                args, kwargs, max_bytes=settings.max_payload_bytes
+            )
         is_workflow = self.kind == "workflow"
         retries = opts.retries if opts.retries is not None else self.retries
         if retries is None:
@@ -438,13 +444,17 @@ class Handle(Generic[P, R]):
         settings = Settings.current() if client is None else client.settings
         if not calls:
             return []
+        # Keyword names from a dict, not from `**`: the codec's key check counts on str names.
+        if any(not isinstance(k, str) for _, kw in calls for k in kw):
+            raise SerializationError("queue_many: keyword argument names must be strings")
         # The options resolve the same for every call: once, then only the arguments differ.
         (args, kwargs), rest = calls[0], calls[1:]
         first = self.function.request(self.opts, tuple(args), dict(kwargs), settings)
         limit = settings.max_payload_bytes
         payloads = [first.args]
+        encode_call = codec.current(settings).encode_call
         payloads.extend(
-            codec.encode_call(tuple(args), dict(kwargs), max_bytes=limit) for args, kwargs in rest
+            encode_call(tuple(args), dict(kwargs), max_bytes=limit) for args, kwargs in rest
         )
         fn = self.function
         if callable(fn.concurrency_key) or callable(fn.rate_key):
@@ -516,7 +526,7 @@ def _schedule_step(
     # Encode now so a bad or oversized argument raises at the call, where the workflow can
     # catch it, not later in the worker.
     limit = instance.max_payload_bytes
-    encoded = codec.encode_call(
+    encoded = codec.current().encode_call(
         args, kwargs, max_bytes=_max_payload_bytes() if limit is None else limit
     )
     if function.kind == "workflow":
@@ -835,7 +845,9 @@ def get_version(change_id: str, min_supported: int, max_supported: int) -> int:
 
 def _check_signal_args(name: str, payload: Any, settings: Settings) -> str:
     _check_text("signal name", name, max_chars=MAX_NAME_CHARS)
-    return codec.encode(payload, what="signal payload", max_bytes=settings.max_payload_bytes)
+    return codec.current(settings).encode(
+        payload, what="signal payload", max_bytes=settings.max_payload_bytes
+    )
 
 
 async def send_signal(workflow_id: str, name: str, payload: Any = None) -> None:
@@ -882,7 +894,8 @@ def _result_of(status: dict[str, Any]) -> Any:
     from workflows.errors import ExecutionCancelledError, ExecutionFailedError
 
     if status["status"] == "completed":
-        return status["result"]
+        # The status shows the stored JSON (unwrapped if it can be): the value is built here.
+        return codec.current().decode_stored(status["result"])
     if status["status"] == "cancelled":
         raise ExecutionCancelledError(f"execution {status['id']} was cancelled")
     raise ExecutionFailedError(status["id"], status["error"])

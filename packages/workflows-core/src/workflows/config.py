@@ -157,6 +157,14 @@ def _module_names(value: tuple[str, ...]) -> None:
             )
 
 
+_CODEC_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", re.ASCII)
+
+
+def _codec_path(value: str | None) -> None:
+    if value is not None and not (isinstance(value, str) and _CODEC_PATH.fullmatch(value)):
+        raise ValueError("must be the import path of a codec object, as `myapp.codecs:codec`")
+
+
 def _schema(name: str) -> None:
     if not _IDENTIFIER.fullmatch(name):
         raise ValueError("must be a lower-case SQL identifier (letters, digits, underscore)")
@@ -225,6 +233,9 @@ class Settings:
     # OpenTelemetry spans of enqueues, attempts and signals (workflows.tracing): auto traces
     # when opentelemetry-api is importable, on requires it, off never imports it.
     tracing: str = "auto"
+    # The import path (`module:attribute`) of this process's payload codec; None: plain JSON.
+    # See workflows.codec.current() and docs/codec.md.
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -328,6 +339,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "determinism_check": lambda raw: raw.lower(),
     "pooler": lambda raw: raw.lower(),
     "tracing": lambda raw: raw.lower(),
+    "codec": _optional_str,
 }
 
 # database_url has none on purpose: its message would quote a password.
@@ -358,6 +370,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "determinism_check": _determinism_check,
     "pooler": _pooler,
     "tracing": _tracing,
+    "codec": _codec_path,
 }
 
 

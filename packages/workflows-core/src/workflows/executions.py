@@ -221,6 +221,12 @@ def _list_args(
     )
 
 
+def _view(text: str | None) -> Any:
+    """A stored payload as inspection shows it: JSON, unwrapped if this process's codec can
+    (else the envelope; see JsonCodec.view). Errors are never wrapped."""
+    return codec.current().view(codec.decode(text))
+
+
 def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     """An execution's row (the columns of the store's ``status`` and ``list`` statements) as
     ``get_status``, ``executions.list`` and the CLI's ``--json`` show it."""
@@ -237,8 +243,8 @@ def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         "version": row["version"],
         "parent_id": row["parent_id"],
         "idempotency_key": row["idempotency_key"],
-        "args": codec.decode(row["args"]),
-        "result": codec.decode(row["result"]),
+        "args": _view(row["args"]),
+        "result": _view(row["result"]),
         "error": codec.decode(row["error"]),
         "cancel_requested": row["cancel_requested"],
         # The worker that runs it now (None unless running).
@@ -381,7 +387,7 @@ def _step(row: dict[str, Any]) -> dict[str, Any]:
         "resolved_at": iso_utc(row["resolved_at"]),
         "duration": _seconds(started, finished),
         "fire_at": iso_utc(row["fire_at"]),
-        "result": codec.decode(row["result"]),
+        "result": _view(row["result"]),
         "error": codec.decode(row["error"]),
     }
     if row["kind"] == "child":
@@ -411,7 +417,7 @@ def _tree(root: dict[str, Any], rows: builtins.list[dict[str, Any]]) -> dict[str
 def _signal(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": row["name"],
-        "payload": codec.decode(row["payload"]),
+        "payload": _view(row["payload"]),
         "received_at": iso_utc(row["received_at"]),
         # The step of the workflow that took it; None while nothing has waited for it.
         "consumed_seq": row["consumed_seq"],

@@ -225,7 +225,7 @@ def plan(
                 and o.rate_key is None
             )
             eager_slots -= 1 if eager else 0
-            args = c.encoded_args or codec.encode_call(
+            args = c.encoded_args or codec.current(settings).encode_call(
                 c.args, c.kwargs, max_bytes=settings.max_payload_bytes
             )
             children.append(
@@ -261,6 +261,8 @@ def plan(
                     "version",
                     c.name,
                     "completed",
+                    # The library's own values (an int, a time as text): plain JSON, which
+                    # every codec decodes as it is.
                     result=codec.encode(c.version if isinstance(c, RecordVersion) else c.value),
                     delivered_in=number,
                 )

@@ -174,7 +174,7 @@ def check_arguments(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, 
             f"schedule kwargs must be a dict with string keys, got {_preview(kwargs)}"
         )
     try:
-        codec.encode_call(tuple(args), kwargs, max_bytes=None)
+        codec.current().encode_call(tuple(args), kwargs, max_bytes=None)
     except WorkflowsError as exc:
         raise ConfigurationError(f"schedule arguments: {exc}") from None
     return tuple(args), dict(kwargs)
@@ -384,11 +384,18 @@ def _found(name: str, rows: builtins.list[dict[str, Any]]) -> dict[str, Any]:
 
 def describe(row: dict[str, Any]) -> dict[str, Any]:
     """A schedule as :func:`list` and ``workflows schedules list --json`` show it."""
-    try:
-        args, kwargs = codec.decode_call(row["args"])
-    except (ValueError, TypeError, AttributeError):
-        # Not the {"args": ..., "kwargs": ...} this module writes (a row written by hand):
-        # shown as it is rather than failing the whole list.
+    # Unwrapped if this process's codec can (typed values in their tagged JSON form).
+    call = codec.current().view(codec.decode(row["args"]))
+    if (
+        isinstance(call, dict)
+        and codec.WRAPPED_KEY not in call
+        and isinstance(call.get("args", []), builtins.list)
+        and isinstance(call.get("kwargs", {}), dict)
+    ):
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+    else:
+        # Not the {"args": ..., "kwargs": ...} this module writes (a row written by hand, or
+        # encrypted for a key this process lacks): shown as it is rather than failing the list.
         args, kwargs = row["args"], None
     next_tick = row["next_tick"]
     if next_tick is None and not row["paused"]:

@@ -147,7 +147,7 @@ def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
             "name": row["name"],
             "status": row["status"],
             "execution_id": row["execution_id"],
-            "result": codec.decode(row["result"]),
+            "result": codec.current().view(codec.decode(row["result"])),
             "error": codec.decode(row["error"]),
         }
         for row in rows

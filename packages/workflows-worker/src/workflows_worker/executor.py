@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from workflows import codec, tracing
 from workflows.config import Settings
+from workflows.errors import SerializationError
 from workflows.records import Claimed, Outcome
 from workflows.store import WorkerStore
 from workflows_worker.batches import OutcomeQueue
@@ -206,10 +207,21 @@ class Executor:
         except FunctionNotFound as exc:
             # Retrying cannot make a missing function appear: fail for good, now.
             return await self._finish(c, "failed", None, error_of(exc, "FunctionNotFound"), started)
+        payloads = codec.current(self._settings)
+        try:
+            args, kwargs = payloads.decode_call(c.args)
+        except SerializationError as exc:
+            # An unregistered type, a payload encrypted for another key: the same on every
+            # attempt, so failed for good now.
+            return await self._finish(
+                c, "failed", None, error_of(exc, "SerializationError"), started
+            )
+        except Exception as exc:
+            # Arguments written by hand that are no call: a failure like its code's would be.
+            return await self._fail(c, codec.error_payload(exc), started)
         deadline = asyncio.timeout(c.timeout)
         task = asyncio.current_task()
         try:
-            args, kwargs = codec.decode_call(c.args)
             async with deadline:
                 if fn.is_async:
                     value = await fn.fn(*args, **kwargs)
@@ -230,7 +242,7 @@ class Executor:
                 return await self._fail(c, error_of(timed_out, "TimeoutError"), started)
             return await self._fail(c, codec.error_payload(exc), started)
         try:
-            text = codec.encode(value, what="result", max_bytes=self._settings.max_payload_bytes)
+            text = payloads.encode(value, what="result", max_bytes=self._settings.max_payload_bytes)
         except Exception as exc:
             # Counted like any failure: a result need not come out the same on a retry.
             return await self._fail(c, codec.error_payload(exc, with_traceback=False), started)

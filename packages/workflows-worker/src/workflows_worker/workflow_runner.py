@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -180,19 +180,24 @@ class WorkflowRunner:
             if entry.ready is not None:
                 activation = entry.ready
             else:
-                activation = instance.activate(c.resolutions or ())
+                try:
+                    resolutions = self._decoded(c.resolutions or ())
+                except SerializationError as exc:
+                    instance.close()
+                    return await self.fail(c, codec.error_payload(exc, with_traceback=False))
+                activation = instance.activate(resolutions)
         else:
             if entry is not None:
                 entry.instance.close()
             # The first claim of a workflow (lease 1) has no history to read.
             history = [] if c.lease == 1 else await self._store.load_history(c.id)
             try:
-                args, kwargs = codec.decode_call(c.args)
+                args, kwargs = codec.current(self._settings).decode_call(c.args)
                 instance, activation = WorkflowInstance.replay(
                     fn.fn,
                     args,
                     kwargs,
-                    history,
+                    self._decoded(history),
                     name=c.name,
                     max_payload_bytes=self._settings.max_payload_bytes,
                     seed=c.id,
@@ -338,12 +343,17 @@ class WorkflowRunner:
         self, c: Claimed, entry: Sticky, status: str, result: str | None, error: str | None
     ) -> bool | None:
         assert c.parent_seq is not None  # _resumable found it among the pending steps
+        try:
+            value = codec.current(self._settings).decode(result)
+        except SerializationError:
+            # The claim that follows fails the workflow, saying why.
+            return None
         record = StepRecord(
             seq=c.parent_seq,
             kind="activity",
             name=c.name,
             status="completed" if status == "completed" else "failed",
-            result=codec.decode(result),
+            result=value,
             error=codec.decode(error),
         )
         wf = entry.claimed
@@ -424,6 +434,24 @@ class WorkflowRunner:
             log.info("%s workflow %s id=%s", ended, wf.name, wf.id, extra=execution_fields(wf))
         return done.outcome != "stale"
 
+    def _decoded(self, records: Sequence[StepRecord]) -> Sequence[StepRecord]:
+        """Step records with their results decoded by this process's codec (the store hands
+        them over as stored JSON): on every replay, the value the stored text decodes to.
+        Raises SerializationError (an unregistered type, a payload it cannot unwrap)."""
+        payloads = codec.current(self._settings)
+        if payloads is codec.DEFAULT:
+            # Plain JSON is its own value; only an envelope needs a word (it raises).
+            for r in records:
+                if type(r.result) is dict and codec.WRAPPED_KEY in r.result:
+                    payloads.decode_stored(r.result)
+            return records
+        return [
+            r
+            if r.result is None or r.kind == "version"
+            else dataclasses.replace(r, result=payloads.decode_stored(r.result))
+            for r in records
+        ]
+
     # ---- an activation as what is written ------------------------------------------------
 
     def _ending(self, activation: Activation) -> tuple[str, str | None, dict[str, Any] | None]:
@@ -432,7 +460,7 @@ class WorkflowRunner:
         result: str | None = None
         if status == "completed":
             try:
-                result = codec.encode(
+                result = codec.current(self._settings).encode(
                     activation.result,
                     what="workflow result",
                     max_bytes=self._settings.max_payload_bytes,

@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 
 import workflows
 from currant.testing import clock
-from workflows import executions
+from workflows import codec, executions
 from workflows.api import REGISTRY, Function
 from workflows.config import Settings, configured
 from workflows.errors import WorkflowsError
@@ -386,7 +386,7 @@ def _matches(
     kwargs: dict[str, Any] | None,
     queue: str | None,
 ) -> bool:
-    stored = e["args"] if isinstance(e["args"], dict) else {}
+    stored = _decoded(e["args"])
     if args is not None and stored.get("args") != list(args):
         return False
     if kwargs is not None:
@@ -396,6 +396,16 @@ def _matches(
         ):
             return False
     return queue is None or e["queue"] == queue
+
+
+def _decoded(shown: Any) -> dict[str, Any]:
+    """Stored arguments as the code was called with them (typed values built by the
+    process's codec), to compare with what a test expects; {} for what cannot be."""
+    try:
+        call = codec.current().decode_stored(shown)
+    except WorkflowsError:
+        return {}
+    return call if isinstance(call, dict) else {}
 
 
 def _describe(e: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from workflows.codec import wrapped_scheme
 from workflows_cli.dashboard.security import CSRF_COOKIE, csrf_token
 from workflows_cli.render import duration
 
@@ -25,7 +26,11 @@ ENV = Environment(
 
 
 def pretty(value: Any) -> str:
-    """JSON as text, indented (escaped by the template like any other text)."""
+    """JSON as text, indented (escaped by the template like any other text); a payload this
+    process's codec cannot unwrap (no key) as ``<encrypted: scheme>``."""
+    scheme = wrapped_scheme(value)
+    if scheme is not None:
+        return f"<encrypted: {scheme}>"
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 

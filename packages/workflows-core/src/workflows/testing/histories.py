@@ -122,7 +122,15 @@ def _document(full: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         raise WorkflowNotFoundError(
             f"{row['kind']} {full} is not a workflow: only a workflow has a history to export"
         )
-    call = codec.decode(row["args"])
+    # Payloads as inspection shows them: unwrapped if this process's codec can, typed values
+    # in their tagged JSON form (replay() decodes them with the codec).
+    view = codec.current().view
+    call = view(codec.decode(row["args"]))
+    if codec.wrapped_scheme(call) is not None:
+        raise HistoryFormatError(
+            f"workflow {full}: its payloads are encrypted ({codec.wrapped_scheme(call)}) and "
+            "this process's codec cannot read them: export with the workers' codec"
+        )
     if not (
         isinstance(call, dict)
         and isinstance(call.get("args", []), list)
@@ -144,14 +152,20 @@ def _document(full: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "parent_id": row["parent_id"],
             "args": call.get("args", []),
             "kwargs": call.get("kwargs", {}),
-            "result": codec.decode(row["result"]),
+            "result": view(codec.decode(row["result"])),
             "error": codec.decode(row["error"]),
             "created_at": iso_utc(row["created_at"]),
             "started_at": iso_utc(row["started_at"]),
             "finished_at": iso_utc(row["finished_at"]),
         },
-        "steps": codec.decode(row["steps"]) or [],
-        "signals": codec.decode(row["signals"]) or [],
+        "steps": [
+            {**step, "result": view(step.get("result"))}
+            for step in codec.decode(row["steps"]) or []
+        ],
+        "signals": [
+            {**signal, "payload": view(signal.get("payload"))}
+            for signal in codec.decode(row["signals"]) or []
+        ],
     }
 
 
@@ -316,15 +330,19 @@ def _check_step(step: Any, position: int) -> None:
         _int(result, f"{where}.result", -(2**63), 2**63 - 1)
 
 
-def _record(step: Mapping[str, Any]) -> StepRecord:
+def _record(step: Mapping[str, Any], payloads: codec.JsonCodec) -> StepRecord:
     # Copies, as a worker decodes each value afresh: code that changes a value it was handed
-    # must not change the history (replayed again, or compared by the caller).
+    # must not change the history (replayed again, or compared by the caller). Decoded by the
+    # process's codec, as a worker does (typed values, wrapped ones).
+    result = copy.deepcopy(step["result"])
+    if step["kind"] != "version":
+        result = payloads.decode_stored(result)
     return StepRecord(
         seq=step["seq"],
         kind=step["kind"],
         name=step["name"],
         status=step["status"],
-        result=copy.deepcopy(step["result"]),
+        result=result,
         error=None if step["error"] is None else copy.deepcopy(dict(step["error"])),
         delivered_in=step["delivered_in"],
     )
@@ -357,12 +375,13 @@ def replay(history: HistorySource, fn: Any = None) -> Replayed:
             f"version {recorded_version} of workflow {name} wrote this history, but the code "
             f"is version {version}: a worker running it leaves such workflows to newer ones"
         )
-    steps = [_record(step) for step in data["steps"]]
+    payloads = codec.current()
+    steps = [_record(step, payloads) for step in data["steps"]]
     try:
         instance, activation = WorkflowInstance.replay(
             code,
-            copy.deepcopy(workflow["args"]),
-            copy.deepcopy(dict(workflow["kwargs"])),
+            payloads.decode_stored(copy.deepcopy(workflow["args"])),
+            payloads.decode_stored(copy.deepcopy(dict(workflow["kwargs"]))),
             steps,
             name=name,
             max_payload_bytes=Settings.current().max_payload_bytes,
