@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import sys
 import traceback
@@ -473,6 +474,12 @@ def current(settings: Settings | None = None) -> JsonCodec:
 def load(path: str) -> JsonCodec:
     """The codec object at ``module:attribute`` (ConfigurationError naming WORKFLOWS_CODEC)."""
     module_name, _, attribute = path.partition(":")
+    # As the worker finds its application (and `python -m` does): from the folder the process
+    # started in. A console script's sys.path holds only its own folder, so `workflows status`
+    # run in the project would not find the project's codec. Appended: nothing is shadowed.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         found: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
