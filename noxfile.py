@@ -337,15 +337,20 @@ def schema(session: nox.Session) -> None:
     session.run("python", "tools/schema_dump.py", *session.posargs)
 
 
+# Absurd (issue 16): pinned, since the schema comes from absurdctl (its SQL, bundled in that
+# package, of the same release) and must match the SDK's calls.
+ABSURD = ("absurd-sdk==0.5.1", "absurdctl==0.5.1")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against Procrastinate, PgQueuer and DBOS (benchmarks/); `-- --quick` for a
-    short run, `-- --help` for the options. Results land in benchmarks/results/."""
+    """Benchmarks against Procrastinate, PgQueuer, DBOS and Absurd (benchmarks/); `-- --quick`
+    for a short run, `-- --help` for the options. Results land in benchmarks/results/."""
     session.install(*WITH_DASHBOARD, "matplotlib")
     # The peers go into this session's environment only, never into the project's
     # dependencies; one that fails to install is reported as an error in the results instead
     # of stopping the benchmark.
-    for peer in ("procrastinate", "pgqueuer", "dbos"):
+    for peer in ("procrastinate", "pgqueuer", "dbos", *ABSURD):
         try:
             session.install(peer)
         except nox.command.CommandFailed:

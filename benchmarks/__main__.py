@@ -31,7 +31,9 @@ from benchmarks.common import ROOT, summarize
 
 SCENARIOS = [
     "enqueue",
+    "producers",
     "drain",
+    "drain_scale",
     "pickup",
     "workflows",
     "claim",
@@ -63,14 +65,29 @@ SYSTEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "pgqueuer": ("pgqueuer", {}),
     "dbos": ("dbos", {"poll": 1.0}),
     "dbos-10ms": ("dbos", {"poll": 0.01}),
+    "absurd": ("absurd_sdk", {}),
+    "absurd-fast": ("absurd_sdk", {"poll": 0.0}),
+}
+
+# Systems measured on some scenarios only (issue 16): Absurd on workflows (the closest peer
+# on workflow latency), the new enqueue and drain scenarios against PgQueuer (the target's).
+ONLY_FOR: dict[str, set[str]] = {
+    "absurd": {"workflows"},
+    "absurd-fast": {"workflows"},
+}
+PEERS_OF: dict[str, set[str]] = {
+    "producers": {"ours", "pgqueuer"},
+    "drain_scale": {"ours", "pgqueuer"},
 }
 
 # --quick without --systems: the reduced set, what the targets of issue 5 compare.
 QUICK_SET: dict[str, list[str]] = {
     "enqueue": ["ours", "pgqueuer"],
+    "producers": ["ours", "pgqueuer"],
     "drain": ["ours", "procrastinate", "pgqueuer"],
+    "drain_scale": ["ours", "pgqueuer"],
     "pickup": ["ours"],
-    "workflows": ["ours", "dbos-10ms"],
+    "workflows": ["ours", "dbos-10ms", "absurd", "absurd-fast"],
     "claim": ["ours"],
     "memory": ["ours"],
     "drain_limited": ["ours"],
@@ -90,17 +107,36 @@ SYSTEM_NOTES = {
     "dbos": "DBOS Transact, jobs are workflows on a queue (`worker_concurrency=N`), queue polling "
     "at its default 1 s",
     "dbos-10ms": "DBOS Transact, queue `polling_interval_sec=0.01`",
+    "absurd": "Absurd (absurd-sdk, schema from absurdctl of the same release), "
+    "`AsyncAbsurd.start_worker(concurrency=N)` at its default `poll_interval` (0.25 s); steps are "
+    "`ctx.step` checkpoints in the task's own run; workflows only",
+    "absurd-fast": "Absurd, `poll_interval=0` (the lowest the SDK takes: an idle worker polls "
+    "`claim_task` back to back), its fast mode; workflows only",
 }
 
 SCENARIO_NOTES = {
-    "enqueue": "One client, a fresh database. One at a time: {enqueue_one} no-op jobs, each "
-    "awaited before the next (ours `.queue()`, Procrastinate `defer_async`, PgQueuer "
-    "`Queries.enqueue`, DBOS `DBOSClient.enqueue_async`). Bulk: {enqueue_bulk_batches} "
-    "calls of {enqueue_bulk_batch} jobs, one round trip each (ours `.queue_many()`, "
-    "Procrastinate `batch_defer_async`, PgQueuer `Queries.enqueue` with lists).",
+    "enqueue": "One client, a fresh database, no caller transaction. One at a time: "
+    "{enqueue_one} no-op jobs, each awaited before the next (ours `await f.queue()`, "
+    "Procrastinate `defer_async`, PgQueuer `Queries.enqueue`, DBOS "
+    "`DBOSClient.enqueue_async`), then {enqueue_one} through the blocking client (ours "
+    "`f.queue_sync()`, PgQueuer `SyncQueries.enqueue` on a psycopg connection); client CPU "
+    "per call: the benchmark process's CPU time (`time.process_time()`, every thread) over "
+    "those calls, divided by their number. Bulk: {enqueue_bulk_batches} calls of "
+    "{enqueue_bulk_batch} jobs, one round trip each (ours `.queue_many()`, Procrastinate "
+    "`batch_defer_async`, PgQueuer `Queries.enqueue` with lists).",
+    "producers": "{producers} concurrent producers, each enqueueing {producer_jobs} no-op jobs "
+    "one at a time (awaited before the next): as asyncio tasks in one process (ours "
+    "`await f.queue()` on its default store, a pool of 10; PgQueuer `Queries` on an asyncpg "
+    "pool of its default size, 10), and spread over 4 processes (13+13+12+12 tasks) started "
+    "together. Jobs/s from the first enqueue to the last; latency of each enqueue call, p50 "
+    "and p99 over all of them. The two modes alternate which goes first.",
     "drain": "{drain_jobs} no-op jobs enqueued up front; worker processes (concurrency 10 each) "
     "start together. Measured from the first job's first line to the moment nothing is "
     "left unfinished (polled every 50 ms), capped at {drain_cap} s.",
+    "drain_scale": "One worker process (concurrency 10) on a backlog of each size "
+    "({drain_scale_sizes}; BENCH_DRAIN_SIZES=5000,50000 sets them), enqueued up front with the "
+    "system's bulk API, ANALYZEd; measured as the drain scenario, capped at {drain_scale_cap} "
+    "s. Issue 16: at least 1.5x PgQueuer, and at least the pgbench ceiling of the same run.",
     "pickup": "One idle worker (concurrency 10); {pickup_jobs} jobs enqueued one at a time, the "
     "next 10 ms after the previous one started (plus a random pause of up to one "
     "polling period for a polling worker, so enqueues do not always land just after a "
@@ -111,8 +147,13 @@ SCENARIO_NOTES = {
     "all finished (capped at {wf_cap} s). Per-step cost ratio: (time per step in "
     "100-step workflows) / (time per step in 10-step workflows). One 10-step "
     "workflow: enqueued on an idle worker, from just before the enqueue call to the "
-    "completion time the system wrote (ours `finished_at`, DBOS `completed_at`); "
-    "median of {wf_single}.",
+    "completion time the system wrote (ours `finished_at`, DBOS `completed_at`, Absurd its "
+    "run's `completed_at`); median of {wf_single}. A polling worker is bimodal (the poll "
+    "comes just after the enqueue, or up to a period later): each enqueue waits 50 ms plus a "
+    "random part of one polling period after the previous workflow ended, so they land at a "
+    "uniform phase of its polls; where the system records when a worker took the workflow "
+    "(ours `started_at`, Absurd the run's `started_at`), the time splits into the wait for a "
+    "worker and the run.",
     "claim": "Pending rows bulk-inserted with SQL, then VACUUM ANALYZE; median latency of "
     "{claim_calls} claim calls per run: ours `PostgresStore.claim(..., 10)`, "
     "Procrastinate `JobManager.fetch_job` (its worker's query, one job per call), "
@@ -176,7 +217,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="for development, under 2 minutes: smaller sizes and time caps, "
+        help="for development, a few minutes: smaller sizes and time caps, "
         "and (unless --systems is given) only the systems each target "
         "compares with",
     )
@@ -331,7 +372,16 @@ def summarize_runs(result: dict[str, Any]) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     out = {}
-    for dist in ("currant", "procrastinate", "pgqueuer", "dbos", "asyncpg", "psycopg"):
+    for dist in (
+        "currant",
+        "procrastinate",
+        "pgqueuer",
+        "dbos",
+        "absurd-sdk",
+        "absurdctl",
+        "asyncpg",
+        "psycopg",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[dist] = importlib.metadata.version(dist)
     out["python"] = platform.python_version()
@@ -409,6 +459,10 @@ def main(argv: list[str]) -> int:
                     continue
                 if scenario in OURS_ONLY and system != "ours":
                     continue
+                if system in ONLY_FOR and scenario not in ONLY_FOR[system]:
+                    continue
+                if scenario in PEERS_OF and system not in PEERS_OF[scenario]:
+                    continue
                 t = time.monotonic()
                 print(f"{scenario:<10} {system:<14}", end=" ", flush=True)
                 result = summarize_runs(run_one(system, scenario, admin_dsn, args, logs))
@@ -428,7 +482,13 @@ def main(argv: list[str]) -> int:
             t = time.monotonic()
             try:
                 raw = asyncio.run(
-                    ceiling.run(admin_dsn, bindir, args.runs, 2 if args.quick else 10)
+                    ceiling.run(
+                        admin_dsn,
+                        bindir,
+                        args.runs,
+                        2 if args.quick else 10,
+                        sizes["floor_samples"],
+                    )
                 )
                 result = summarize_runs(raw)
                 print(f"{time.monotonic() - t:6.1f} s  ok", flush=True)

@@ -367,6 +367,14 @@ class System:
     async def enqueue(self, task: str, arg: float) -> None:
         raise NotImplementedError
 
+    def enqueue_sync(self, task: str, arg: float) -> None:
+        """The same enqueue through the system's blocking (synchronous) client."""
+        raise NotSupported("no synchronous enqueue API")
+
+    async def open_producers(self, n: int) -> None:
+        """Before ``n`` asyncio tasks call ``enqueue`` at once (a pool, if the client's
+        default connection cannot be shared)."""
+
     async def enqueue_many(self, task: str, args: list[float]) -> None:
         """One round trip for the whole batch."""
         raise NotSupported("no bulk enqueue API")
@@ -405,6 +413,10 @@ class System:
         """When the workflow's completion was written (the database's clock, epoch seconds);
         None while it runs. Raises if it failed."""
         raise NotSupported("no workflows")
+
+    async def workflow_started_at(self, workflow_id: str) -> float | None:
+        """When a worker took the workflow (the database's clock, epoch seconds)."""
+        raise NotSupported("no start time")
 
     # worker processes
     def worker_argv(self, concurrency: int, index: int) -> list[str]:

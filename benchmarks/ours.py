@@ -83,15 +83,19 @@ class Ours(System):
         os.environ["WORKFLOWS_SCHEMA"] = SCHEMA
 
     async def close(self) -> None:
-        from workflows_postgres.client import reset_async
+        from workflows_postgres.client import reset_async, reset_sync
 
         await reset_async()
+        reset_sync()
         if self.store is not None:
             await self.store.close()
         await super().close()
 
     async def enqueue(self, task: str, arg: float) -> None:
         await TASKS[task].queue(arg)
+
+    def enqueue_sync(self, task: str, arg: float) -> None:
+        TASKS[task].queue_sync(arg)
 
     async def enqueue_many(self, task: str, args: list[float]) -> None:
         await TASKS[task].queue_many([((a,), {}) for a in args])
@@ -150,6 +154,14 @@ class Ours(System):
         if row["status"] in ("failed", "cancelled"):
             raise RuntimeError(f"workflow {workflow_id} {row['status']}")
         return float(row["at"]) if row["status"] == "completed" else None
+
+    async def workflow_started_at(self, workflow_id: str) -> float | None:
+        at = await self.conn.fetchval(
+            f"SELECT extract(epoch FROM started_at)::float8 FROM {SCHEMA}.executions "
+            "WHERE id = $1::uuid",
+            workflow_id,
+        )
+        return None if at is None else float(at)
 
     async def limit_queue(self, concurrency: int | None = None, rate: str | None = None) -> None:
         from workflows import queues

@@ -33,6 +33,9 @@ class PgQueuerSystem(System):
         super().__init__(dsn, options)
         self.client: Any = None
         self.queries: Any = None
+        self.pool: Any = None
+        self.sync_client: Any = None
+        self.sync_queries: Any = None
 
     async def setup(self) -> None:
         import asyncpg
@@ -55,10 +58,35 @@ class PgQueuerSystem(System):
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+        if self.pool is not None:
+            await self.pool.close()
+        if self.sync_client is not None:
+            self.sync_client.close()
         await super().close()
 
     async def enqueue(self, task: str, arg: float) -> None:
         await self.queries.enqueue(task, repr(arg).encode())
+
+    def enqueue_sync(self, task: str, arg: float) -> None:
+        # Its synchronous client, as its documentation sets it up: a psycopg connection in
+        # autocommit under SyncQueries.
+        if self.sync_queries is None:
+            import psycopg
+            from pgqueuer.db import SyncPsycopgDriver
+            from pgqueuer.queries import SyncQueries
+
+            self.sync_client = psycopg.connect(self.dsn, autocommit=True)
+            self.sync_queries = SyncQueries(SyncPsycopgDriver(self.sync_client))
+        self.sync_queries.enqueue(task, repr(arg).encode())
+
+    async def open_producers(self, n: int) -> None:
+        # One asyncpg connection runs one query at a time: concurrent producers share a pool
+        # (asyncpg's default size, 10, as our default store's).
+        import asyncpg
+        from pgqueuer import Queries
+
+        self.pool = await asyncpg.create_pool(self.dsn)
+        self.queries = Queries.from_asyncpg_pool(self.pool)
 
     async def enqueue_many(self, task: str, args: list[float]) -> None:
         await self.queries.enqueue(

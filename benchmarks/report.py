@@ -12,7 +12,9 @@ OURS = "ours"
 
 SCENARIO_TITLES = {
     "enqueue": "Enqueue rate",
+    "producers": "50 concurrent producers, one job at a time",
     "drain": "Drain throughput",
+    "drain_scale": "Drain throughput by backlog (1 worker process)",
     "pickup": "Pickup latency (idle worker)",
     "workflows": "Workflows",
     "claim": "Claim at scale",
@@ -23,13 +25,22 @@ SCENARIO_TITLES = {
     "claim_blocked": "Flow control: claim with rows held behind a busy key",
     "waiters": "Enqueue while 1,000 callers wait for results",
     "dashboard": "Dashboard: every page on a table of executions",
-    "ceiling": "Ceiling (pgbench)",
+    "ceiling": "Server alone (pgbench ceiling, commit floor)",
 }
 
 # figure -> (label, unit, better)
 FIGURES: dict[str, tuple[str, str, str]] = {
     "enqueue_one_per_s": ("one at a time", "jobs/s", "higher"),
+    "enqueue_one_cpu_us": ("one at a time, client CPU per call", "µs", "lower"),
+    "enqueue_sync_per_s": ("one at a time, blocking client", "jobs/s", "higher"),
+    "enqueue_sync_cpu_us": ("one at a time, blocking client, CPU per call", "µs", "lower"),
     "enqueue_bulk_per_s": ("bulk, one round trip per batch", "jobs/s", "higher"),
+    "producers_tasks_per_s": ("asyncio tasks in one process", "jobs/s", "higher"),
+    "producers_tasks_p50_ms": ("asyncio tasks in one process, enqueue p50", "ms", "lower"),
+    "producers_tasks_p99_ms": ("asyncio tasks in one process, enqueue p99", "ms", "lower"),
+    "producers_procs_per_s": ("4 processes", "jobs/s", "higher"),
+    "producers_procs_p50_ms": ("4 processes, enqueue p50", "ms", "lower"),
+    "producers_procs_p99_ms": ("4 processes, enqueue p99", "ms", "lower"),
     "drain_1proc_per_s": ("1 worker process, concurrency 10", "jobs/s", "higher"),
     "drain_2proc_per_s": ("2 worker processes, concurrency 10 each", "jobs/s", "higher"),
     "pickup_p50_ms": ("p50", "ms", "lower"),
@@ -41,6 +52,8 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "wf100_steps_per_s": ("100-step workflows, steps", "steps/s", "higher"),
     "per_step_ratio": ("per-step cost, 100-step : 10-step", "x", "lower"),
     "wf_single10_ms": ("one 10-step workflow, enqueue to completion", "ms", "lower"),
+    "wf_single10_wait_ms": ("one 10-step workflow, enqueue to a worker's claim", "ms", "lower"),
+    "wf_single10_run_ms": ("one 10-step workflow, claim to completion", "ms", "lower"),
     "claim_ratio": ("claim latency, large : small backlog", "x", "lower"),
     "rss_c10_mb": ("peak RSS, concurrency 10", "MB", "lower"),
     "rss_c100_mb": ("peak RSS, concurrency 100", "MB", "lower"),
@@ -66,6 +79,9 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "waiters_results": ("results arrived once workers ran", "results", "higher"),
     "waiters_results_s": ("time until every result arrived", "s", "lower"),
     "ceiling_tps": ("insert + update by key per transaction, 10 clients", "TPS", "higher"),
+    "floor10_ms": ("10 sequential autocommit INSERTs, one client, p50", "ms", "lower"),
+    "floor10_p99_ms": ("10 sequential autocommit INSERTs, one client, p99", "ms", "lower"),
+    "floor_commit_ms": ("one autocommit INSERT, p50", "ms", "lower"),
 }
 
 
@@ -75,6 +91,9 @@ def figure_info(key: str) -> tuple[str, str, str]:
     match = re.fullmatch(r"claim_(\w+)_ms", key)
     if match:
         return (f"claim latency, {match[1]} pending rows", "ms", "lower")
+    match = re.fullmatch(r"drain_(\d+[km])_per_s", key)
+    if match:
+        return (f"{match[1]} jobs, 1 worker process, concurrency 10", "jobs/s", "higher")
     return (key, "", "higher")
 
 
@@ -126,6 +145,9 @@ def figures_of(results: dict[str, Any], scenario: str) -> list[str]:
         if match:  # the backlogs, smallest first, before their ratio
             size = int(match[1]) * (1000 if match[2] == "k" else 1_000_000)
             return (order.index("claim_ratio") - 0.5, size)
+        match = re.fullmatch(r"drain_(\d+)([km])_per_s", key)
+        if match:  # the drain backlogs, smallest first
+            return (0, int(match[1]) * (1000 if match[2] == "k" else 1_000_000))
         return (len(order), 0)
 
     return sorted(keys, key=position)
@@ -246,6 +268,144 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     return rows + flow_targets(results)
+
+
+def issue16_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The targets of issue 16, each with the figure this run reached (ratios within the run)."""
+    rows: list[tuple[str, str, str]] = []
+    ran = results["scenarios"]
+    quick = results["meta"].get("mode") == "quick"
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("pass" if ok else "**fail**")
+
+    def m(scenario: str, system: str, key: str) -> float | None:
+        return _median(results, scenario, system, key)
+
+    def missing(what: str) -> tuple[str, str, str]:
+        return (what, "not measured in this run", "n/a")
+
+    if "enqueue" in ran:
+        for key, call, peer_keys in (
+            ("enqueue_one_per_s", "`await f.queue()`", ("enqueue_one_per_s",)),
+            # Against PgQueuer's blocking client; its async one where it has none.
+            ("enqueue_sync_per_s", "`f.queue_sync()`", ("enqueue_sync_per_s", "enqueue_one_per_s")),
+        ):
+            what = f"single enqueue {call} >= 1.3x PgQueuer's"
+            ours = m("enqueue", OURS, key)
+            peer = next(
+                (v for k in peer_keys if (v := m("enqueue", "pgqueuer", k)) is not None), None
+            )
+            if ours and peer:
+                rows.append(
+                    (
+                        what,
+                        f"{fmt(ours)} vs {fmt(peer)} jobs/s ({ours / peer:.2f}x)",
+                        verdict(ours >= 1.3 * peer),
+                    )
+                )
+            else:
+                rows.append(missing(what))
+        for key, call in (
+            ("enqueue_one_cpu_us", "`await f.queue()`"),
+            ("enqueue_sync_cpu_us", "`f.queue_sync()`"),
+        ):
+            v = m("enqueue", OURS, key)
+            n = results["meta"]["sizes"]["enqueue_one"]
+            what = f"client CPU per {call} <= 70 µs (over {n:,} calls)"
+            rows.append(
+                (what, f"{fmt(v)} µs", verdict(None if v is None else v <= 70))
+                if v is not None
+                else missing(what)
+            )
+    if "producers" in ran:
+        n = results["meta"]["sizes"]["producers"]
+        for mode, label in (("tasks", "asyncio tasks in one process"), ("procs", "4 processes")):
+            ours = m("producers", OURS, f"producers_{mode}_per_s")
+            peer = m("producers", "pgqueuer", f"producers_{mode}_per_s")
+            p99 = m("producers", OURS, f"producers_{mode}_p99_ms")
+            peer99 = m("producers", "pgqueuer", f"producers_{mode}_p99_ms")
+            what = f"{n} concurrent producers, {label}: jobs/s and p99 vs PgQueuer (reported)"
+            if ours and peer and p99 and peer99:
+                rows.append(
+                    (
+                        what,
+                        f"{fmt(ours)} vs {fmt(peer)} jobs/s ({ours / peer:.2f}x); p99 "
+                        f"{fmt(p99)} vs {fmt(peer99)} ms",
+                        "info",
+                    )
+                )
+            else:
+                rows.append(missing(what))
+    ceiling = m("ceiling", "postgres", "ceiling_tps")
+    if "drain_scale" in ran:
+        keys = [k for k in figures_of(results, "drain_scale") if k.startswith("drain_")]
+        for key in keys:
+            size = key[len("drain_") : -len("_per_s")]
+            ours, peer = m("drain_scale", OURS, key), m("drain_scale", "pgqueuer", key)
+            what = f"drain {size} jobs >= 1.5x PgQueuer"
+            rows.append(
+                (
+                    what,
+                    f"{fmt(ours)} vs {fmt(peer)} jobs/s ({ours / peer:.2f}x)",
+                    verdict(ours >= 1.5 * peer),
+                )
+                if ours and peer
+                else missing(what)
+            )
+            what = f"drain {size} jobs >= the pgbench insert+update ceiling"
+            rows.append(
+                (
+                    what,
+                    f"{fmt(ours)} vs {fmt(ceiling)} TPS ({ours / ceiling:.2f}x)",
+                    verdict(ours >= ceiling),
+                )
+                if ours and ceiling
+                else missing(what)
+            )
+        if "50k" not in [k[len("drain_") : -len("_per_s")] for k in keys]:
+            rows.append(missing("drain 50k jobs (BENCH_DRAIN_SIZES=5000,50000)"))
+    if "workflows" in ran:
+        ours = m("workflows", OURS, "wf_single10_ms")
+        for peer_name in ("absurd-fast", "absurd"):
+            peer = m("workflows", peer_name, "wf_single10_ms")
+            what = f"one 10-step workflow p50 <= 0.7x {peer_name}'s"
+            if ours and peer:
+                run = m("workflows", peer_name, "wf_single10_run_ms")
+                extra = f"; its claim to completion {fmt(run)} ms" if run is not None else ""
+                rows.append(
+                    (
+                        what,
+                        f"{fmt(ours)} vs {fmt(peer)} ms ({ours / peer:.2f}x{extra})",
+                        verdict(ours <= 0.7 * peer) if peer_name == "absurd-fast" else "info",
+                    )
+                )
+            else:
+                rows.append(missing(what))
+        floor = m("ceiling", "postgres", "floor10_ms")
+        what = "one 10-step workflow p50 <= 3x 10 sequential autocommit INSERTs"
+        rows.append(
+            (
+                what,
+                f"{fmt(ours)} vs {fmt(floor)} ms ({ours / floor:.2f}x)",
+                verdict(ours <= 3 * floor),
+            )
+            if ours and floor
+            else missing(what)
+        )
+        v = m("workflows", OURS, "wf10_steps_per_s")
+        count = results["meta"]["sizes"]["wf10"]
+        what = "steps/s >= 4,000, 200 workflows of 10 steps" + (
+            f" (this run: {count})" if count != 200 else ""
+        )
+        peer = m("workflows", "absurd", "wf10_steps_per_s")
+        vs = f" ({v / peer:.1f}x Absurd's {fmt(peer)})" if v and peer else ""
+        rows.append(
+            (what, f"{fmt(v)} steps/s{vs}", verdict(v >= 4000)) if v is not None else missing(what)
+        )
+    if quick and rows:
+        rows.append(("(quick run: small sizes; the verdicts are indicative only)", "", ""))
+    return rows
 
 
 def flow_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -404,6 +564,10 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
     """Write the results; the files written."""
     out.mkdir(parents=True, exist_ok=True)
     _add_ratios(results)
+    results["targets_issue16"] = [
+        {"target": t, "reached": v, "verdict": ok.strip("*")}
+        for t, v, ok in issue16_targets(results)
+    ]
     written = [out / "results.json", out / "results.md"]
     written[0].write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     written[1].write_text(markdown(results))
@@ -451,7 +615,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     ceiling = results["scenarios"].get("ceiling", {}).get("postgres")
     if ceiling:
-        lines += ["## Ceiling", ""]
+        lines += ["## Ceiling and floor", ""]
         if "figures" in ceiling:
             lines.append(
                 f"pgbench on the same server, 10 clients, one `INSERT` + one `UPDATE ... WHERE id "
@@ -459,10 +623,25 @@ def markdown(results: dict[str, Any]) -> str:
                 "One job costs at least one such transaction pair (enqueue, then record the "
                 "outcome), so this bounds jobs/s on this machine."
             )
+            floor = ceiling["figures"].get("floor10_ms")
+            if floor:
+                commit = ceiling["figures"].get("floor_commit_ms")
+                lines += [
+                    "",
+                    f"Floor: 10 sequential single-row autocommit `INSERT`s from one client "
+                    f"(asyncpg, prepared): **{cell(floor)} ms** p50 (one: "
+                    f"{cell(commit)} ms). Ten durable steps one after the other cannot take "
+                    "less on this server.",
+                ]
         else:
             lines.append(f"error: {ceiling.get('error')}")
         lines.append("")
 
+    issue16 = issue16_targets(results)
+    if issue16:
+        lines += ["## Targets of issue 16", "", "| target | reached | |", "|---|---|---|"]
+        lines += [f"| {t} | {v} | {ok} |" for t, v, ok in issue16]
+        lines.append("")
     lines += ["## Targets (issues 5, 12, 13 and 14)", "", "| target | measured | |"]
     lines.append("|---|---|---|")
     lines += [f"| {t} | {v} | {ok} |" for t, v, ok in targets(results)]
@@ -476,13 +655,15 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         per_system = results["scenarios"][scenario]
         lines += [f"## {title}", "", results["scenario_notes"].get(scenario, ""), ""]
-        header = "| figure | | " + " | ".join(systems) + " |"
-        lines += [header, "|---|---|" + "---|" * len(systems)]
+        # Only the systems this scenario ran (some peers take part in a few scenarios only).
+        cols = [s for s in systems if s in per_system] or systems
+        header = "| figure | | " + " | ".join(cols) + " |"
+        lines += [header, "|---|---|" + "---|" * len(cols)]
         ours = per_system.get(OURS, {}).get("figures", {})
         for key in figures_of(results, scenario):
             label, unit, better = figure_info(key)
             row = [f"{label} ({unit})", "↑" if better == "higher" else "↓"]
-            for system in systems:
+            for system in cols:
                 result = per_system.get(system)
                 status = _status(result)
                 if status != "ok":

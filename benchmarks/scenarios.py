@@ -34,7 +34,13 @@ from benchmarks.common import (
 CONCURRENCY = 10
 
 FULL: dict[str, Any] = {
-    "enqueue_one": 2000,  # jobs queued one at a time
+    "enqueue_one": 10_000,  # jobs queued one at a time (and the calls the CPU is taken over)
+    "producers": 50,  # concurrent producers (issue 16)
+    "producer_jobs": 200,  # jobs each enqueues, one at a time
+    "producers_cap": 120.0,
+    "drain_scale_sizes": [5_000, 50_000],  # backlogs drained by one process (issue 16)
+    "drain_scale_cap": 60.0,
+    "floor_samples": 200,  # 10 sequential autocommit INSERTs, timed (ceiling.py)
     "enqueue_bulk_batches": 20,
     "enqueue_bulk_batch": 1000,  # jobs per bulk call
     "drain_jobs": 10_000,
@@ -80,7 +86,13 @@ FULL: dict[str, Any] = {
 }
 
 QUICK: dict[str, Any] = {
-    "enqueue_one": 200,
+    "enqueue_one": 1_000,
+    "producers": 50,
+    "producer_jobs": 20,
+    "producers_cap": 60.0,
+    "drain_scale_sizes": [5_000],  # BENCH_DRAIN_SIZES=5000,50000 adds the large one
+    "drain_scale_cap": 20.0,
+    "floor_samples": 50,
     "enqueue_bulk_batches": 3,
     "enqueue_bulk_batch": 1000,
     "drain_jobs": 1_000,
@@ -231,10 +243,25 @@ async def enqueue(ctx: Context) -> list[dict[str, float]]:
             figures: dict[str, float] = {}
             for i in range(20):  # connections, prepared statements
                 await system.enqueue("noop", float(i))
-            start = time.perf_counter()
+            # The producer's CPU per call (issue 16): the process's CPU time (every thread),
+            # over the same calls as the wall-clock rate.
+            cpu, start = time.process_time(), time.perf_counter()
             for i in range(n):
                 await system.enqueue("noop", float(i))
-            figures["enqueue_one_per_s"] = n / (time.perf_counter() - start)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            figures["enqueue_one_per_s"] = n / wall
+            figures["enqueue_one_cpu_us"] = cpu / n * 1e6
+            try:
+                for i in range(20):
+                    system.enqueue_sync("noop", float(i))
+                cpu, start = time.process_time(), time.perf_counter()
+                for i in range(n):
+                    system.enqueue_sync("noop", float(i))
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                figures["enqueue_sync_per_s"] = n / wall
+                figures["enqueue_sync_cpu_us"] = cpu / n * 1e6
+            except NotSupported as exc:
+                ctx.notes["enqueue_sync_per_s"] = f"n/a: {exc}"
             try:
                 await system.enqueue_many("noop", [0.0] * 10)
                 args = [float(i) for i in range(batch)]
@@ -248,6 +275,82 @@ async def enqueue(ctx: Context) -> list[dict[str, float]]:
         finally:
             await ctx.done_with(system, db)
     return results
+
+
+PRODUCER_PROCS = 4
+
+
+async def producers(ctx: Context) -> list[dict[str, float]]:
+    """``producers`` concurrent producers enqueueing one at a time (issue 16): as asyncio tasks
+    in the benchmark's process, then spread over ``PRODUCER_PROCS`` processes."""
+    from benchmarks import producer
+
+    tasks, jobs = ctx.sizes["producers"], ctx.sizes["producer_jobs"]
+    results = []
+    for run in range(ctx.runs):
+        figures: dict[str, float] = {}
+        for mode in ("tasks", "procs") if run % 2 == 0 else ("procs", "tasks"):
+            system, db = await ctx.fresh()
+            try:
+                if mode == "tasks":
+                    await producer.warm_up(system, tasks)
+                    got = await producer.produce(system, tasks, jobs)
+                    spans = [(got["start"], got["end"])]
+                    latencies = got["latencies"]
+                else:
+                    spans, latencies = await _producer_processes(ctx, system, tasks, jobs)
+            finally:
+                await ctx.done_with(system, db)
+            total = len(latencies)
+            if total != tasks * jobs:
+                raise RuntimeError(f"{total} of {tasks * jobs} enqueues reported")
+            elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
+            figures[f"producers_{mode}_per_s"] = total / elapsed
+            figures[f"producers_{mode}_p50_ms"] = percentile(latencies, 50) * 1000
+            figures[f"producers_{mode}_p99_ms"] = percentile(latencies, 99) * 1000
+            trace(f"{tasks} producers ({mode}): {total} jobs in {elapsed:.3f} s")
+        results.append(figures)
+    return results
+
+
+async def _producer_processes(
+    ctx: Context, system: System, tasks: int, jobs: int
+) -> tuple[list[tuple[float, float]], list[float]]:
+    """The producers spread over processes started together; their spans and latencies."""
+    import json
+    import sys
+
+    shares = [tasks // PRODUCER_PROCS + (i < tasks % PRODUCER_PROCS) for i in range(PRODUCER_PROCS)]
+    spans: list[tuple[float, float]] = []
+    latencies: list[float] = []
+    async with ctx.workers(system) as workers:
+        outs = [workers.tmp / f"producer-{i}.json" for i in range(PRODUCER_PROCS)]
+        workers.start(
+            [
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.producer",
+                    ctx.system,
+                    system.dsn,
+                    str(share),
+                    str(jobs),
+                    json.dumps(ctx.options),
+                    str(out),
+                ]
+                for share, out in zip(shares, outs, strict=True)
+            ]
+        )
+        await workers.wait_ready()
+        workers.go()
+        if not await workers.wait_exit(ctx.sizes["producers_cap"]):
+            raise RuntimeError(f"producers still running after the cap{workers.tails()}")
+        workers.check_alive()
+        for out in outs:
+            got = json.loads(await asyncio.to_thread(out.read_text))
+            spans.append((got["start"], got["end"]))
+            latencies += got["latencies"]
+    return spans, latencies
 
 
 async def drain(ctx: Context) -> list[dict[str, float]]:
@@ -268,6 +371,40 @@ async def drain(ctx: Context) -> list[dict[str, float]]:
             figures[f"drain_{procs}proc_per_s"] = rate
             ctx.note(
                 f"drain_{procs}proc_finished", f"{done}/{total}" + (" (capped)" if capped else "")
+            )
+        results.append(figures)
+    return results
+
+
+def drain_sizes(ctx: Context) -> list[int]:
+    """The backlogs of ``drain_scale``; BENCH_DRAIN_SIZES (comma-separated) overrides them."""
+    import os
+
+    env = os.environ.get("BENCH_DRAIN_SIZES", "").strip()
+    sizes: list[int] = [int(x) for x in env.split(",") if x.strip()] if env else []
+    return sizes or list(ctx.sizes["drain_scale_sizes"])
+
+
+async def drain_scale(ctx: Context) -> list[dict[str, float]]:
+    """Drain of one worker process (concurrency 10) at each backlog size (issue 16)."""
+    cap = ctx.sizes["drain_scale_cap"]
+    results = []
+    for _ in range(ctx.runs):
+        figures = {}
+        for total in drain_sizes(ctx):
+            system, db = await ctx.fresh()
+            try:
+                await system.preload("noop", total)
+                await system.settle()
+                trace(f"{total} jobs enqueued")
+                rate, done, capped = await _throughput(ctx, system, 1, cap, total)
+                await _check_failures(system)
+            finally:
+                await ctx.done_with(system, db)
+            figures[f"drain_{_label(total)}_per_s"] = rate
+            ctx.note(
+                f"drain_{_label(total)}_finished",
+                f"{done}/{total}" + (" (capped)" if capped else ""),
             )
         results.append(figures)
     return results
@@ -347,15 +484,23 @@ async def workflows(ctx: Context) -> list[dict[str, float]]:
             figures[f"wf{steps}_steps_per_s"] = rate * steps
             ctx.note(f"wf{steps}_finished", f"{done}/{count}" + (" (capped)" if capped else ""))
         figures["per_step_ratio"] = figures["wf10_steps_per_s"] / figures["wf100_steps_per_s"]
-        figures["wf_single10_ms"] = await _single_workflows(ctx)
+        figures.update(await _single_workflows(ctx))
         results.append(figures)
     return results
 
 
-async def _single_workflows(ctx: Context) -> float:
-    """One 10-step workflow at a time on an idle worker: enqueue to completion seen."""
+async def _single_workflows(ctx: Context) -> dict[str, float]:
+    """One 10-step workflow at a time on an idle worker: enqueue to completion seen.
+
+    For a polling worker, a random pause of up to one polling period before each enqueue
+    spreads them over its period (as in ``pickup``): its latency is bimodal (the poll came
+    just after the enqueue, or a period later), and the median is then that of a uniform
+    phase. Where the system records when a worker took the workflow, the time splits into
+    the wait for a worker (enqueue to claim) and the run (claim to completion).
+    """
     system, db = await ctx.fresh()
     times: list[float] = []
+    waits: list[float] = []
     try:
         async with ctx.workers(system) as workers:
             workers.start([system.worker_argv(CONCURRENCY, 0)])
@@ -366,17 +511,28 @@ async def _single_workflows(ctx: Context) -> float:
             while len(times) < ctx.sizes["wf_single"] and (
                 not times or time.monotonic() < deadline
             ):
-                await asyncio.sleep(0.05)
-                times.append(await _one_workflow(system, workers, 60))
+                await asyncio.sleep(0.05 + random.uniform(0, system.poll_interval or 0))
+                total, wait = await _one_workflow(system, workers, 60)
+                times.append(total)
+                if wait is not None:
+                    waits.append(wait)
             await workers.stop()
     finally:
         await ctx.done_with(system, db)
     ctx.note("wf_single_samples", len(times))
-    return percentile(times, 50) * 1000
+    figures = {"wf_single10_ms": percentile(times, 50) * 1000}
+    if len(waits) == len(times):
+        runs = [t - w for t, w in zip(times, waits, strict=True)]
+        figures["wf_single10_wait_ms"] = percentile(waits, 50) * 1000
+        figures["wf_single10_run_ms"] = percentile(runs, 50) * 1000
+    return figures
 
 
-async def _one_workflow(system: System, workers: Workers, timeout: float) -> float:
-    """Seconds from just before the enqueue call to the completion the database recorded.
+async def _one_workflow(
+    system: System, workers: Workers, timeout: float
+) -> tuple[float, float | None]:
+    """Seconds from just before the enqueue call to the completion the database recorded, and
+    to when a worker took it (None if the system does not record that).
 
     The end is the timestamp the system wrote with the outcome (its transaction's time), so
     polling for it every 5 ms neither adds its period to the figure nor loads the machine.
@@ -388,7 +544,11 @@ async def _one_workflow(system: System, workers: Workers, timeout: float) -> flo
             raise RuntimeError(f"a 10-step workflow did not finish in {timeout} s{workers.tails()}")
         workers.check_alive()
         await asyncio.sleep(0.005)
-    return finished - start
+    try:
+        started = await system.workflow_started_at(workflow_id)
+    except NotSupported:
+        started = None
+    return finished - start, None if started is None else started - start
 
 
 async def _claim_medians(ctx: Context, system: System, label: str) -> list[float]:
@@ -1103,7 +1263,9 @@ async def dashboard(ctx: Context) -> list[dict[str, float]]:
 
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[dict[str, float]]]]] = {
     "enqueue": enqueue,
+    "producers": producers,
     "drain": drain,
+    "drain_scale": drain_scale,
     "pickup": pickup,
     "workflows": workflows,
     "claim": claim,

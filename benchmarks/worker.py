@@ -14,6 +14,7 @@ MODULES = {
     "procrastinate": "benchmarks.procrastinate_peer",
     "pgqueuer": "benchmarks.pgqueuer_peer",
     "dbos": "benchmarks.dbos_peer",
+    "absurd": "benchmarks.absurd_peer",
 }
 
 
