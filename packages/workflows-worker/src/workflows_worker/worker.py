@@ -341,9 +341,15 @@ class Worker:
             clock,
         )
 
-    async def sync_clock(self) -> None:
-        """Read the database's time again now (a test environment that moved it says so)."""
+    async def sync_clock(self, moved: float | None = None) -> None:
+        """Read the database's time again now (a test environment that moved it says so).
+
+        ``moved``: the seconds the clock was just moved by, applied before anything else runs
+        (a reading of the clock already under way, of the time before the move, is dropped).
+        """
         if self._parts is not None:
+            if moved is not None:
+                self._parts.clock.shift(moved)
             await self._parts.clock.refresh()
 
     def _start(self, c: Claimed) -> None:

@@ -238,8 +238,10 @@ class Environment:
             )
         moved = await self._one(clock.ADVANCE, {"seconds": float(seconds)})
         if self._worker is not None:
-            # Its workflows.now() reads the database's time through an offset: measure again.
-            await self._worker.sync_clock()
+            # Its workflows.now() reads the database's time through an offset: moved at once
+            # (the heartbeat's reading, perhaps under way, may be of the time before), then
+            # measured again.
+            await self._worker.sync_clock(moved=float(seconds))
         self._last_progress = time.monotonic()
         return moved["now"]  # type: ignore[no-any-return]
 
