@@ -30,6 +30,11 @@ from workflows_worker.slots import Slots
 log = get_logger(__name__)
 
 _NO_PLAN = Plan([], [], [])
+# Activations of one workflow run on activities' outcomes while earlier ones are still being
+# written, whose own activities start at once. One ahead made a sequential workflow wait for a
+# commit every second step; a bound keeps a workflow of instant steps from running far ahead
+# of what is durable (all of it is run again after a failed write).
+MAX_AHEAD = 16
 
 
 @dataclass
@@ -353,9 +358,11 @@ class WorkflowRunner:
             item = self._item(wf, activation, *self._ending(activation), outcome)
         # The activities the activation starts here run now, ahead of its write: theirs is
         # written after it (a workflow has one item in flight), and if it never is, they are
-        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. One
-        # activation ahead at most: behind an earlier one still being written, they wait.
-        ahead = entry.inflight == 0
+        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. Up to
+        # MAX_AHEAD activations ahead: the items that pile up behind the one being written go
+        # together in the workflow's next batch (one commit for several steps), and each is
+        # fenced on the one before (a step whose activity's row was never written is stale).
+        ahead = entry.inflight < MAX_AHEAD
         early = eager_claims(wf.id, item.plan.children) if ahead else []
         for child in early:
             self._start(child)
