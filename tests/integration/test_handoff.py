@@ -127,6 +127,29 @@ async def test_an_idle_worker_starts_a_job_handed_over_by_its_enqueue(
     assert ran == ["first", "second"]
 
 
+async def test_an_idle_worker_starts_a_workflow_handed_over_by_its_enqueue(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    worker = await start_worker(QUEUE)
+    await until(lambda: offers(store), "the idle worker's offer")
+    wf = await flow.queue("handed")
+    # Started by the enqueue itself, with its deadline, as its first claim would have.
+    r = await row(store, wf)
+    assert (r["status"], r["worker_id"], r["attempts"], r["lease"]) == (
+        "running",
+        worker.id,
+        1,
+        1,
+    )
+    assert r["in_enqueue"]
+    deadline = await store.pool.fetchval(
+        "SELECT deadline - created_at FROM workflows.executions WHERE id = $1::uuid", wf
+    )
+    assert deadline is not None and deadline.total_seconds() > 0
+    status = await wait_status(store, wf, {"completed", "failed"})
+    assert (status["status"], status["result"]) == ("completed", "handed")
+
+
 async def test_a_stopping_worker_withdraws_its_offer(
     store: PostgresStore, start_worker: StartWorker
 ) -> None:
@@ -188,15 +211,15 @@ async def test_no_handoff_without_the_lock_or_after_the_offer_lapsed(
     assert offerer.heard.empty()
 
 
-async def test_only_jobs_to_run_now_are_handed_over_whatever_their_size(
+async def test_only_runs_to_start_now_are_handed_over_whatever_their_size(
     store: PostgresStore, offerer: Offerer
 ) -> None:
     await offerer.conn.execute("SELECT pg_advisory_lock($1)", offerer.lock_key)
     await offerer.offer()
     later = await note.options(delay=60).queue("later")
     keyed = await note.options(idempotency_key="k-1").queue("keyed")
-    wf = await flow.queue("wf")
-    for execution_id in (later, keyed, wf):
+    later_wf = await flow.options(delay=60).queue("later")
+    for execution_id in (later, keyed, later_wf):
         assert (await row(store, execution_id))["status"] == "pending"
     assert offerer.heard.empty()
     # The arguments stay in the table, so a large job goes the fast way too.

@@ -199,6 +199,32 @@ async def test_a_wait_after_the_listener_went_quiet_listens_again(
     assert len(await listeners(small_store)) == 1
 
 
+async def test_a_wait_that_begins_while_the_listener_unlistens_is_heard(
+    small_store: PostgresStore, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next get_result of a sequential caller often comes during the UNLISTEN's round trip
+    # after the previous one: it was left unheard for LINGER (30 s).
+    entered, gate = asyncio.Event(), asyncio.Event()
+    unlisten = results.ResultWatcher._unlisten
+
+    async def slow_unlisten(self: results.ResultWatcher) -> None:
+        entered.set()
+        await gate.wait()
+        await unlisten(self)
+
+    monkeypatch.setattr(results.ResultWatcher, "_unlisten", slow_unlisten)
+    first = await enqueue_record(small_store, "first")
+    with pytest.raises(TimeoutError):
+        await small_store.wait_finished(first, 0.2)
+    await asyncio.wait_for(entered.wait(), 10)
+    second = await enqueue_record(small_store, "second")
+    waiter = asyncio.create_task(small_store.wait_finished(second, 30))
+    await until(lambda: small_store.results.waiting == 1, "the second wait registered")
+    gate.set()
+    await start_worker("work")
+    assert (await asyncio.wait_for(waiter, 20))["result"] == "second"
+
+
 async def test_timeout_raises_with_the_status_and_unregisters(small_store: PostgresStore) -> None:
     job_id = await enqueue_record(small_store, "slow")
     with pytest.raises(TimeoutError, match=f"execution {job_id} still pending after 0.3 s"):

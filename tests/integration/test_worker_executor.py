@@ -56,6 +56,9 @@ class NoWorkflows:
     ) -> bool | None:
         return None  # nothing held here: the outcome is recorded alone
 
+    async def written(self, workflow_id: str) -> None:
+        raise AssertionError("no workflow here")
+
 
 @dataclass
 class Parts:

@@ -11,10 +11,11 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from tests.integration.conftest import wait_status
+from tests.integration.conftest import until, wait_status
 from workflows import activity, workflow
 from workflows.config import Settings
 from workflows.records import Claimed, Outcome, Registration
@@ -37,6 +38,11 @@ async def step(i: int) -> str:
 @workflow(queue=QUEUE)
 async def two_steps() -> list[str]:
     return [await step.run(0), await step.run(1)]
+
+
+@workflow(queue=QUEUE)
+async def five_steps() -> list[str]:
+    return [await step.run(i) for i in range(5)]
 
 
 @dataclass
@@ -145,3 +151,36 @@ async def test_a_claim_right_after_the_copy_resumes_it_and_a_later_one_replays(
     assert await rig.runner.run(c) == "completed"
     assert replayed() == 1
     assert (await store.get_status(wf))["result"] == ["r0", "r1"]
+
+
+async def test_steps_go_on_while_an_earlier_write_is_slow_and_are_written_together(
+    rig: Rig, store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sequential workflow of quick steps must not wait for a commit every second step:
+    # behind a slow write its copy goes on, its next activities start, and the activations
+    # that piled up are written in one batch.
+    wf = await five_steps.queue()
+    assert await rig.runner.run(await rig.claim()) == "waiting"
+    gate = asyncio.Event()
+    sizes: list[int] = []
+    advance = store.advance
+
+    async def slow_advance(worker_id: str, items: Any) -> Any:
+        sizes.append(len(items))
+        await gate.wait()
+        return await advance(worker_id, items)
+
+    monkeypatch.setattr(store, "advance", slow_advance)
+    resumed = []
+    for i in range(4):
+        c = rig.started[i]
+        resumed.append(asyncio.create_task(rig.runner.advance(c, "completed", f'"r{i}"', None)))
+        await until(lambda i=i: len(rig.started) == i + 2, f"activity {i + 1} started")
+    assert sizes == [1]  # the first write still held; the rest wait behind it
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*resumed), 20) == [True] * 4
+    assert await rig.runner.advance(rig.started[4], "completed", '"r4"', None) is True
+    assert (await wait_status(store, wf, {"completed"}))["result"] == [f"r{i}" for i in range(5)]
+    assert sizes[1] == 3
+    for c in rig.started:
+        assert (await store.get_status(c.id))["status"] == "completed"

@@ -126,3 +126,24 @@ def test_a_refused_setting_never_shows_the_database_url() -> None:
         with pytest.raises(ConfigurationError) as caught:
             Settings.from_env(env)
         assert "s3cret" not in str(caught.value)
+
+
+def test_current_settings_follow_every_change_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # current() reads os.environ's own mapping (no encoding per name): a change of any
+    # variable, a removal, and a bad value must be seen at the next call, as from_env() would.
+    for name in (f.name for f in dataclasses.fields(Settings)):
+        monkeypatch.delenv("WORKFLOWS_" + name.upper(), raising=False)
+    assert Settings.current() == Settings.from_env({})
+    monkeypatch.setenv("WORKFLOWS_SCHEMA", "other_schema")
+    monkeypatch.setenv("WORKFLOWS_MAX_PAYLOAD_BYTES", "1234")
+    assert Settings.current().schema == "other_schema"
+    assert Settings.current().max_payload_bytes == 1234
+    monkeypatch.setenv("WORKFLOWS_RETENTION_FAILED", "3d")
+    assert Settings.current() == Settings.from_env()
+    monkeypatch.delenv("WORKFLOWS_SCHEMA")
+    assert Settings.current().schema == "workflows"
+    monkeypatch.setenv("WORKFLOWS_DEFAULT_TIMEOUT", "nan")
+    with pytest.raises(ConfigurationError, match="WORKFLOWS_DEFAULT_TIMEOUT"):
+        Settings.current()

@@ -219,8 +219,10 @@ class ResultWatcher:
         try:
             while not self._closed:
                 if not self._registry.waiters:
-                    await self._unlisten()
+                    # Cleared before the UNLISTEN's round trip: a waiter that comes during it
+                    # sets the event again, and the watcher does not sleep LINGER over it.
                     self._changed.clear()
+                    await self._unlisten()
                     await _until_set(self._changed, LINGER)
                     if not self._registry.waiters:
                         return

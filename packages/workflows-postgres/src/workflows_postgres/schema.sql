@@ -660,8 +660,9 @@ DECLARE
     is_held boolean;
     taker uuid;
 BEGIN
-    IF p_handoff AND p_kind = 'job' AND p_run_at IS NULL AND COALESCE(p_delay, 0) <= 0
-       AND p_key IS NULL AND p_concurrency_key IS NULL AND p_rate_key IS NULL THEN
+    IF p_handoff AND p_kind IN ('job', 'workflow') AND p_run_at IS NULL
+       AND COALESCE(p_delay, 0) <= 0 AND p_key IS NULL AND p_concurrency_key IS NULL
+       AND p_rate_key IS NULL THEN
         DELETE FROM {s}.worker_offers o
         WHERE o.worker_id = (SELECT f.worker_id FROM {s}.worker_offers f
                              WHERE f.queues @> ARRAY[p_queue] AND f.expires_at > now()
@@ -675,7 +676,8 @@ BEGIN
             FROM {s}.admit(taker, 'new', p_new => jsonb_build_array(jsonb_build_object(
                 'kind', p_kind, 'name', p_name, 'queue', p_queue, 'priority', p_priority,
                 'args', p_args, 'max_retries', p_retries, 'timeout_seconds', p_timeout,
-                'version', p_version, 'id', {s}.new_id()))) a;
+                'version', p_version, 'id', {s}.new_id(),
+                'deadline', now() + make_interval(secs => p_wf_timeout)))) a;
             IF new_id IS NOT NULL THEN
                 -- admit() inserts only the columns it knows: the context is set after, in
                 -- the same transaction, so the worker reading the handoff finds it. Only a

@@ -15,7 +15,7 @@ import asyncpg
 
 from workflows import codec
 from workflows.config import Settings
-from workflows.errors import DatabaseUnavailableError, SerializationError
+from workflows.errors import DatabaseUnavailableError, SerializationError, WorkflowsError
 from workflows.history import StepRecord
 from workflows.records import (
     ActivationResult,
@@ -117,6 +117,12 @@ class PostgresStore:
         self.q = Q.Queries.for_schema(settings.schema)
         self._claim_conn: asyncpg.Connection | None = None
         self._claim_lock = asyncio.Lock()
+        # Single enqueues one after another (a web app's requests) go on a connection of their
+        # own: a pool acquire and release (a task, several loop iterations) cost as much CPU as
+        # the statement. Concurrent ones beyond the first take the pool.
+        self._producer: asyncpg.Connection | None = None
+        self._producer_busy = False
+        self._producer_retry_at = 0.0
         self.results = ResultWatcher(self)
         # Whether a results listener is connected (results_listening), and when that was read.
         self._listening = False
@@ -166,6 +172,10 @@ class PostgresStore:
             with contextlib.suppress(Exception):
                 await self._claim_conn.close(timeout=5)
             self._claim_conn = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.close(timeout=5)
         await self.pool.close()
 
     async def check_schema(self) -> None:
@@ -222,8 +232,56 @@ class PostgresStore:
         if conn is not None:
             # The caller's transaction: the row and its notification exist only if it commits.
             return await self._drive(conn, ops.enqueue(request, handoff=False))
+        if not self._producer_busy:
+            self._producer_busy = True
+            try:
+                own = self._producer
+                if own is None or own.is_closed():
+                    own = self._producer = await self._open_producer()
+                if own is not None:
+                    try:
+                        return await self._drive(own, ops.enqueue(request))
+                    except _RETRYABLE:
+                        pass  # the pooled path below retries it
+                    except (asyncpg.PostgresError, WorkflowsError):
+                        # The statement's error (autocommit: nothing left open), or the
+                        # server's end of the session (then the next call opens another).
+                        if own.is_closed():
+                            self._producer = None
+                        raise
+                    except BaseException as exc:
+                        # Lost, or cancelled mid-statement: never reused in an unknown state.
+                        self._producer = None
+                        own.terminate()
+                        if isinstance(
+                            exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError
+                        ):
+                            raise DatabaseUnavailableError(
+                                f"lost the database connection: {scrub(first_line(exc), self.dsn)}"
+                            ) from None
+                        raise
+            finally:
+                self._producer_busy = False
         result: str = await self.run(ops.enqueue, request, transaction=False)
         return result
+
+    async def _open_producer(self) -> asyncpg.Connection | None:
+        """The producer's own connection; None (the pool instead) when it cannot be opened,
+        tried again at most once a second."""
+        if time.monotonic() < self._producer_retry_at:
+            return None
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.dsn, timeout=10, server_settings=_SESSION
+            )
+        except Exception:
+            self._producer_retry_at = time.monotonic() + 1.0
+            return None
+        if self.pool.is_closing():
+            # Closed meanwhile: close() has run and would not close this one.
+            await conn.close()
+            return None
+        return conn
 
     async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
         result: list[str] = await self.run(ops.enqueue_many, options, payloads, transaction=False)

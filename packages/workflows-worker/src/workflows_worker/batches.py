@@ -93,6 +93,8 @@ class ActivationBatches:
         # Batches being written, and the workflows they are of.
         self._writing: set[asyncio.Task[None]] = set()
         self._workflows: set[str] = set()
+        # Woken whenever a batch ends (see written).
+        self._settled: list[asyncio.Future[None]] = []
 
     @property
     def idle(self) -> bool:
@@ -102,6 +104,18 @@ class ActivationBatches:
     @property
     def writing(self) -> bool:
         return bool(self._writing)
+
+    def _pending(self, workflow_id: str) -> bool:
+        return workflow_id in self._workflows or any(
+            pair[0].workflow.id == workflow_id for pair in self._queued
+        )
+
+    async def written(self, workflow_id: str) -> None:
+        """Until nothing of the workflow is queued or being written (written, or given up)."""
+        while self._pending(workflow_id):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._settled.append(future)
+            await future
 
     async def send(self, item: Advance) -> Advanced:
         """Hand an item to the next batch and wait for what it did."""
@@ -167,6 +181,10 @@ class ActivationBatches:
             task = asyncio.current_task()
             if task is not None:
                 self._writing.discard(task)
+            settled, self._settled = self._settled, []
+            for future in settled:
+                if not future.done():
+                    future.set_result(None)
             self._wakeup.wake()
 
     async def _one_by_one(self, items: list[PendingAdvance]) -> None:

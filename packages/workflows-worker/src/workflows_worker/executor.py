@@ -42,6 +42,10 @@ class Workflows(Protocol):
         None when not possible here (record the outcome alone)."""
         ...
 
+    async def written(self, workflow_id: str) -> None:
+        """Until no activation of the workflow is waiting to be written or being written."""
+        ...
+
 
 class Executor:
     """Runs claims in tasks of their own, each in a slot of ``slots`` until it ends."""
@@ -177,7 +181,8 @@ class Executor:
                     "cancelled",
                     error=codec.encode(error),
                     parent_id=c.parent_id,
-                )
+                ),
+                c.parent_id,
             )
             log.info("cancelled %s %s id=%s", c.kind, c.name, c.id)
             return "cancelled"
@@ -262,7 +267,8 @@ class Executor:
         delay = backoff(self._settings, c.attempts)
         try:
             ok = await self._record(
-                Outcome(c.id, c.lease, "pending", error=codec.encode(error), retry_delay=delay)
+                Outcome(c.id, c.lease, "pending", error=codec.encode(error), retry_delay=delay),
+                c.parent_id,
             )
         except UnstorableOutcomeError as exc:
             if isolated:
@@ -306,7 +312,8 @@ class Executor:
                         result=result,
                         error=error_text,
                         parent_id=c.parent_id,
-                    )
+                    ),
+                    c.parent_id,
                 )
         except UnstorableOutcomeError as exc:
             if isolated:
@@ -346,9 +353,16 @@ class Executor:
             )
         return status
 
-    async def _record(self, outcome: Outcome) -> bool:
-        """Hand an outcome to the pump; True once recorded, False if the claim was lost."""
+    async def _record(self, outcome: Outcome, parent_id: str | None = None) -> bool:
+        """Hand an outcome to the pump; True once recorded, False if the claim was lost.
+
+        ``parent_id``: an activity's workflow. An activity may have started ahead of the write
+        that admits it (workflow_runner): its outcome, fenced on that row, waits for the
+        workflow's writes, or it would be refused as stale (a retry lost, an attempt uncounted).
+        """
         with self._slots.writing():
+            if parent_id is not None:
+                await self._workflows.written(parent_id)
             return await self._outcomes.record(outcome)
 
 

@@ -30,6 +30,11 @@ from workflows_worker.slots import Slots
 log = get_logger(__name__)
 
 _NO_PLAN = Plan([], [], [])
+# Activations of one workflow run on activities' outcomes while earlier ones are still being
+# written, whose own activities start at once. One ahead made a sequential workflow wait for a
+# commit every second step; a bound keeps a workflow of instant steps from running far ahead
+# of what is durable (all of it is run again after a failed write).
+MAX_AHEAD = 16
 
 
 @dataclass
@@ -142,6 +147,10 @@ class WorkflowRunner:
         """Whether the workflow is held in memory here."""
         return workflow_id in self._sticky
 
+    async def written(self, workflow_id: str) -> None:
+        """Until no activation of the workflow is waiting to be written or being written."""
+        await self._activations.written(workflow_id)
+
     def versions(self) -> dict[str, int]:
         return self._versions
 
@@ -210,18 +219,43 @@ class WorkflowRunner:
             if history:
                 log.info("replayed workflow %s id=%s from %d steps", c.name, c.id, len(history))
         status, result, error = self._ending(activation)
+        # A workflow left waiting: the activities its activation starts here run now, ahead
+        # of its write, as on an activity's outcome (advance): the copy is kept at once, so
+        # their outcomes resume it; if the write does not happen they are stopped.
+        early: list[Claimed] = []
+        ahead: Sticky | None = None
         try:
-            applied = await self._apply(c, activation, status, result, error)
+            item = self._item(c, activation, status, result, error)
+            if status == "blocked" and self._settings.worker_sticky_cache > 0:
+                early = eager_claims(c.id, item.plan.children, item.plan.trace_context)
+            if early:
+                ahead = Sticky(instance, c, inflight=1)
+                self._sticky.keep(c.id, ahead)
+                for child in early:
+                    self._start(child)
+            try:
+                applied = await self._apply(c, activation, status, result, error, item)
+            except BaseException:
+                self._slots.abandon(early)
+                raise
+            finally:
+                if ahead is not None:
+                    ahead.inflight -= 1
         except SerializationError as exc:
             # A step's arguments over WORKFLOWS_MAX_PAYLOAD_BYTES: as deterministic as the code.
             instance.close()
             return await self.fail(c, codec.error_payload(exc, with_traceback=False))
         except UnstorableOutcomeError as exc:
             # A value the database refused (its result, a step's arguments): as deterministic.
-            instance.close()
+            self._forget(c.id, ahead, instance)
             return await self.fail(c, unstorable(exc))
+        except asyncio.CancelledError:
+            self._forget(c.id, ahead, instance)
+            raise
+        if applied.status not in ("waiting", "pending"):
+            self._slots.abandon(early)
         if applied.status is None:
-            instance.close()
+            self._forget(c.id, ahead, instance)
             log.warning(
                 "discarded an activation of workflow %s id=%s: its claim was taken over",
                 c.name,
@@ -229,11 +263,13 @@ class WorkflowRunner:
             )
             return "stale"
         if applied.status in ("waiting", "pending"):
-            self._sticky.keep(c.id, Sticky(instance, c))
+            if ahead is None:
+                self._sticky.keep(c.id, Sticky(instance, c))
         else:
-            instance.close()
-        for eager in applied.eager:
-            self._start(eager)
+            self._forget(c.id, ahead, instance)
+        if not early:
+            for eager in applied.eager:
+                self._start(eager)
         if applied.status in ("completed", "failed", "cancelled"):
             if error is not None and applied.status == "failed":
                 tracing.failed(self._settings, error)
@@ -247,6 +283,13 @@ class WorkflowRunner:
             else:
                 log.info("%s workflow %s id=%s", applied.status, c.name, c.id)
         return applied.status
+
+    def _forget(self, workflow_id: str, entry: Sticky | None, instance: WorkflowInstance) -> None:
+        """Close a copy, taking it out of the cache if it was kept there ahead of a write."""
+        if entry is not None:
+            self._sticky.drop(workflow_id, entry)
+        else:
+            instance.close()
 
     async def fail(self, c: Claimed, error: dict[str, Any]) -> str:
         """Fail a workflow for good, before any of its code ran to an activation."""
@@ -284,9 +327,12 @@ class WorkflowRunner:
         status: str,
         result: str | None,
         error: dict[str, Any] | None,
+        item: Advance | None = None,
     ) -> ActivationResult:
         """Write the activation of a claimed workflow, batched with the worker's others."""
-        done = await self._activations.send(self._item(c, activation, status, result, error))
+        if item is None:
+            item = self._item(c, activation, status, result, error)
+        done = await self._activations.send(item)
         if done.outcome == "claimed":
             # It ends the workflow while executions it started still run: closing those is
             # more than the batch does.
@@ -384,9 +430,11 @@ class WorkflowRunner:
             item = self._item(wf, activation, *self._ending(activation), outcome)
         # The activities the activation starts here run now, ahead of its write: theirs is
         # written after it (a workflow has one item in flight), and if it never is, they are
-        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. One
-        # activation ahead at most: behind an earlier one still being written, they wait.
-        ahead = entry.inflight == 0
+        # fenced off (at least once, as after a crash). Meanwhile this slot is theirs. Up to
+        # MAX_AHEAD activations ahead: the items that pile up behind the one being written go
+        # together in the workflow's next batch (one commit for several steps), and each is
+        # fenced on the one before (a step whose activity's row was never written is stale).
+        ahead = entry.inflight < MAX_AHEAD
         early = eager_claims(wf.id, item.plan.children, item.plan.trace_context) if ahead else []
         for child in early:
             self._start(child)

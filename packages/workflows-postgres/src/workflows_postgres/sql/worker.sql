@@ -125,11 +125,12 @@ FROM {s}.release(ARRAY[$1::uuid], ARRAY[$2::bigint], $4::uuid, $3::float8) AS r
 
 -- name: handed_over
 -- The claim a notification on {start} says was handed to this worker: believed only if the
--- table says so (running here, first lease, a job), so a forged notification runs nothing.
+-- table says so (running here, first lease, a job or a workflow: 0014), so a forged
+-- notification runs nothing.
 SELECT ({s}.claim_row(e)).*
 FROM {s}.executions e
 WHERE e.id = $1::uuid AND e.worker_id = $2::uuid AND e.status = 'running' AND e.lease = 1
-  AND e.kind = 'job'
+  AND e.kind IN ('job', 'workflow')
 
 -- name: cancel_requested
 -- Whether a cancel announced on {cancel} is real: asked for in the table, of the claim held.
