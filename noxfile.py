@@ -322,9 +322,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def types(session: nox.Session) -> None:
-    # Every extra whose modules are checked: the dashboard's web stack, the kit's pytest.
+    # Every extra whose modules are checked: the dashboard's web stack, the kit's pytest,
+    # OpenTelemetry's API (workflows.tracing) and cryptography (workflows.crypto).
     every_extra = [
-        p.rstrip("/") + "[dashboard,testing]" if p == "./packages/currant/" else p for p in PACKAGES
+        p.rstrip("/") + "[dashboard,testing,otel,crypto]" if p == "./packages/currant/" else p
+        for p in PACKAGES
     ]
     session.install(*every_extra, MYPY, "asyncpg-stubs")
     session.run("mypy", "--strict", *SOURCES)
