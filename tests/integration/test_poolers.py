@@ -177,6 +177,23 @@ async def _async_producer(tag: str, count: int) -> list[str]:
     return [await workflows.get_result(i, timeout=60) for i in ids]
 
 
+async def test_single_enqueues_get_their_own_connection_through_the_pooler_too(
+    through_transaction: str,
+) -> None:
+    # One enqueue after another goes on a connection of the store's own (not the pool's). It
+    # was opened with the startup parameters the pooler refuses, so every enqueue fell back
+    # to the pool and another connection was tried each second.
+    for k in range(3):
+        await jobs_app.record.queue(f"own-{k}")
+    store = await client.async_store().get()
+    own = store._producer
+    assert own is not None and not own.is_closed()
+    # Through transaction pooling it keeps no prepared statements the next server lacks.
+    for k in range(20):
+        await jobs_app.record.queue(f"again-{k}")
+    assert store._producer is own
+
+
 async def test_concurrent_producers_share_two_server_connections(
     database_url: str, through_transaction: str, transaction_pooler: str
 ) -> None:

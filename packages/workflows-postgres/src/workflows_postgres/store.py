@@ -271,8 +271,10 @@ class PostgresStore:
         if time.monotonic() < self._producer_retry_at:
             return None
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(
-                self.dsn, timeout=10, server_settings=_SESSION
+            # As the pool's connections: through a pooler, its options (no startup
+            # parameters, no statement cache in transaction mode).
+            conn: asyncpg.Connection = await pooler.connect(
+                self.dsn, self.settings.pooler, _SESSION, timeout=10
             )
         except Exception:
             self._producer_retry_at = time.monotonic() + 1.0
