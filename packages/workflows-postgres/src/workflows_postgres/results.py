@@ -163,6 +163,11 @@ class ResultWatcher:
         """How many waits are registered (for tests and metrics)."""
         return self._registry.count()
 
+    @property
+    def idle(self) -> bool:
+        """No wait registered (a dict's truth: cheap enough for every enqueue)."""
+        return not self._registry.waiters
+
     async def wait(self, execution_id: str, timeout: float | None) -> dict[str, Any]:
         key = ops._check_id(execution_id)
         deadline = _deadline(timeout)
