@@ -396,3 +396,33 @@ def test_tracing_setting_refuses_an_unknown_mode() -> None:
     assert Settings.from_env({"WORKFLOWS_TRACING": " OFF "}).tracing == "off"
     with pytest.raises(ConfigurationError, match=r"^WORKFLOWS_TRACING='sometimes': must be auto"):
         Settings.from_env({"WORKFLOWS_TRACING": "sometimes"})
+
+
+async def test_a_context_written_by_hand_starts_a_new_trace_and_never_fails_the_attempt(
+    store: PostgresStore, start_worker: StartWorker, spans: InMemorySpanExporter
+) -> None:
+    # The column is another role's to write: whatever it holds, the attempt runs (traced as a
+    # root). A deeply nested array made json.loads raise RecursionError, which escaped.
+    hostile = [
+        "[" * 5000 + "]" * 5000,
+        '"just a string"',
+        '{"traceparent": "00-not-a-trace-01"}',
+        '{"traceparent": 12, "tracestate": [1, 2]}',
+        "[1, 2, 3]",
+    ]
+    ids = [await app.flaky_job.queue(f"hand-{n}") for n in range(len(hostile))]
+    for execution_id, text in zip(ids, hostile, strict=True):
+        await store.pool.execute(
+            f"UPDATE {store.settings.schema}.executions SET trace_context = $2::jsonb "
+            "WHERE id = $1",
+            execution_id,
+            text,
+        )
+    await start_worker("traced")
+    for n, execution_id in enumerate(ids):
+        assert await workflows.get_result(execution_id, timeout=30) == f"hand-{n}"
+    found = await settled(spans)
+    for execution_id in ids:
+        attempts = of(found, execution_id)
+        assert len(attempts) == 2  # the first fails, the retry completes
+        assert all(parent_of(s) is None for s in attempts)

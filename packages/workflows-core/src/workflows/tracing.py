@@ -185,8 +185,9 @@ class Tracer:
         """The current span for one attempt of ``c``: a child of the context on its row, or
         a new trace's root when the row has none (never of whatever span started the task)."""
         parent = self._context.Context()
-        # A context that is not a carrier (written by hand): a new trace.
-        with suppress(ValueError, TypeError, AttributeError):
+        # A context that is not a carrier (the column is any role's to write: text nested too
+        # deeply for json.loads, a list, numbers): a new trace, never a failed attempt.
+        with suppress(Exception):
             if c.trace_context:
                 parent = self._propagate.extract(json.loads(c.trace_context))
         attributes: dict[str, Any] = {
