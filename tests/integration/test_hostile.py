@@ -528,3 +528,39 @@ async def test_release_is_uncounted_only_twice_in_a_row_and_only_by_the_claim_ho
     assert attempts == [0, 0, 1]
     [claimed] = await store.claim(owner, [QUEUE], 1)
     assert claimed.attempts == 2
+
+
+async def test_arguments_written_by_hand_nested_too_deeply_fail_their_own_execution(
+    store: PostgresStore, start_worker: StartWorker
+) -> None:
+    # Another role's row: arguments PostgreSQL's json takes but no JSON decoder here reads
+    # (RecursionError past about 1,000 levels). The execution fails saying so; the worker goes
+    # on with the next one.
+    from tests.integration import hostile_app
+
+    deep = '{"args": [' + "[" * 3000 + "]" * 3000 + '], "kwargs": {}}'
+    hostile = str(
+        await store.pool.fetchval(
+            "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries) "
+            "VALUES (gen_random_uuid(), 'job', $1, $2, $3::json, 0) RETURNING id::text",
+            "tests.integration.hostile_app:echo",
+            QUEUE,
+            deep,
+        )
+    )
+    await start_worker(QUEUE)
+    failed = await wait_status(store, hostile, {"failed"})
+    assert failed["error"]["type"] == "RecursionError"
+    # Inspection shows why it cannot show the arguments, rather than raising.
+    assert "RecursionError" in failed["args"]["$workflows_unreadable"]
+    # A result written the same way: get_result() says it cannot read it.
+    await store.pool.execute(
+        "UPDATE workflows.executions SET status = 'completed', error = NULL, result = $2::json"
+        " WHERE id = $1::uuid",
+        hostile,
+        "[" * 3000 + "]" * 3000,
+    )
+    with pytest.raises(workflows.SerializationError, match="cannot be read: RecursionError"):
+        await workflows.get_result(hostile, timeout=5)
+    after = await hostile_app.echo.queue("after")
+    assert await workflows.get_result(after, timeout=30) == "after"

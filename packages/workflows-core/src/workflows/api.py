@@ -894,6 +894,12 @@ def _result_of(status: dict[str, Any]) -> Any:
     from workflows.errors import ExecutionCancelledError, ExecutionFailedError
 
     if status["status"] == "completed":
+        from workflows.executions import unreadable
+
+        why = unreadable(status["result"])
+        if why is not None:
+            # Written by another role, past what this process's JSON decoder reads.
+            raise SerializationError(f"the stored result of {status['id']} cannot be read: {why}")
         # The status shows the stored JSON (unwrapped if it can be): the value is built here.
         return codec.current().decode_stored(status["result"])
     if status["status"] == "cancelled":

@@ -221,10 +221,26 @@ def _list_args(
     )
 
 
+# What inspection shows of a stored payload this process cannot parse (written by another
+# role: nested past what Python's JSON decoder takes); get_result() raises instead.
+UNREADABLE_KEY = "$workflows_unreadable"
+
+
 def _view(text: str | None) -> Any:
     """A stored payload as inspection shows it: JSON, unwrapped if this process's codec can
     (else the envelope; see JsonCodec.view). Errors are never wrapped."""
-    return codec.current().view(codec.decode(text))
+    try:
+        data = codec.decode(text)
+    except (RecursionError, ValueError) as exc:
+        return {UNREADABLE_KEY: f"{type(exc).__name__}: {codec.safe_str(exc, limit=200)}"}
+    return codec.current().view(data)
+
+
+def unreadable(value: Any) -> str | None:
+    """Why a viewed payload could not be read, if it could not (see UNREADABLE_KEY)."""
+    if type(value) is dict and UNREADABLE_KEY in value and len(value) == 1:
+        return str(value[UNREADABLE_KEY])
+    return None
 
 
 def execution_dict(row: Mapping[str, Any]) -> dict[str, Any]:
