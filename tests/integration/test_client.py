@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -271,3 +272,23 @@ async def test_closing_a_client_closes_its_pool_and_every_threads_connection(
     assert sessions_on(second_database) >= 2
     await client.aclose()
     assert await until(lambda: sessions_on(second_database) == 0, "the client's sessions to end")
+
+
+def test_closing_a_client_whose_event_loop_stopped_ends_every_session(
+    second_database: str,
+) -> None:
+    # Its pool and the connection single enqueues use belong to a loop that no longer runs:
+    # close() ends them at once. (The enqueue connection was left open.)
+    client = Client(second_database)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(client.queue(jobs_app.record, "on a loop that stops"))
+        assert sessions_on(second_database) >= 2  # the pool's and the enqueue connection
+        client.close()
+        for _ in range(200):
+            if sessions_on(second_database) == 0:
+                break
+            time.sleep(0.05)
+        assert sessions_on(second_database) == 0
+    finally:
+        loop.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import weakref
 from collections.abc import Sequence
@@ -52,8 +51,7 @@ class _LazyStore:
         """End the pool's connections at once, without its event loop (which has stopped)."""
         store, self._store = self._store, None
         if store is not None:
-            with contextlib.suppress(Exception):
-                store.pool.terminate()
+            store.terminate()
 
     # workflows.store.AsyncStore, spelled out: these sit on every producer's hot path.
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:

@@ -178,6 +178,16 @@ class PostgresStore:
                 await producer.close(timeout=5)
         await self.pool.close()
 
+    def terminate(self) -> None:
+        """End every connection at once, without the event loop (which has stopped)."""
+        for conn in (self._claim_conn, self._producer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+        self._claim_conn = self._producer = None
+        with contextlib.suppress(Exception):
+            self.pool.terminate()
+
     async def check_schema(self) -> None:
         schema = self.settings.schema
         async with self.pool.acquire() as conn:
