@@ -7,6 +7,8 @@ import asyncio
 import time
 import uuid
 
+import pytest
+
 from tests.integration.conftest import wait_status
 from workflows import codec, workflow
 from workflows.config import Settings
@@ -111,3 +113,77 @@ def test_writes_count_as_failing_only_after_the_timeout() -> None:
     assert health.failing
     health.ok()
     assert not health.failing
+
+
+async def _pump_until_written(batches: ActivationBatches, wakeup: Wakeup) -> None:
+    """The pump's part: a coalescing dispatch each time the wakeup rings, until all is written."""
+    while True:
+        await wakeup.wait(5)
+        wakeup.clear()
+        batches.dispatch(coalesce=True)
+        if batches.idle:
+            return
+
+
+async def test_activations_arriving_pass_after_pass_go_in_one_write(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a workflow of instant steps hands them over while nothing is being written: one
+    # write, not one for the first and another (after it) for the rest.
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    ids = [await returns.queue(key) for key in ("a", "b", "c", "d", "e")]
+    _, claimed = await store.pump(worker_id, [], [QUEUE], len(ids))
+    writes: list[int] = []
+    advance = store.advance
+
+    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
+        writes.append(len(items))
+        return await advance(worker, items)
+
+    monkeypatch.setattr(store, "advance", counted)
+    wakeup = Wakeup()
+    batches = ActivationBatches(store, worker_id, wakeup, WriteHealth(30))
+    pumping = asyncio.create_task(_pump_until_written(batches, wakeup))
+    sending = []
+    for c in claimed:
+        sending.append(asyncio.create_task(batches.send(finished(c, '"done"'))))
+        await asyncio.sleep(0)  # the next arrives on the next pass of the event loop
+    done = await asyncio.wait_for(asyncio.gather(*sending), 10)
+    await asyncio.wait_for(pumping, 10)
+    assert [d.outcome for d in done] == ["completed"] * len(ids)
+    assert writes == [len(ids)]
+
+
+async def test_a_dispatch_is_not_held_back_by_arrivals_that_never_stop(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    workflow_id = await returns.queue("a")
+    (claim,) = (await store.pump(worker_id, [], [QUEUE], 1))[1]
+    writes: list[int] = []
+    advance = store.advance
+
+    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
+        writes.append(len(items))
+        return await advance(worker, items)
+
+    monkeypatch.setattr(store, "advance", counted)
+    wakeup = Wakeup()
+    batches = ActivationBatches(store, worker_id, wakeup, WriteHealth(30))
+    pumping = asyncio.create_task(_pump_until_written(batches, wakeup))
+    sending = []
+    # An item every pass until the first write has begun (each pass of a busy worker brings
+    # one), for at most 2 s.
+    deadline = time.monotonic() + 2
+    while not writes and time.monotonic() < deadline:
+        sending.append(asyncio.create_task(batches.send(finished(claim, '"a"'))))
+        await asyncio.sleep(0)
+    assert writes, "a stream of activations held the write back for 2 s"
+    done = await asyncio.wait_for(asyncio.gather(*sending), 10)
+    await asyncio.wait_for(pumping, 10)
+    # The first item completes the workflow; the ones after it find its claim used up.
+    assert done[0].outcome == "completed"
+    assert {d.outcome for d in done[1:]} <= {"stale"}
+    assert (await store.get_status(workflow_id))["status"] == "completed"

@@ -77,7 +77,7 @@ class Pump:
             wakeup.clear()
             stopping = self._stopping()
             batch = self._outcomes.take()
-            self._activations.dispatch()
+            self._activations.dispatch(coalesce=True)
             now = loop.time()
             if now >= next_poll:
                 wakeup.looking = True
@@ -90,7 +90,7 @@ class Pump:
             )
             want = max(free - resumable, 0) if wakeup.looking or batch else 0
             if not batch and not want:
-                if stopping and not self._slots and not self._activations.writing:
+                if stopping and not self._slots and self._activations.idle:
                     return
                 if self._burst and not self._slots and not self._outcomes:
                     try:
