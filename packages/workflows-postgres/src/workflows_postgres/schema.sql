@@ -1085,9 +1085,13 @@ CREATE FUNCTION {s}.key_slot_changed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF OLD.status IN ('pending', 'running', 'waiting') THEN
+    IF OLD.concurrency_key IS NOT NULL AND NOT OLD.held
+       AND OLD.status IN ('pending', 'running', 'waiting')
+       AND NEW.status IN ('completed', 'failed', 'cancelled') THEN
         PERFORM {s}.free_key_slot_of(OLD.concurrency_key);
-    ELSE
+    ELSIF NEW.concurrency_key IS NOT NULL
+          AND OLD.status IN ('completed', 'failed', 'cancelled')
+          AND NEW.status IN ('pending', 'running', 'waiting') THEN
         UPDATE {s}.executions
         SET held = NOT {s}.take_slot(NEW.concurrency_key, NEW.concurrency_limit, NEW.status)
         WHERE id = NEW.id;
@@ -1839,7 +1843,7 @@ CREATE TRIGGER executions_key_slot_delete AFTER DELETE ON {s}.executions FOR EAC
 
 CREATE TRIGGER executions_key_slot_insert BEFORE INSERT ON {s}.executions FOR EACH ROW WHEN ((new.concurrency_key IS NOT NULL)) EXECUTE FUNCTION {s}.take_key_slot();
 
-CREATE TRIGGER executions_key_slot_update AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN ((((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]))) OR ((new.concurrency_key IS NOT NULL) AND (old.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (new.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text]))))) EXECUTE FUNCTION {s}.key_slot_changed();
+CREATE TRIGGER executions_key_slot_update AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) OR (new.concurrency_key IS NOT NULL))) EXECUTE FUNCTION {s}.key_slot_changed();
 
 ALTER TABLE ONLY {s}.executions
     ADD CONSTRAINT executions_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES {s}.executions(id) ON DELETE CASCADE;
