@@ -126,6 +126,8 @@ DECLARE
     found_wf boolean;
     fast boolean;
     chained boolean;
+    kids jsonb;
+    admitted uuid[];
     cur_lease bigint;
     -- The workflow whose row wf holds, locked and unchanged since it was read (the previous
     -- item continued its run), and the run's items whose steps are not written yet, the last
@@ -227,8 +229,28 @@ BEGIN
             END IF;
             IF chained THEN
                 -- The run goes on with the next item: this one's children are admitted now,
-                -- its steps written with the run's.
-                PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it - 'steps'));
+                -- its steps written with the run's. Children all to start here and none with
+                -- a trace context (what a worker running ahead sends) go to admit() as they
+                -- are, as insert_plans() would send them, and those it refuses are inserted
+                -- pending as insert_plans() inserts them; any others through insert_plans().
+                kids := r.it->'children';
+                IF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
+                       kids, '$[*] ? (@.eager == true && @.trace_context == null)')) THEN
+                    IF jsonb_array_length(kids) > 0 THEN
+                        SELECT array_agg(a.id) INTO admitted
+                        FROM {s}.admit(p_worker, 'new', p_new => kids) a;
+                        IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(kids) THEN
+                            PERFORM {s}.insert_plans(p_worker, jsonb_build_array(
+                                jsonb_build_object('children', (
+                                    SELECT jsonb_agg(c.value || '{"eager": false}')
+                                    FROM jsonb_array_elements(kids) AS c
+                                    WHERE NOT ((c.value->>'id')::uuid
+                                               = ANY (COALESCE(admitted, '{}')))))));
+                        END IF;
+                    END IF;
+                ELSE
+                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it - 'steps'));
+                END IF;
                 run := run || r.it;
                 last := r.it;
                 locked := r.wf;
