@@ -1,8 +1,11 @@
 -- A workflow step (an activity's outcome with the activation it resumes, written by advance())
--- for less of the server's time: measured with pg_stat_statements, most of it went to
--- statements that did nothing in the common case and to per-item calls.
+-- for less of the server's time: measured with pg_stat_statements, much of it went to
+-- statements that did nothing in the common case, to writing a row twice in one transaction,
+-- and to what every statement on executions pays before it touches a row (a trigger's
+-- condition compiled anew each time).
 --
--- Same signatures and same effects as 0007's; what changes is only what runs to get them.
+-- The functions keep their signatures and effects (0007's, 0013's); what changes is only what
+-- runs to get them. admit() stays the one way into running.
 
 -- insert_plans (0007): the steps' INSERT and the children's split in one statement, and the
 -- trace context's UPDATE only when a child carries one (an untraced step paid for a join that
