@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 
 from tests.integration import workflows_app as app
@@ -96,3 +98,82 @@ async def test_an_outcome_for_a_workflow_that_moved_on_falls_back(store: Postgre
     # Sent again (a reply lost after the commit), the same item changes nothing.
     [again] = await store.advance(worker, [item(store, wf, 1, schedule(1), a0, 5)])
     assert again.outcome == "stale"
+
+
+async def test_a_chain_records_a_failed_activity_on_its_step(store: PostgresStore) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    [a0] = first.eager
+    one = item(store, wf, 1, schedule(1), activity=a0, result=0)
+    [a1] = eager_claims(wf.id, one.plan.children)
+    error = codec.encode({"type": "ValueError", "message": "no"})
+    two = dataclasses.replace(
+        item(store, wf, 2, schedule(2), activity=a1),
+        act_status="failed",
+        act_result=None,
+        act_error=error,
+    )
+    [a2] = eager_claims(wf.id, two.plan.children)
+    three = item(store, wf, 3, schedule(3), activity=a2, result=2)
+    done = await store.advance(worker, [one, two, three])
+    assert [d.outcome for d in done] == ["waiting", "waiting", "waiting"]
+    steps = {s["seq"]: s for s in await store.steps_of(wf.id)}
+    assert [(seq, s["status"]) for seq, s in sorted(steps.items())] == [
+        (0, "completed"),
+        (1, "failed"),
+        (2, "completed"),
+        (3, "scheduled"),
+    ]
+    assert steps[1]["error"] == {"type": "ValueError", "message": "no"}
+    assert steps[2]["result"] == 2
+    assert (await store.get_status(a1.id))["status"] == "failed"
+
+
+async def test_a_child_a_paused_queue_refuses_mid_chain_waits_and_its_outcome_is_stale(
+    store: PostgresStore,
+) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    [a0] = first.eager
+    # Paused since the worker started activity 1 ahead of this write: its row is written
+    # pending (it runs once the queue resumes), and the outcome run ahead for it is not kept.
+    await store.pool.execute(
+        "SELECT * FROM workflows.set_queue('orders', NULL, NULL, NULL, true, false, false, true)"
+    )
+    one = item(store, wf, 1, schedule(1), activity=a0, result=0)
+    [a1] = eager_claims(wf.id, one.plan.children)
+    two = item(store, wf, 2, schedule(2), activity=a1, result=1)
+    done = await store.advance(worker, [one, two])
+    assert [d.outcome for d in done] == ["waiting", "stale"]
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"]) for s in steps] == [(0, "completed"), (1, "scheduled")]
+    status = await store.get_status(a1.id)
+    assert status["status"] == "pending" and status["attempts"] == 0
+
+
+async def test_a_chain_writes_the_trace_context_on_the_activities_it_starts(
+    store: PostgresStore,
+) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    [a0] = first.eager
+    carrier = '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+
+    def traced(it: Advance) -> Advance:
+        return dataclasses.replace(it, plan=dataclasses.replace(it.plan, trace_context=carrier))
+
+    one = traced(item(store, wf, 1, schedule(1), activity=a0, result=0))
+    [a1] = eager_claims(wf.id, one.plan.children)
+    two = traced(item(store, wf, 2, schedule(2), activity=a1, result=1))
+    done = await store.advance(worker, [one, two])
+    assert [d.outcome for d in done] == ["waiting", "waiting"]
+    rows = await store.pool.fetch(
+        "SELECT parent_seq, status, trace_context::text AS tc FROM workflows.executions"
+        " WHERE parent_id = $1::uuid AND parent_seq > 0 ORDER BY parent_seq",
+        wf.id,
+    )
+    assert [(r["parent_seq"], r["status"]) for r in rows] == [(1, "completed"), (2, "running")]
+    assert all(json.loads(r["tc"]) == json.loads(carrier) for r in rows)

@@ -476,13 +476,28 @@ $$;
 
 CREATE FUNCTION {s}.advance(p_worker uuid, p_items jsonb) RETURNS TABLE(item integer, outcome text, lease bigint)
     LANGUAGE plpgsql
-    AS $$
+    AS $_$
 DECLARE
     r record;
     wf record;
     found_wf boolean;
     fast boolean;
+    chained boolean;
+    kids jsonb;
+    admitted uuid[];
     cur_lease bigint;
+    -- The workflow whose row wf holds, locked and unchanged since it was read (the previous
+    -- item continued its run), and the run's items whose steps are not written yet, the last
+    -- one apart, with what later items of the run resolved of them.
+    locked uuid;
+    was uuid;
+    run jsonb[] := '{}';
+    last jsonb;
+    res_seqs integer[] := '{}';
+    res_statuses text[] := '{}';
+    res_results text[] := '{}';
+    res_errors text[] := '{}';
+    res_delivered integer[] := '{}';
     -- An array of items, appended in place (a jsonb array would be copied on every append).
     deferred jsonb[] := '{}';
 BEGIN
@@ -507,12 +522,24 @@ BEGIN
         item := r.i;
         lease := NULL;
         cur_lease := r.wf_lease;
+        was := locked;
+        locked := NULL;
+        IF cardinality(run) > 0 AND (r.act IS NULL OR was IS DISTINCT FROM r.wf) THEN
+            PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
+                                              res_errors, res_delivered);
+            run := '{}';
+            res_seqs := '{}'; res_statuses := '{}'; res_results := '{}'; res_errors := '{}';
+            res_delivered := '{}';
+        END IF;
         IF r.act IS NOT NULL THEN
-            SELECT e.status, e.lease, e.wakeups, e.sticky_worker_id, e.cancel_requested, e.queue
-            INTO wf
-            FROM {s}.executions e WHERE e.id = r.wf
-            FOR UPDATE;
-            found_wf := FOUND;
+            IF was IS DISTINCT FROM r.wf THEN
+                SELECT e.status, e.lease, e.wakeups, e.sticky_worker_id, e.cancel_requested,
+                       e.queue
+                INTO wf
+                FROM {s}.executions e WHERE e.id = r.wf
+                FOR UPDATE;
+                found_wf := FOUND;
+            END IF;
             UPDATE {s}.executions e
             SET status = r.act_status, result = r.act_result::json,
                 error = COALESCE(r.act_error::jsonb, e.error), finished_at = now(),
@@ -526,16 +553,75 @@ BEGIN
             fast := found_wf AND wf.status = 'waiting' AND wf.lease = cur_lease
                     AND wf.wakeups = r.wakeups AND wf.sticky_worker_id = p_worker
                     AND NOT wf.cancel_requested;
-            UPDATE {s}.workflow_steps st
-            SET status = r.act_status, result = r.act_result::json,
-                error = r.act_error::json, resolved_at = now(),
-                delivered_in = CASE WHEN fast THEN r.number END
-            WHERE st.workflow_id = r.wf AND st.seq = r.seq AND st.status = 'scheduled';
-            IF NOT FOUND THEN
-                -- The step was closed meanwhile (the workflow cancelled or ended).
-                outcome := 'fallback';
+            chained := fast AND r.wf_outcome = 'blocked' AND r.signals = 0
+                       AND r.next_wf = r.it->>'wf';
+            IF cardinality(run) > 0
+               AND last->'steps' @> jsonb_build_array(
+                       jsonb_build_object('seq', r.seq, 'status', 'scheduled')) THEN
+                -- A step the run's last item added, not written yet: resolved where it is.
+                res_seqs := res_seqs || r.seq;
+                res_statuses := res_statuses || r.act_status;
+                res_results := res_results || r.act_result;
+                res_errors := res_errors || r.act_error;
+                res_delivered := res_delivered || CASE WHEN fast THEN r.number END;
+            ELSE
+                IF cardinality(run) > 0 THEN
+                    PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
+                                                      res_errors, res_delivered);
+                    run := '{}';
+                    res_seqs := '{}'; res_statuses := '{}'; res_results := '{}';
+                    res_errors := '{}'; res_delivered := '{}';
+                END IF;
+                UPDATE {s}.workflow_steps st
+                SET status = r.act_status, result = r.act_result::json,
+                    error = r.act_error::json, resolved_at = now(),
+                    delivered_in = CASE WHEN fast THEN r.number END
+                WHERE st.workflow_id = r.wf AND st.seq = r.seq AND st.status = 'scheduled';
+                IF NOT FOUND THEN
+                    -- The step was closed meanwhile (the workflow cancelled or ended).
+                    outcome := 'fallback';
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+            END IF;
+            IF chained THEN
+                -- The run goes on with the next item: this one's children are admitted now,
+                -- its steps written with the run's. Children all to start here and none with
+                -- a trace context (what a worker running ahead sends) go to admit() as they
+                -- are, as insert_plans() would send them, and those it refuses are inserted
+                -- pending as insert_plans() inserts them; any others through insert_plans().
+                kids := r.it->'children';
+                IF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
+                       kids, '$[*] ? (@.eager == true && @.trace_context == null)')) THEN
+                    IF jsonb_array_length(kids) > 0 THEN
+                        SELECT array_agg(a.id) INTO admitted
+                        FROM {s}.admit(p_worker, 'new', p_new => kids) a;
+                        IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(kids) THEN
+                            PERFORM {s}.insert_plans(p_worker, jsonb_build_array(
+                                jsonb_build_object('children', (
+                                    SELECT jsonb_agg(c.value || '{"eager": false}')
+                                    FROM jsonb_array_elements(kids) AS c
+                                    WHERE NOT ((c.value->>'id')::uuid
+                                               = ANY (COALESCE(admitted, '{}')))))));
+                        END IF;
+                    END IF;
+                ELSE
+                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it - 'steps'));
+                END IF;
+                run := run || r.it;
+                last := r.it;
+                locked := r.wf;
+                outcome := 'waiting';
                 RETURN NEXT;
                 CONTINUE;
+            END IF;
+            IF cardinality(run) > 0 THEN
+                -- The run ends here: its steps are written before anything reads them.
+                PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
+                                                  res_errors, res_delivered);
+                run := '{}';
+                res_seqs := '{}'; res_statuses := '{}'; res_results := '{}'; res_errors := '{}';
+                res_delivered := '{}';
             END IF;
             IF NOT fast THEN
                 PERFORM {s}.wake(ARRAY[r.wf]);
@@ -546,8 +632,7 @@ BEGIN
             IF r.wf_outcome = 'blocked' AND r.signals = 0
                AND r.next_wf IS DISTINCT FROM r.it->>'wf' THEN
                 -- Still waiting here: the row stays as it is; its new steps and executions
-                -- are inserted with those of the batch's other such items, at the end
-                -- (unless the workflow's next item, right after, needs them).
+                -- are inserted with those of the batch's other such items, at the end.
                 deferred := deferred || r.it;
                 outcome := 'waiting';
                 RETURN NEXT;
@@ -591,11 +676,15 @@ BEGIN
         outcome := coalesce({s}.activate(p_worker, r.it, cur_lease), 'stale');
         RETURN NEXT;
     END LOOP;
+    IF cardinality(run) > 0 THEN
+        PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results, res_errors,
+                                          res_delivered);
+    END IF;
     IF cardinality(deferred) > 0 THEN
         PERFORM {s}.insert_plans(p_worker, to_jsonb(deferred));
     END IF;
 END;
-$$;
+$_$;
 
 CREATE FUNCTION {s}.apply_activation(p_worker uuid, p_item jsonb) RETURNS text
     LANGUAGE sql
@@ -923,30 +1012,37 @@ CREATE FUNCTION {s}.insert_plans(p_worker uuid, p_items jsonb) RETURNS void
 DECLARE
     eager jsonb;
     others jsonb;
+    traced boolean;
     admitted uuid[];
     announced bigint;
 BEGIN
-    INSERT INTO {s}.workflow_steps
-        (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
-    SELECT (i.value->>'wf')::uuid, r.seq, r.kind, r.name, r.status, r.exec,
-           CASE WHEN r.seconds IS NULL THEN NULL
-                ELSE now() + make_interval(secs => r.seconds) END,
-           r.result::json, r.delivered
-    FROM jsonb_array_elements(p_items) AS i,
-         jsonb_to_recordset(i.value->'steps')
-             AS r(seq integer, kind text, name text, status text, exec uuid, seconds float8,
-                  result text, delivered integer);
+    -- (A data-modifying WITH runs to completion whether or not the query reads it.)
+    WITH steps AS (
+        INSERT INTO {s}.workflow_steps
+            (workflow_id, seq, kind, name, status, execution_id, fire_at, result, delivered_in)
+        SELECT (i.value->>'wf')::uuid, r.seq, r.kind, r.name, r.status, r.exec,
+               CASE WHEN r.seconds IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => r.seconds) END,
+               r.result::json, r.delivered
+        FROM jsonb_array_elements(p_items) AS i,
+             jsonb_to_recordset(i.value->'steps')
+                 AS r(seq integer, kind text, name text, status text, exec uuid, seconds float8,
+                      result text, delivered integer)
+    )
     SELECT jsonb_agg(c.value) FILTER (WHERE (c.value->>'eager')::boolean),
-           jsonb_agg(c.value) FILTER (WHERE NOT (c.value->>'eager')::boolean)
-    INTO eager, others
+           jsonb_agg(c.value) FILTER (WHERE NOT (c.value->>'eager')::boolean),
+           bool_or((c.value->>'eager')::boolean AND c.value->>'trace_context' IS NOT NULL)
+    INTO eager, others, traced
     FROM jsonb_array_elements(p_items) AS i, jsonb_array_elements(i.value->'children') AS c;
     IF eager IS NOT NULL THEN
         SELECT array_agg(a.id) INTO admitted FROM {s}.admit(p_worker, 'new', p_new => eager) a;
-        UPDATE {s}.executions x SET trace_context = (c.value->>'trace_context')::jsonb
-        FROM jsonb_array_elements(eager) AS c
-        WHERE c.value->>'trace_context' IS NOT NULL
-          AND x.id = (c.value->>'id')::uuid
-          AND x.id = ANY (COALESCE(admitted, '{}'));
+        IF traced THEN
+            UPDATE {s}.executions x SET trace_context = (c.value->>'trace_context')::jsonb
+            FROM jsonb_array_elements(eager) AS c
+            WHERE c.value->>'trace_context' IS NOT NULL
+              AND x.id = (c.value->>'id')::uuid
+              AND x.id = ANY (COALESCE(admitted, '{}'));
+        END IF;
         IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(eager) THEN
             SELECT COALESCE(others, '[]'::jsonb) || COALESCE(jsonb_agg(c.value), '[]'::jsonb)
             INTO others
@@ -985,13 +1081,39 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION {s}.insert_resolved_steps(p_items jsonb[], p_seqs integer[], p_statuses text[], p_results text[], p_errors text[], p_delivered integer[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO {s}.workflow_steps
+        (workflow_id, seq, kind, name, status, execution_id, fire_at, result, error,
+         delivered_in, resolved_at)
+    SELECT (i->>'wf')::uuid, s.seq, s.kind, s.name, COALESCE(v.status, s.status), s.exec,
+           CASE WHEN s.seconds IS NULL THEN NULL ELSE now() + make_interval(secs => s.seconds) END,
+           CASE WHEN v.seq IS NULL THEN s.result ELSE v.result END::json,
+           v.error::json,
+           CASE WHEN v.seq IS NULL THEN s.delivered ELSE v.delivered END,
+           CASE WHEN v.seq IS NOT NULL THEN now() END
+    FROM unnest(p_items) AS i
+    CROSS JOIN LATERAL jsonb_to_recordset(i->'steps')
+        AS s(seq integer, kind text, name text, status text, exec uuid, seconds float8,
+             result text, delivered integer)
+    LEFT JOIN unnest(p_seqs, p_statuses, p_results, p_errors, p_delivered)
+        AS v(seq, status, result, error, delivered) ON v.seq = s.seq;
+END;
+$$;
+
 CREATE FUNCTION {s}.key_slot_changed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    IF OLD.status IN ('pending', 'running', 'waiting') THEN
+    IF OLD.concurrency_key IS NOT NULL AND NOT OLD.held
+       AND OLD.status IN ('pending', 'running', 'waiting')
+       AND NEW.status IN ('completed', 'failed', 'cancelled') THEN
         PERFORM {s}.free_key_slot_of(OLD.concurrency_key);
-    ELSE
+    ELSIF NEW.concurrency_key IS NOT NULL
+          AND OLD.status IN ('completed', 'failed', 'cancelled')
+          AND NEW.status IN ('pending', 'running', 'waiting') THEN
         UPDATE {s}.executions
         SET held = NOT {s}.take_slot(NEW.concurrency_key, NEW.concurrency_limit, NEW.status)
         WHERE id = NEW.id;
@@ -1743,7 +1865,7 @@ CREATE TRIGGER executions_key_slot_delete AFTER DELETE ON {s}.executions FOR EAC
 
 CREATE TRIGGER executions_key_slot_insert BEFORE INSERT ON {s}.executions FOR EACH ROW WHEN ((new.concurrency_key IS NOT NULL)) EXECUTE FUNCTION {s}.take_key_slot();
 
-CREATE TRIGGER executions_key_slot_update AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN ((((old.concurrency_key IS NOT NULL) AND (NOT old.held) AND (old.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text])) AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]))) OR ((new.concurrency_key IS NOT NULL) AND (old.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (new.status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text]))))) EXECUTE FUNCTION {s}.key_slot_changed();
+CREATE TRIGGER executions_key_slot_update AFTER UPDATE OF status ON {s}.executions FOR EACH ROW WHEN (((old.concurrency_key IS NOT NULL) OR (new.concurrency_key IS NOT NULL))) EXECUTE FUNCTION {s}.key_slot_changed();
 
 ALTER TABLE ONLY {s}.executions
     ADD CONSTRAINT executions_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES {s}.executions(id) ON DELETE CASCADE;
