@@ -6,13 +6,16 @@ tests start many) would otherwise collide on the global registry with "Duplicate
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
+import math
 import platform
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -22,13 +25,15 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
     make_wsgi_app,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from workflows_worker import __version__
 
@@ -162,28 +167,29 @@ class WorkerMetrics:
         self._runs: dict[tuple[str, str], _Runs] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self._attempts = Counter(
+        # The four families moved on every run: counted in plain Python (see _Counts).
+        self._attempts = _Counts(
             "workflows_attempts_total",
             "Attempts that ended on this worker (a workflow's: its activations), by outcome: "
             "completed, failed, timed_out, cancelled, suspended, released, discarded, lost.",
             ("queue", "kind", "outcome"),
             registry=self.registry,
         )
-        self._finished = Counter(
+        self._finished = _Counts(
             "workflows_executions_finished_total",
             "Executions this worker ended for good, by final status (each counted once "
             "across the fleet).",
             ("queue", "kind", "status"),
             registry=self.registry,
         )
-        self._duration = Histogram(
+        self._duration = _Observations(
             "workflows_execution_duration_seconds",
             "Wall-clock time of one run of an execution on this worker.",
             ("queue", "kind"),
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
-        self._pickup = Histogram(
+        self._pickup = _Observations(
             "workflows_pickup_latency_seconds",
             "Time from an execution becoming runnable to its start on this worker.",
             ("queue",),
@@ -384,6 +390,123 @@ class WorkerMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+class _Family(Collector):
+    """A family of series whose values this worker keeps in plain Python, as a registry's
+    collector: prometheus_client's Counter and Histogram take a lock and check their state on
+    every update, several times per execution on the event loop, for a scrape every few
+    seconds. Updated on the worker's loop only; a scrape (another thread) reads a copy.
+    The exposition is the one prometheus_client's own family makes (test_metrics checks)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def labels(self, *values: str, **named: str) -> Any:
+        """The series of these label values (``prometheus_client``'s call, positional or
+        named), made at its first use."""
+        if named:
+            values = tuple(named[label] for label in self._labelnames)
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values!r}")
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._new()
+        return series
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def _family(self) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> list[Any]:
+        return [self._family()]
+
+
+class _Count:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class _Counts(_Family):
+    """A counter family (see _Family)."""
+
+    def _new(self) -> _Count:
+        return _Count()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = self._family()
+        for values, count in list(self._series.items()):
+            family.add_metric(values, count.value)
+        yield family
+
+
+class _Observed:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        # Per bucket, not cumulative: the first bound at or above the value, as
+        # prometheus_client counts it.
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect.bisect_left(self._bounds, amount)] += 1
+
+
+class _Observations(_Family):
+    """A histogram family (see _Family)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._bounds = [float(b) for b in buckets] + [math.inf]
+        self._le = [floatToGoString(b) for b in self._bounds]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labelnames, registry)
+
+    def _new(self) -> _Observed:
+        return _Observed(self._bounds)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        family = self._family()
+        for values, observed in list(self._series.items()):
+            counts, total = list(observed.counts), observed.sum
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric(values, list(zip(self._le, cumulative, strict=True)), total)
+        yield family
 
 
 class _Running:
