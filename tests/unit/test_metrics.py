@@ -434,3 +434,88 @@ def test_scrapes_are_answered_while_the_event_loop_is_blocked(metrics: WorkerMet
             server.stop()
 
     assert asyncio.run(scenario()) == (200, b"ok")
+
+
+def test_the_run_families_expose_what_prometheus_clients_own_would(
+    metrics: WorkerMetrics,
+) -> None:
+    # attempts, finished, duration and pickup are counted in plain Python (the worker moves
+    # them several times per execution): scraped, they must read exactly as prometheus_client's
+    # Counter and Histogram fed the same updates, in both exposition formats.
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from workflows_worker import metrics as module
+
+    reference = CollectorRegistry()
+    attempts = Counter(
+        "workflows_attempts_total",
+        metrics._attempts._documentation,
+        ("queue", "kind", "outcome"),
+        registry=reference,
+    )
+    finished = Counter(
+        "workflows_executions_finished_total",
+        metrics._finished._documentation,
+        ("queue", "kind", "status"),
+        registry=reference,
+    )
+    duration = Histogram(
+        "workflows_execution_duration_seconds",
+        metrics._duration._documentation,
+        ("queue", "kind"),
+        buckets=module._DURATION_BUCKETS,
+        registry=reference,
+    )
+    pickup = Histogram(
+        "workflows_pickup_latency_seconds",
+        metrics._pickup._documentation,
+        ("queue",),
+        buckets=module._PICKUP_BUCKETS,
+        registry=reference,
+    )
+    # Values on bucket bounds, between them, past the last, and 0 (a negative is clamped).
+    runs = [
+        ("default", "job", 0.0005, 0.005, "completed"),
+        ("default", "job", 0.0007, 0.0049, "retried"),
+        ("default", "job", 61.0, 4000.0, "failed"),
+        ("emails", "activity", 0.0, 0.01, "completed"),
+        ("emails", "workflow", -0.2, 1800.0, "waiting"),
+        ("default", "job", 0.3, 0.25, "stale"),
+    ]
+    for queue, kind, latency, seconds, status in runs:
+        metrics.execution_started(queue, kind, latency)
+        outcome, final = attempt_outcome(status)
+        metrics.attempt_ended(queue, kind, outcome, seconds, final)
+        pickup.labels(queue).observe(max(latency, 0.0))
+        attempts.labels(queue, kind, outcome).inc()
+        if final is not None:
+            finished.labels(queue, kind, final).inc()
+        duration.labels(queue, kind).observe(seconds)
+    metrics.activation_ran("emails", 0.02, "completed")
+    attempts.labels("emails", "workflow", "completed").inc()
+    finished.labels("emails", "workflow", "completed").inc()
+    duration.labels("emails", "workflow").observe(0.02)
+    metrics.execution_recovered("default", "job", n=3)
+    attempts.labels(queue="default", kind="job", outcome="lost").inc(3)
+    metrics.execution_finished("default", "workflow", "failed")
+    finished.labels("default", "workflow", "failed").inc()
+
+    def families(text: bytes, names: set[str]) -> list[str]:
+        lines = text.decode().splitlines()
+        return [line for line in lines if any(n in line for n in names)]
+
+    names = {
+        "workflows_attempts",
+        "workflows_executions_finished",
+        "workflows_execution_duration_seconds",
+        "workflows_pickup_latency_seconds",
+    }
+    ours = families(metrics.render(), names)
+    assert ours == families(generate_latest(reference), names)
+    assert len(ours) > 60
+    assert families(generate_openmetrics(metrics.registry), names) == families(
+        generate_openmetrics(reference), names
+    )
+    with pytest.raises(ValueError, match="attempt outcome"):
+        metrics.attempt_ended("default", "job", "exploded", 1.0, None)

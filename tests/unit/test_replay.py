@@ -368,6 +368,10 @@ def test_gather_emits_every_command_in_one_activation() -> None:
     assert activation.status == "blocked"
     assert [(c.seq, c.args) for c in activation.commands] == [(i, (i,)) for i in range(4)]
     assert all(isinstance(c, ScheduleActivity) for c in activation.commands)
+    # Each a copy of its call's command with its position, whole (the encoded arguments too).
+    assert [c.encoded_args for c in activation.commands] == [  # type: ignore[union-attr]
+        f'{{"args":[{i}],"kwargs":{{}}}}' for i in range(4)
+    ]
     assert instance.pending_seqs == [0, 1, 2, 3]
 
 
@@ -379,8 +383,11 @@ def test_gather_results_come_back_in_call_order_whatever_the_resolution_order() 
     )
     assert (both.status, both.delivered) == ("blocked", (0, 1))
     assert instance.pending_seqs == [2]
+    # What a worker asks of an activity's outcome (is its step still awaited?), unsorted.
+    assert [s for s in (None, 0, 1, 2, 3, 4) if instance.is_pending(s)] == [2]
     last = instance.activate([completed(2, "activity", double.path, "c")])
     assert (last.status, last.result) == ("completed", ["a", "b", "c", "d"])
+    assert not instance.is_pending(2)
 
 
 def test_replay_hands_resolutions_over_in_their_recorded_groups() -> None:

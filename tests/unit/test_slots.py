@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from workflows.records import Claimed
 from workflows_worker.slots import Slots
 
 
@@ -36,3 +37,60 @@ async def test_slots_of_writes_in_flight_are_free_up_to_the_bound() -> None:
     gate.set()
     await asyncio.gather(*tasks)
     assert slots.free() == 2
+
+
+async def test_a_run_cancelled_before_it_ever_ran_frees_its_slot() -> None:
+    # The executor's tasks free their own slot once they run (frees_itself): one abandoned
+    # or cancelled before its first step never runs that code, and must not hold it forever.
+    slots = Slots(3, stuck=lambda: 0, closed=lambda: False)
+    ran: list[str] = []
+
+    async def run(name: str) -> None:
+        ran.append(name)
+        slots.remove(name)
+
+    claims = {name: _claim(name) for name in ("a", "b", "c")}
+    tasks = {}
+    for name, claim in claims.items():
+        tasks[name] = asyncio.create_task(run(name))
+        slots.add(name, tasks[name], claim, frees_itself=True)
+    assert slots.free() == 0
+    slots.abandon([claims["a"]])
+    slots.cancel_requested(claims["b"])
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await asyncio.sleep(0)  # the done callbacks run in the loop's next pass
+    assert ran == ["c"]
+    assert slots.free() == 3 and len(slots) == 0
+    # What the cancelled ones were cancelled for is forgotten with their slots.
+    assert slots.why_cancelled("a") is None and slots.why_cancelled("b") is None
+
+
+async def test_cancel_all_frees_runs_that_never_started() -> None:
+    slots = Slots(2, stuck=lambda: 0, closed=lambda: False)
+    gate = asyncio.Event()
+    for name in ("a", "b"):
+        slots.add(name, asyncio.create_task(gate.wait()), _claim(name), frees_itself=True)
+    tasks = slots.tasks()
+    assert slots.cancel_all() == 2
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert len(slots) == 0 and slots.free() == 2
+
+
+def _claim(execution_id: str) -> Claimed:
+    return Claimed(
+        id=execution_id,
+        kind="job",
+        name="app:fn",
+        queue="default",
+        args="{}",
+        attempts=1,
+        max_retries=0,
+        timeout=None,
+        lease=1,
+        version=None,
+        wakeups=0,
+        parent_id=None,
+        deadline=None,
+        pickup_latency=None,
+    )

@@ -90,6 +90,9 @@ def encode(value: Any, *, what: str = "value", max_bytes: int | None = None) -> 
 def _dump(value: Any, what: str, max_bytes: int | None, braces: int | None) -> str:
     """:func:`encode`; ``braces``: the ``{`` the caller's own wrapping adds (None: the keys
     are checked already)."""
+    if value is None and (max_bytes is None or max_bytes >= 4):
+        # What most jobs and steps return: the encoder's call would cost more than the rest.
+        return "null"
     try:
         text = _ENCODER.encode(value)
     except RecursionError:

@@ -269,6 +269,11 @@ class WorkflowInstance:
     def pending_seqs(self) -> list[int]:
         return sorted(seq for seq, fut in self._futures.items() if not fut.done())
 
+    def is_pending(self, seq: int | None) -> bool:
+        """Whether ``seq`` is among :attr:`pending_seqs` (without sorting them all)."""
+        future = self._futures.get(seq) if seq is not None else None
+        return future is not None and not future.done()
+
     def close(self) -> None:
         """Drop a suspended run (evicted from a cache): its coroutines are closed, not resumed."""
         if self._task is not None and not self._task.done():
@@ -428,7 +433,12 @@ class WorkflowInstance:
 def _with_seq(command: StepCommand, seq: int) -> StepCommand:
     if command.seq == seq:
         return command
-    return dataclasses.replace(command, seq=seq)
+    # dataclasses.replace, without its walk over the fields (once per step a workflow takes):
+    # the commands are plain frozen dataclasses, no __post_init__, no slots.
+    copy = object.__new__(type(command))
+    copy.__dict__.update(command.__dict__)
+    copy.__dict__["seq"] = seq
+    return copy
 
 
 def _describe(kind: str, name: str) -> str:

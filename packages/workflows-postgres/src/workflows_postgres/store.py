@@ -30,6 +30,7 @@ from workflows.records import (
     Recovery,
     Registration,
     StepRow,
+    claimed_of,
     eager_claims,
 )
 from workflows.store import EnqueueRequest
@@ -61,26 +62,29 @@ _SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_seqsc
 
 
 def _claimed(row: asyncpg.Record) -> Claimed:
-    return Claimed(
-        id=row["id"],
-        kind=row["kind"],
-        name=row["name"],
-        queue=row["queue"],
-        args=row["args"],
-        attempts=row["attempts"],
-        max_retries=row["max_retries"],
-        timeout=row["timeout_seconds"],
-        lease=row["lease"],
-        version=row["version"],
-        wakeups=row["wakeups"],
-        parent_id=row["parent_id"],
-        deadline=row["deadline"],
-        pickup_latency=row["pickup_latency"],
-        parent_seq=row["parent_seq"],
-        resolutions=None
-        if row["resolutions"] is None
-        else [_resolution(item) for item in codec.decode(row["resolutions"])],
-        trace_context=row["trace_context"],
+    resolutions = row["resolutions"]
+    return claimed_of(
+        {
+            "id": row["id"],
+            "kind": row["kind"],
+            "name": row["name"],
+            "queue": row["queue"],
+            "args": row["args"],
+            "attempts": row["attempts"],
+            "max_retries": row["max_retries"],
+            "timeout": row["timeout_seconds"],
+            "lease": row["lease"],
+            "version": row["version"],
+            "wakeups": row["wakeups"],
+            "parent_id": row["parent_id"],
+            "deadline": row["deadline"],
+            "pickup_latency": row["pickup_latency"],
+            "parent_seq": row["parent_seq"],
+            "resolutions": None
+            if resolutions is None
+            else [_resolution(item) for item in codec.decode(resolutions)],
+            "trace_context": row["trace_context"],
+        }
     )
 
 
@@ -704,9 +708,13 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+# json.dumps with options builds an encoder on every call: one, made once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dump(value: Any) -> str:
     # Values inside are JSON text already checked by the codec; the rows around them are ours.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _outcomes_json(outcomes: Sequence[Outcome]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from typing import Any, Protocol
@@ -13,9 +14,10 @@ from workflows.errors import SerializationError
 from workflows.records import Claimed, Outcome
 from workflows.store import WorkerStore
 from workflows_worker.batches import OutcomeQueue
+from workflows_worker.deadlines import Deadlines
 from workflows_worker.errors import UnstorableOutcomeError, first_line, unstorable
 from workflows_worker.imports import FunctionNotFound, ImportPolicy
-from workflows_worker.logs import bound, execution_fields, get_logger
+from workflows_worker.logs import bind_execution, get_logger, unbind
 from workflows_worker.metrics import WorkerMetrics, attempt_outcome
 from workflows_worker.slots import Slots
 from workflows_worker.sync_pool import SyncPool
@@ -75,6 +77,7 @@ class Executor:
         self._metrics = metrics
         self._wakeup = wakeup
         self.executed = 0
+        self._deadlines = Deadlines()
         # Runs whose code ran past its timeout: their attempts ended timed_out.
         self._timed_out: set[str] = set()
         # WORKFLOWS_TRACING=on without opentelemetry-api: refused at start, not per attempt.
@@ -82,20 +85,27 @@ class Executor:
 
     def start(self, c: Claimed) -> None:
         task = asyncio.create_task(self.execute(c), name=f"workflows-{c.kind}-{c.id}")
-        self._slots.add(c.id, task, c)
+        self._slots.add(c.id, task, c, frees_itself=True)
 
     def cancel_all(self) -> int:
         """Cancel every run (the shutdown's grace is over): each gives its execution back."""
-        tasks = self._slots.tasks()
-        for task in tasks:
-            task.cancel()
-        return len(tasks)
+        return self._slots.cancel_all()
 
     async def execute(self, c: Claimed) -> None:
         """Run ``c`` in the slot it holds (the task calling this), and free the slot after."""
         # Its own task: every record logged in it is about ``c``.
-        with bound(**execution_fields(c)), tracing.attempt(self._settings, c):
-            await self._execute(c)
+        token = bind_execution(c)
+        try:
+            with tracing.attempt(self._settings, c):
+                await self._execute(c)
+        except BaseException:
+            # Raised around _execute (by the span, say): the slot it frees must go too.
+            task = asyncio.current_task()
+            if task is not None:
+                self._slots.ended(c.id, task)
+            raise
+        finally:
+            unbind(token)
 
     async def _execute(self, c: Claimed) -> None:
         started = time.monotonic()
@@ -224,14 +234,22 @@ class Executor:
         except Exception as exc:
             # Arguments written by hand that are no call: a failure like its code's would be.
             return await self._fail(c, codec.error_payload(exc), started)
-        deadline = asyncio.timeout(c.timeout)
+        # Expired by the worker's Deadlines, not a loop timer of its own (see deadlines.py).
+        deadline = asyncio.Timeout(None)
+        seconds = c.timeout
         task = asyncio.current_task()
         try:
             async with deadline:
-                if fn.is_async:
-                    value = await fn.fn(*args, **kwargs)
-                else:
-                    value = await self._pool.run(fn.fn, *args, **kwargs)
+                if seconds is not None:
+                    self._deadlines.start(deadline, seconds)
+                try:
+                    if fn.is_async:
+                        value = await fn.fn(*args, **kwargs)
+                    else:
+                        value = await self._pool.run(fn.fn, *args, **kwargs)
+                finally:
+                    if seconds is not None:
+                        self._deadlines.end(deadline, seconds)
         except asyncio.CancelledError as exc:
             if task is not None and task.cancelling():
                 raise  # this worker's own cancel: a cancel request, or the shutdown
@@ -302,7 +320,12 @@ class Executor:
         if error is not None:
             tracing.failed(self._settings, error)
         try:
-            ok = await self._workflows.advance(c, status, result, error_text)
+            # Only an activity's outcome can go on with its workflow: no call for a job's.
+            ok = (
+                await self._workflows.advance(c, status, result, error_text)
+                if c.parent_id is not None
+                else None
+            )
             if ok is None:
                 ok = await self._record(
                     Outcome(
@@ -328,6 +351,9 @@ class Executor:
                 c.id,
             )
             return "stale"
+        if not log.isEnabledFor(logging.INFO):
+            # Filtered out: not even the record's arguments made.
+            return status
         elapsed = time.monotonic() - started
         if status == "failed" and error is not None:
             log.info(

@@ -18,13 +18,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from types import MappingProxyType
 from typing import Any
 
 from workflows.records import Claimed
 
-__all__ = ["CONTEXT_FIELDS", "FIELDS", "bound", "execution_fields", "get_logger"]
+__all__ = [
+    "CONTEXT_FIELDS",
+    "FIELDS",
+    "bind_execution",
+    "bound",
+    "execution_fields",
+    "get_logger",
+    "unbind",
+]
 
 # The structured fields a worker's records may carry, in the order a JSON line shows them.
 FIELDS: tuple[str, ...] = (
@@ -78,6 +86,22 @@ def bound(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _bound.reset(token)
+
+
+def bind_execution(c: Claimed) -> Token[Mapping[str, Any]]:
+    """``bound(**execution_fields(c))`` without the generator and the keyword dicts (once per
+    execution, in its task): undo it with :func:`unbind`."""
+    fields = dict(_bound.get())
+    fields["execution_id"] = c.id
+    fields["kind"] = c.kind
+    fields["execution_name"] = c.name
+    fields["queue"] = c.queue
+    fields["attempt"] = c.attempts
+    return _bound.set(fields)
+
+
+def unbind(token: Token[Mapping[str, Any]]) -> None:
+    _bound.reset(token)
 
 
 def execution_fields(c: Claimed, **more: Any) -> dict[str, Any]:

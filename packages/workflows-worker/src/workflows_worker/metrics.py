@@ -6,13 +6,16 @@ tests start many) would otherwise collide on the global registry with "Duplicate
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
+import math
 import platform
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -22,13 +25,15 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
     make_wsgi_app,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from workflows_worker import __version__
 
@@ -158,30 +163,33 @@ class WorkerMetrics:
         # call, a cost paid several times per workflow step. Label values here are bounded
         # (the worker's queues, kinds, statuses).
         self._series_cache: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # The series of the runs of each (queue, kind), moved once or more per execution.
+        self._runs: dict[tuple[str, str], _Runs] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self._attempts = Counter(
+        # The four families moved on every run: counted in plain Python (see _Counts).
+        self._attempts = _Counts(
             "workflows_attempts_total",
             "Attempts that ended on this worker (a workflow's: its activations), by outcome: "
             "completed, failed, timed_out, cancelled, suspended, released, discarded, lost.",
             ("queue", "kind", "outcome"),
             registry=self.registry,
         )
-        self._finished = Counter(
+        self._finished = _Counts(
             "workflows_executions_finished_total",
             "Executions this worker ended for good, by final status (each counted once "
             "across the fleet).",
             ("queue", "kind", "status"),
             registry=self.registry,
         )
-        self._duration = Histogram(
+        self._duration = _Observations(
             "workflows_execution_duration_seconds",
             "Wall-clock time of one run of an execution on this worker.",
             ("queue", "kind"),
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
-        self._pickup = Histogram(
+        self._pickup = _Observations(
             "workflows_pickup_latency_seconds",
             "Time from an execution becoming runnable to its start on this worker.",
             ("queue",),
@@ -258,8 +266,11 @@ class WorkerMetrics:
         build.labels(version=__version__, python=platform.python_version()).set(1)
         self._depth_lock = threading.Lock()
         self._depth_keys: set[tuple[str, str]] = set()
+        # Executions running now, by queue: counted here and read by the gauge when scraped
+        # (two lock-taking updates fewer per execution).
+        self._running: dict[str, _Running] = {}
         for queue in queues:
-            self._in_progress.labels(queue=queue)
+            self._running_of(queue)
             self._oldest_age.labels(queue=queue)
 
     def _series(self, family: Any, *values: str) -> Any:
@@ -269,36 +280,49 @@ class WorkerMetrics:
             series = self._series_cache[key] = family.labels(*values)
         return series
 
+    def _running_of(self, queue: str) -> _Running:
+        running = self._running.get(queue)
+        if running is None:
+            running = self._running[queue] = _Running()
+            self._series(self._in_progress, queue).set_function(running.get)
+        return running
+
+    def _runs_of(self, queue: str, kind: str) -> _Runs:
+        runs = self._runs.get((queue, kind))
+        if runs is None:
+            runs = self._runs[(queue, kind)] = _Runs(self, queue, kind)
+        return runs
+
     def execution_started(self, queue: str, kind: str, pickup_latency: float | None) -> None:
-        self._series(self._in_progress, queue).inc()
+        runs = self._runs.get((queue, kind)) or self._runs_of(queue, kind)
+        runs.running().n += 1
         if pickup_latency is not None:
             # The latency subtracts a database timestamp from a worker clock: a little skew
             # between the hosts can make it negative, which would corrupt the histogram's sum.
-            self._series(self._pickup, queue).observe(max(pickup_latency, 0.0))
+            runs.pickup().observe(pickup_latency if pickup_latency > 0.0 else 0.0)
 
     def attempt_ended(
         self, queue: str, kind: str, outcome: str, duration: float | None, final: str | None
     ) -> None:
         """A run this worker started ended: how, and ``final``, the execution's final status
         if the run ended it (else None)."""
-        _check(outcome, ATTEMPT_OUTCOMES, "attempt outcome")
-        self._series(self._attempts, queue, kind, outcome).inc()
+        runs = self._runs.get((queue, kind)) or self._runs_of(queue, kind)
+        runs.attempt(outcome).inc()
         if final is not None:
-            _check(final, FINAL_STATUSES, "final status")
-            self._series(self._finished, queue, kind, final).inc()
+            runs.final(final).inc()
         if duration is not None:
-            self._series(self._duration, queue, kind).observe(max(duration, 0.0))
-        self._series(self._in_progress, queue).dec()
+            runs.duration().observe(duration if duration > 0.0 else 0.0)
+        runs.running().n -= 1
 
     def activation_ran(self, queue: str, duration: float, outcome: str) -> None:
         """A workflow activation run within an activity's run, on its outcome (no claim of
         its own, so nothing in progress): an attempt of the workflow; one whose ``outcome``
         is a final status ended it."""
-        _check(outcome, ATTEMPT_OUTCOMES, "attempt outcome")
-        self._series(self._attempts, queue, "workflow", outcome).inc()
+        runs = self._runs.get((queue, "workflow")) or self._runs_of(queue, "workflow")
+        runs.attempt(outcome).inc()
         if outcome in FINAL_STATUSES:
-            self._series(self._finished, queue, "workflow", outcome).inc()
-        self._series(self._duration, queue, "workflow").observe(max(duration, 0.0))
+            runs.final(outcome).inc()
+        runs.duration().observe(duration if duration > 0.0 else 0.0)
 
     def execution_finished(self, queue: str, kind: str, status: str) -> None:
         """An execution ended for good by this worker's upkeep rather than by a run of it
@@ -366,6 +390,196 @@ class WorkerMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""
         return generate_latest(self.registry)
+
+
+class _Family(Collector):
+    """A family of series whose values this worker keeps in plain Python, as a registry's
+    collector: prometheus_client's Counter and Histogram take a lock and check their state on
+    every update, several times per execution on the event loop, for a scrape every few
+    seconds. Updated on the worker's loop only; a scrape (another thread) reads a copy.
+    The exposition is the one prometheus_client's own family makes (test_metrics checks)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def labels(self, *values: str, **named: str) -> Any:
+        """The series of these label values (``prometheus_client``'s call, positional or
+        named), made at its first use."""
+        if named:
+            values = tuple(named[label] for label in self._labelnames)
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values!r}")
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._new()
+        return series
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def _family(self) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> list[Any]:
+        return [self._family()]
+
+
+class _Count:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class _Counts(_Family):
+    """A counter family (see _Family)."""
+
+    def _new(self) -> _Count:
+        return _Count()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = self._family()
+        for values, count in list(self._series.items()):
+            family.add_metric(values, count.value)
+        yield family
+
+
+class _Observed:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self._bounds = bounds
+        # Per bucket, not cumulative: the first bound at or above the value, as
+        # prometheus_client counts it.
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        self.counts[bisect.bisect_left(self._bounds, amount)] += 1
+
+
+class _Observations(_Family):
+    """A histogram family (see _Family)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._bounds = [float(b) for b in buckets] + [math.inf]
+        self._le = [floatToGoString(b) for b in self._bounds]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labelnames, registry)
+
+    def _new(self) -> _Observed:
+        return _Observed(self._bounds)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        family = self._family()
+        for values, observed in list(self._series.items()):
+            counts, total = list(observed.counts), observed.sum
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric(values, list(zip(self._le, cumulative, strict=True)), total)
+        yield family
+
+
+class _Running:
+    """A count of executions running now, read by a gauge when scraped."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def get(self) -> float:
+        return float(self.n)
+
+
+class _Runs:
+    """The series the runs of one (queue, kind) move, each looked up once, and made only
+    when first moved (as ``labels()`` would: no series shows what never happened)."""
+
+    __slots__ = (
+        "_attempts",
+        "_duration",
+        "_finished",
+        "_metrics",
+        "_pickup",
+        "_running",
+        "kind",
+        "queue",
+    )
+
+    def __init__(self, metrics: WorkerMetrics, queue: str, kind: str) -> None:
+        self._metrics = metrics
+        self.queue = queue
+        self.kind = kind
+        self._running: _Running | None = None
+        self._pickup: Any = None
+        self._duration: Any = None
+        self._attempts: dict[str, Any] = {}
+        self._finished: dict[str, Any] = {}
+
+    def running(self) -> _Running:
+        if self._running is None:
+            self._running = self._metrics._running_of(self.queue)
+        return self._running
+
+    def pickup(self) -> Any:
+        if self._pickup is None:
+            m = self._metrics
+            self._pickup = m._series(m._pickup, self.queue)
+        return self._pickup
+
+    def duration(self) -> Any:
+        if self._duration is None:
+            m = self._metrics
+            self._duration = m._series(m._duration, self.queue, self.kind)
+        return self._duration
+
+    def attempt(self, outcome: str) -> Any:
+        series = self._attempts.get(outcome)
+        if series is None:
+            _check(outcome, ATTEMPT_OUTCOMES, "attempt outcome")
+            m = self._metrics
+            series = self._attempts[outcome] = m._series(
+                m._attempts, self.queue, self.kind, outcome
+            )
+        return series
+
+    def final(self, status: str) -> Any:
+        series = self._finished.get(status)
+        if series is None:
+            _check(status, FINAL_STATUSES, "final status")
+            m = self._metrics
+            series = self._finished[status] = m._series(m._finished, self.queue, self.kind, status)
+        return series
 
 
 def attempt_outcome(status: str, timed_out: bool = False) -> tuple[str, str | None]:

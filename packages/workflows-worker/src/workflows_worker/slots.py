@@ -35,6 +35,8 @@ class Slots:
         self._claims: dict[str, Claimed] = {}
         # Executions waiting for their outcome (or activation) to be written.
         self._writing = 0
+        # A class, not a generator: entered once or twice per execution.
+        self._writing_block = _Writing(self)
         # Slots asked for by the claim being run now (a handoff must not take them).
         self._claiming = 0
         # Why a task was cancelled: a cancel asked for, or run ahead of a write that failed.
@@ -68,14 +70,9 @@ class Slots:
         # The slot of what led here passes to the first activity; more only if free.
         return max(1, self.capacity() - len(self._tasks) + 1)
 
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self) -> _Writing:
         """While the execution calling it waits for a write (its slot counts as free)."""
-        self._writing += 1
-        try:
-            yield
-        finally:
-            self._writing -= 1
+        return self._writing_block
 
     @contextlib.contextmanager
     def claiming(self, wanted: int) -> Iterator[None]:
@@ -87,15 +84,34 @@ class Slots:
 
     # ---- the running table ------------------------------------------------------------------
 
-    def add(self, execution_id: str, task: asyncio.Task[None], claim: Claimed | None) -> None:
+    def add(
+        self,
+        execution_id: str,
+        task: asyncio.Task[None],
+        claim: Claimed | None,
+        *,
+        frees_itself: bool = False,
+    ) -> None:
+        """``frees_itself``: the task's code removes it, however it ends once it started
+        (the executor's); only a cancel before it ever ran needs the watch (see _cancel)."""
         self._tasks[execution_id] = task
         if claim is not None:
             self._claims[execution_id] = claim
+        if not frees_itself:
+            self._watch(execution_id, task)
+
+    def _watch(self, execution_id: str, task: asyncio.Task[None]) -> None:
         # A task cancelled before it ever ran (abandoned at once) never reaches the code that
         # frees its slot.
-        task.add_done_callback(lambda done: self._ended(execution_id, done))
+        task.add_done_callback(lambda done: self.ended(execution_id, done))
 
-    def _ended(self, execution_id: str, task: asyncio.Task[None]) -> None:
+    def _cancel(self, execution_id: str, task: asyncio.Task[None]) -> None:
+        # Watched only now: a callback on every task cost a loop callback per execution.
+        self._watch(execution_id, task)
+        task.cancel()
+
+    def ended(self, execution_id: str, task: asyncio.Task[None]) -> None:
+        """``task`` ended: free its slot, unless another task holds it by now."""
         if self._tasks.get(execution_id) is task:
             self.remove(execution_id)
 
@@ -121,6 +137,13 @@ class Slots:
     def tasks(self) -> list[asyncio.Task[None]]:
         return list(self._tasks.values())
 
+    def cancel_all(self) -> int:
+        """Cancel every run (the shutdown's grace is over); how many there were."""
+        running = list(self._tasks.items())
+        for execution_id, task in running:
+            self._cancel(execution_id, task)
+        return len(running)
+
     # ---- stopping one ---------------------------------------------------------------------
 
     def cancel_requested(self, claim: Claimed) -> None:
@@ -128,7 +151,7 @@ class Slots:
         task = self._tasks.get(claim.id)
         if task is not None and self._claims.get(claim.id) is claim:
             self._cancel_requested.add(claim.id)
-            task.cancel()
+            self._cancel(claim.id, task)
 
     def abandon(self, claims: list[Claimed]) -> None:
         """Stop activities run ahead of a write that did not happen (nothing records them)."""
@@ -136,7 +159,7 @@ class Slots:
             task = self._tasks.get(c.id)
             if task is not None and not task.done():
                 self._abandoned.add(c.id)
-                task.cancel()
+                self._cancel(c.id, task)
 
     def why_cancelled(self, execution_id: str) -> str | None:
         """``abandoned``, ``requested``, or None (the shutdown's cancel)."""
@@ -145,3 +168,18 @@ class Slots:
         if execution_id in self._cancel_requested:
             return "requested"
         return None
+
+
+class _Writing:
+    """The block of :meth:`Slots.writing` (re-entrant: a count)."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+
+    def __enter__(self) -> None:
+        self._slots._writing += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots._writing -= 1

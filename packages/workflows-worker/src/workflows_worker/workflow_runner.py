@@ -380,7 +380,7 @@ class WorkflowRunner:
             entry is None
             or entry.ready is not None
             or entry.instance.done
-            or c.parent_seq not in entry.instance.pending_seqs
+            or not entry.instance.is_pending(c.parent_seq)
         ):
             return None
         return entry
