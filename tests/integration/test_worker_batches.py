@@ -12,10 +12,10 @@ import pytest
 from tests.integration.conftest import wait_status
 from workflows import codec, workflow
 from workflows.config import Settings
-from workflows.records import Advance, Advanced, Claimed, Registration, plan
+from workflows.records import Advance, Advanced, Claimed, Outcome, Registration, plan
 from workflows.replay import WorkflowInstance
 from workflows_postgres.store import PostgresStore
-from workflows_worker.batches import ActivationBatches, WriteHealth
+from workflows_worker.batches import ActivationBatches, OutcomeQueue, WriteHealth
 from workflows_worker.errors import UnstorableOutcomeError
 from workflows_worker.wakeup import Wakeup
 
@@ -187,3 +187,32 @@ async def test_a_dispatch_is_not_held_back_by_arrivals_that_never_stop(
     assert done[0].outcome == "completed"
     assert {d.outcome for d in done[1:]} <= {"stale"}
     assert (await store.get_status(workflow_id))["status"] == "completed"
+
+
+async def test_an_activation_whose_sender_is_cancelled_is_written_all_the_same(
+    store: PostgresStore,
+) -> None:
+    # The shutdown cancels executions waiting on their write: what they decided is not lost.
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    workflow_id = await returns.queue("kept")
+    (claim,) = (await store.pump(worker_id, [], [QUEUE], 1))[1]
+    wakeup = Wakeup()
+    batches = ActivationBatches(store, worker_id, wakeup, WriteHealth(30))
+    sending = asyncio.create_task(batches.send(finished(claim, '"kept"')))
+    await asyncio.sleep(0)
+    sending.cancel()
+    await asyncio.gather(sending, return_exceptions=True)
+    assert sending.cancelled()
+    await asyncio.wait_for(_pump_until_written(batches, wakeup), 10)
+    assert (await wait_status(store, workflow_id, {"completed"}))["result"] == "kept"
+
+
+async def test_an_outcome_whose_sender_is_cancelled_stays_queued() -> None:
+    outcomes = OutcomeQueue(Wakeup())
+    outcome = Outcome(str(uuid.uuid4()), 1, "completed", "null", None)
+    recording = asyncio.create_task(outcomes.record(outcome))
+    await asyncio.sleep(0)
+    recording.cancel()
+    await asyncio.gather(recording, return_exceptions=True)
+    assert [o for o, _ in outcomes.take()] == [outcome]

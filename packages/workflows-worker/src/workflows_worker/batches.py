@@ -65,8 +65,9 @@ class OutcomeQueue:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._items.append((outcome, future))
         self._wakeup.wake()
-        # Shielded: a shutdown cancel must not lose an outcome already decided.
-        return await asyncio.shield(future)
+        # A cancel (the shutdown's) cancels only the future: the item stays queued and is
+        # written all the same (whoever sets a result checks the future is not done).
+        return await future
 
     def take(self) -> list[PendingOutcome]:
         items, self._items = self._items, []
@@ -134,8 +135,8 @@ class ActivationBatches:
         future: asyncio.Future[Advanced] = asyncio.get_running_loop().create_future()
         self._queued.append((item, future))
         self._wakeup.wake()
-        # Shielded: a shutdown cancel must not lose an outcome already decided.
-        return await asyncio.shield(future)
+        # A cancel leaves the item queued, as in OutcomeQueue.record.
+        return await future
 
     def dispatch(self, *, coalesce: bool = False) -> None:
         """Start writing what was handed over, unless MAX_BATCHES are being written.

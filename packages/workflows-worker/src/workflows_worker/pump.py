@@ -181,11 +181,13 @@ class Pump:
                         first_line(exc),
                         extra={"execution_id": outcome.id},
                     )
-                    future.set_exception(UnstorableOutcomeError(first_line(exc)))
+                    if not future.done():
+                        future.set_exception(UnstorableOutcomeError(first_line(exc)))
                 else:
                     # Not this item's doing: it goes with the next round.
                     self._outcomes.put_back([(outcome, future)], ahead=False)
                 continue
-            future.set_result(outcome.id in recorded)
+            if not future.done():
+                future.set_result(outcome.id in recorded)
             for c in claimed:
                 self._start(c)
