@@ -284,8 +284,11 @@ class PostgresStore:
                     raise mapped from None
             finally:
                 self._producer_busy = False
-        request = replace(options, args=payload, prepared=None)
-        return await self.enqueue(request)
+            # Lost to another transaction: the pool's retries, as in enqueue().
+            request = replace(options, args=payload, prepared=None)
+            result: str = await self.run(ops.enqueue, request, transaction=False)
+            return result
+        return await self.enqueue(replace(options, args=payload, prepared=None))
 
     async def _take_producer(self) -> asyncpg.Connection | None:
         """The own connection for one enqueue (``_producer_busy`` set: the caller clears it),
