@@ -338,9 +338,10 @@ class Function(Generic[P, R]):
             object.__setattr__(self, "_plain", None)
 
     def _plain_request(self, settings: Settings) -> tuple[Settings, EnqueueRequest | None]:
-        """``(settings, the request of every call without options under them)``, its
-        ``args`` left to each call: None when that is not the same for every call (keys
-        computed from the arguments, a codec named by the settings)."""
+        """``(settings, request)``: the request every call without options makes under
+        ``settings`` (its ``args`` left to each call), kept in ``_plain``; the request is None
+        when calls differ by more than their arguments (keys computed from them, a codec
+        named by the settings)."""
         request = None
         if settings.codec is None and not (
             callable(self.concurrency_key) or callable(self.rate_key)
