@@ -238,6 +238,9 @@ class CallOptions:
         return self
 
 
+_NO_OPTIONS = CallOptions()
+
+
 class Function(Generic[P, R]):
     """A decorated function: call it directly as usual, or run it durably."""
 
@@ -283,6 +286,8 @@ class Function(Generic[P, R]):
         self.__name__ = getattr(fn, "__name__", self.path)
         self.__qualname__ = getattr(fn, "__qualname__", self.path)
         self.__doc__ = fn.__doc__
+        # (settings, request) of a call without options: see _plain_request().
+        self._plain: tuple[Settings, EnqueueRequest | None] | None = None
         REGISTRY[self.path] = self
 
     def __repr__(self) -> str:
@@ -325,12 +330,52 @@ class Function(Generic[P, R]):
         )
         return Handle(self, opts.validated())
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The plain call's request is made from these attributes: one set later (a test's
+        # version, say) makes it again.
+        object.__setattr__(self, name, value)
+        if name != "_plain":
+            object.__setattr__(self, "_plain", None)
+
+    def _plain_request(self, settings: Settings) -> tuple[Settings, EnqueueRequest | None]:
+        """``(settings, request)``: the request every call without options makes under
+        ``settings`` (its ``args`` left to each call), kept in ``_plain``; the request is None
+        when calls differ by more than their arguments (keys computed from them, a codec
+        named by the settings)."""
+        request = None
+        if settings.codec is None and not (
+            callable(self.concurrency_key) or callable(self.rate_key)
+        ):
+            request = self.request(_NO_OPTIONS, (), {}, settings)
+        plain = self._plain = (settings, request)
+        return plain
+
     async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         """Enqueue a run; returns the execution id."""
-        return await Handle(self, CallOptions()).queue(*args, **kwargs)
+        settings = Settings.current()
+        plain = self._plain
+        if plain is None or plain[0] is not settings:
+            plain = self._plain_request(settings)
+        options = plain[1]
+        if options is None or codec._used is not None or tracing.tracer(settings) is not None:
+            return await Handle(self, _NO_OPTIONS).queue(*args, **kwargs)
+        # What Handle.queue does for a call without options, with what is the same for every
+        # such call made once: the producers' hot path.
+        payload = codec.encode_call(args, kwargs, max_bytes=settings.max_payload_bytes)
+        # The store's plain str: an ExecutionId exists for type checkers only (and cast() is
+        # a call).
+        return await async_store(settings).enqueue_one(options, payload)  # type: ignore[return-value]
 
     def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
-        return Handle(self, CallOptions()).queue_sync(*args, **kwargs)
+        settings = Settings.current()
+        plain = self._plain
+        if plain is None or plain[0] is not settings:
+            plain = self._plain_request(settings)
+        options = plain[1]
+        if options is None or codec._used is not None or tracing.tracer(settings) is not None:
+            return Handle(self, _NO_OPTIONS).queue_sync(*args, **kwargs)
+        payload = codec.encode_call(args, kwargs, max_bytes=settings.max_payload_bytes)
+        return sync_store(settings).enqueue_one(options, payload)  # type: ignore[return-value]
 
     async def queue_many(
         self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]

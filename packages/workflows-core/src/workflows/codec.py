@@ -46,6 +46,24 @@ MAX_TRACEBACK_CHARS = 8000
 _PG_NUMERIC_DIGITS = 131072
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# _ENCODER's C encoder, made once: JSONEncoder.encode makes one (and a Python closure) on
+# every call, a third of encoding a call's few arguments. Without the circular-reference
+# markers, which one encoder shared by threads cannot hold: a value it refuses (a cycle
+# among them, as RecursionError) is encoded again by _ENCODER, whose error is the one given.
+_C_ENCODE: Any = None
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _C_ENCODE = _c_make_encoder(
+        None,
+        _ENCODER.default,
+        json.encoder.encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
 
 # The encoder writes U+0000 as the escape \u0000, which jsonb refuses. It is an escape only
 # after an even number of backslashes: a user's literal backslash before "u0000" is written
@@ -94,7 +112,12 @@ def _dump(value: Any, what: str, max_bytes: int | None, braces: int | None) -> s
         # What most jobs and steps return: the encoder's call would cost more than the rest.
         return "null"
     try:
-        text = _ENCODER.encode(value)
+        text = "".join(_C_ENCODE(value, 0))
+    except Exception:
+        text = None  # said below, by _ENCODER (also when there is no C encoder)
+    try:
+        if text is None:
+            text = _ENCODER.encode(value)
     except RecursionError:
         raise SerializationError(
             f"{what} is nested too deeply to encode as JSON (at most {MAX_DEPTH} levels)"

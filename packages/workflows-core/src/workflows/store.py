@@ -7,8 +7,8 @@ the producer install is that package).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -53,10 +53,19 @@ class EnqueueRequest:
     idempotency_ttl: float | None = None
     # The W3C carrier (JSON text) of the enqueue's span, kept on the row (workflows.tracing).
     trace_context: str | None = None
+    # The store's own form of these options, made on the first enqueue_one() of this request
+    # and reused by the next ones (a function's plain calls share one request).
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 class AsyncStore(Protocol):
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
+
+    def enqueue_one(self, options: EnqueueRequest, payload: str) -> Awaitable[str]:
+        """``enqueue(options)`` with ``payload`` as its arguments, outside any caller's
+        transaction (``options.args`` unused): a plain ``f.queue(x)``, which reuses one
+        ``options`` for every call of ``f``, so nothing in it may change once given here."""
+        ...
 
     async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
         """A run per JSON payload (of arguments), each with ``options`` (its ``args`` unused)."""
@@ -78,6 +87,10 @@ class AsyncStore(Protocol):
 
 class SyncStore(Protocol):
     def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str: ...
+
+    def enqueue_one(self, options: EnqueueRequest, payload: str) -> str:
+        """As ``AsyncStore.enqueue_one``."""
+        ...
 
     def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]: ...
 
@@ -309,8 +322,9 @@ def _entry_points() -> dict[str, Any]:
 def async_store(settings: Settings | None = None) -> AsyncStore:
     """The process's async store for the running event loop (configured from ``WORKFLOWS_*``;
     ``settings``: the caller's ``Settings.current()``, not read again)."""
-    return backend("enqueueing and the client API").async_store(settings)
+    # The loaded backend without a call more: this is on every enqueue.
+    return (_backend or backend("enqueueing and the client API")).async_store(settings)
 
 
 def sync_store(settings: Settings | None = None) -> SyncStore:
-    return backend("enqueueing and the client API").sync_store(settings)
+    return (_backend or backend("enqueueing and the client API")).sync_store(settings)

@@ -6,14 +6,16 @@ from workflows.config import Settings
 from workflows.store import AsyncStore, ClientStores, SyncStore, WorkerStore
 
 
+# On every enqueue: `import a.b as c` finds the loaded module in C, where `from a import b`
+# calls importlib's Python code.
 def async_store(settings: Settings | None = None) -> AsyncStore:
-    from workflows_postgres import client
+    import workflows_postgres.client as client
 
     return client.async_store(settings)
 
 
 def sync_store(settings: Settings | None = None) -> SyncStore:
-    from workflows_postgres import client
+    import workflows_postgres.client as client
 
     return client.sync_store(settings)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from workflows.config import Settings
@@ -57,6 +57,16 @@ class _LazyStore:
     async def enqueue(self, request: EnqueueRequest, conn: Any = None) -> str:
         return await (self._store or await self.get()).enqueue(request, conn)
 
+    def enqueue_one(self, options: EnqueueRequest, payload: str) -> Awaitable[str]:
+        # The store's own coroutine when connected: no frame of this one's in between.
+        store = self._store
+        if store is not None:
+            return store.enqueue_one(options, payload)
+        return self._enqueue_one(options, payload)
+
+    async def _enqueue_one(self, options: EnqueueRequest, payload: str) -> str:
+        return await (await self.get()).enqueue_one(options, payload)
+
     async def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
         return await (self._store or await self.get()).enqueue_many(options, payloads)
 
@@ -80,14 +90,32 @@ class _LazyStore:
 _closing: set[asyncio.Task[None]] = set()
 
 
+# The last answer of async_store(): its loop and store (weakly: an ended loop's pool goes
+# with it, as from _async) and the Settings asked with. Producers ask on every enqueue, mostly
+# from one loop with one Settings (Settings.current() keeps its object while the
+# configuration stays): the lock and the weak mapping's lookup were a tenth of an enqueue's
+# own work. Emptied wherever _async loses a store.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Settings, weakref.ref[_LazyStore]] | None = (
+    None
+)
+
+
 def async_store(settings: Settings | None = None) -> _LazyStore:
+    global _last
     settings = settings or Settings.current()
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[1] is settings and last[0]() is loop:
+        found = last[2]()
+        if found is not None:
+            return found
     with _lock:
         store = _async.get(loop)
         if store is not None and _key(store.settings) == _key(settings):
+            _last = (weakref.ref(loop), settings, weakref.ref(store))
             return store
         _async[loop] = fresh = _LazyStore(settings)
+        _last = (weakref.ref(loop), settings, weakref.ref(fresh))
     if store is not None:
         # The configuration changed under a running loop: the old pool must not leak.
         task = loop.create_task(store.close())
@@ -96,28 +124,41 @@ def async_store(settings: Settings | None = None) -> _LazyStore:
     return fresh
 
 
+# The last answer of sync_store() and the Settings asked with (as _last for async_store()).
+_last_sync: tuple[Settings, SyncStore] | None = None
+
+
 def sync_store(settings: Settings | None = None) -> SyncStore:
+    global _last_sync
     settings = settings or Settings.current()
+    last = _last_sync
+    if last is not None and last[0] is settings:
+        return last[1]
     with _lock:
         store = _sync.get(_key(settings))
         if store is None:
             store = _sync[_key(settings)] = SyncStore(settings)
+        _last_sync = (settings, store)
         return store
 
 
 async def reset_async() -> None:
     """Close this loop's pool (tests switch databases between runs)."""
+    global _last
     loop = asyncio.get_running_loop()
     with _lock:
         store = _async.pop(loop, None)
+        _last = None
     if store is not None:
         await store.close()
 
 
 def reset_sync() -> None:
+    global _last_sync
     with _lock:
         stores = list(_sync.values())
         _sync.clear()
+        _last_sync = None
     for store in stores:
         store.close_results()
         store.close()

@@ -89,3 +89,13 @@ class Queries:
 def to_psycopg(sql: str) -> str:
     """``$n`` placeholders as psycopg's ``%(pn)s`` (a literal ``%`` doubled)."""
     return _DOLLAR.sub(lambda m: f"%(p{m[1]})s", sql.replace("%", "%%"))
+
+
+def to_psycopg_positional(sql: str) -> str:
+    """``$n`` placeholders as psycopg's positional ``%s``, for a statement that uses
+    ``$1``, ``$2``... each once and in order (ValueError otherwise): a tuple of parameters
+    then binds as it is, without a dict of them built for each call."""
+    numbers = [int(m[1]) for m in _DOLLAR.finditer(sql)]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError("the statement's parameters are not $1, $2... each once in order")
+    return _DOLLAR.sub("%s", sql.replace("%", "%%"))

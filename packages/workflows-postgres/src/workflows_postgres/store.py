@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -127,6 +128,7 @@ class PostgresStore:
         self._producer: asyncpg.Connection | None = None
         self._producer_busy = False
         self._producer_retry_at = 0.0
+        self._enqueue_sql = self.sql("enqueue")
         self.results = ResultWatcher(self)
         # Whether a results listener is connected (results_listening), and when that was read.
         self._listening = False
@@ -246,42 +248,104 @@ class PostgresStore:
         if conn is not None:
             # The caller's transaction: the row and its notification exist only if it commits.
             return await self._drive(conn, ops.enqueue(request, handoff=False))
-        # Not while results are awaited in this process: with 1,000 get_result() waiters the
-        # own connection's enqueues had a p99 of 9.7 ms against 2.1 ms through the pool (the
-        # `waiters` benchmark, A/B in one run; the cause is not understood yet), so the pool
-        # it is, as before, whenever the results watcher has waits.
-        if not self._producer_busy and self.results.idle:
-            self._producer_busy = True
+        own = await self._take_producer()
+        if own is not None:
             try:
-                own = self._producer
-                if own is None or own.is_closed():
-                    own = self._producer = await self._open_producer()
-                if own is not None:
-                    try:
-                        return await self._drive(own, ops.enqueue(request))
-                    except _RETRYABLE:
-                        pass  # the pooled path below retries it
-                    except (asyncpg.PostgresError, WorkflowsError):
-                        # The statement's error (autocommit: nothing left open), or the
-                        # server's end of the session (then the next call opens another).
-                        if own.is_closed():
-                            self._producer = None
+                return await self._drive(own, ops.enqueue(request))
+            except BaseException as exc:
+                if not self._producer_failed(own, exc):
+                    mapped = self._mapped(exc)
+                    if mapped is exc:
                         raise
-                    except BaseException as exc:
-                        # Lost, or cancelled mid-statement: never reused in an unknown state.
-                        self._producer = None
-                        own.terminate()
-                        if isinstance(
-                            exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError
-                        ):
-                            raise DatabaseUnavailableError(
-                                f"lost the database connection: {scrub(first_line(exc), self.dsn)}"
-                            ) from None
-                        raise
+                    raise mapped from None
             finally:
                 self._producer_busy = False
         result: str = await self.run(ops.enqueue, request, transaction=False)
         return result
+
+    async def enqueue_one(self, options: EnqueueRequest, payload: str) -> str:
+        # The producers' hot path (a plain f.queue(x)): enqueue() without its generator, its
+        # statement lookup and its idempotency retries, on the own connection when it is open.
+        own = self._producer
+        if (
+            own is not None
+            and not self._producer_busy
+            and not own.is_closed()
+            and self.results.idle
+            and options.idempotency_key is None
+        ):
+            head, tail = options.prepared or ops.plain_args(options)
+            self._producer_busy = True
+            try:
+                rows = await own.fetch(self._enqueue_sql, *head, payload, *tail)
+                # The statement casts the id to text: the row holds the str to return.
+                return rows[0][0]  # type: ignore[no-any-return]
+            except BaseException as exc:
+                if not self._producer_failed(own, exc):
+                    mapped = self._mapped(exc)
+                    if mapped is exc:
+                        raise
+                    raise mapped from None
+            finally:
+                self._producer_busy = False
+            # Lost to another transaction: the pool's retries, as in enqueue().
+            request = replace(options, args=payload, prepared=None)
+            result: str = await self.run(ops.enqueue, request, transaction=False)
+            return result
+        return await self.enqueue(replace(options, args=payload, prepared=None))
+
+    async def _take_producer(self) -> asyncpg.Connection | None:
+        """The own connection for one enqueue (``_producer_busy`` set: the caller clears it),
+        or None: the pool's turn.
+
+        Not while results are awaited in this process: with 1,000 get_result() waiters the
+        own connection's enqueues had a p99 of 9.7 ms against 2.1 ms through the pool (the
+        `waiters` benchmark, A/B in one run; the cause is not understood yet), so the pool it
+        is, as before, whenever the results watcher has waits.
+        """
+        if self._producer_busy or not self.results.idle:
+            return None
+        self._producer_busy = True
+        try:
+            own = self._producer
+            if own is None or own.is_closed():
+                own = self._producer = await self._open_producer()
+        except BaseException:
+            self._producer_busy = False
+            raise
+        if own is None:
+            self._producer_busy = False
+        return own
+
+    def _producer_failed(self, own: asyncpg.Connection, exc: BaseException) -> bool:
+        """After ``exc`` from an enqueue on the own connection: True when the pool should try
+        it again (a lost race), else False (the caller raises), with a lost or unknown
+        connection dropped."""
+        if isinstance(exc, _RETRYABLE):
+            return True
+        if isinstance(exc, asyncpg.PostgresError | WorkflowsError):
+            # The statement's error (autocommit: nothing left open), or the server's end of
+            # the session (then the next call opens another).
+            if own.is_closed():
+                self._producer = None
+            return False
+        # Lost, or cancelled mid-statement: never reused in an unknown state.
+        self._producer = None
+        own.terminate()
+        return False
+
+    def _mapped(self, exc: BaseException) -> BaseException:
+        """What the caller gets for ``exc`` from a statement of ours (as _drive() and run()
+        say it)."""
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            return schema_error(self.settings.schema, None)
+        if isinstance(exc, asyncpg.DataError):
+            return SerializationError(f"the database refused a value: {first_line(exc)}")
+        if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+            return DatabaseUnavailableError(
+                f"lost the database connection: {scrub(first_line(exc), self.dsn)}"
+            )
+        return exc
 
     async def _open_producer(self) -> asyncpg.Connection | None:
         """The producer's own connection; None (the pool instead) when it cannot be opened,

@@ -1,0 +1,171 @@
+"""A plain ``f.queue(x)`` / ``f.queue_sync(x)`` (no options) reuses what is the same for every
+such call (the request, the store): each call still sees the function, the configuration and
+the codec as they are at that call, and a lost connection or a refused value fails one call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+import pytest
+
+import workflows
+from tests.integration import codec_app
+from tests.integration.conftest import until
+from workflows import codec, job
+from workflows.errors import DatabaseUnavailableError, SerializationError
+from workflows_postgres import client
+
+
+@job(queue="plain")
+async def plain(x: float) -> float:
+    return x
+
+
+@pytest.fixture
+async def rows(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """An admin connection to the test's database; the process's stores closed afterwards."""
+    admin = await asyncpg.connect(database_url)
+    yield admin
+    await admin.close()
+    await client.reset_async()
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    """``plain``'s attributes as declared, whatever a test set on it."""
+    saved = plain.retries, plain.timeout, plain.queue_name
+    yield
+    plain.retries, plain.timeout, plain.queue_name = saved
+
+
+async def enqueue(sync: bool, x: float) -> str:
+    if sync:
+        return await asyncio.to_thread(plain.queue_sync, x)
+    return await plain.queue(x)
+
+
+async def row(admin: asyncpg.Connection, execution_id: str) -> asyncpg.Record:
+    found = await admin.fetchrow(
+        "SELECT queue, max_retries, args::text AS args FROM workflows.executions WHERE id = $1",
+        execution_id,
+    )
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_each_plain_call_sees_the_function_and_the_settings_of_its_time(
+    rows: asyncpg.Connection, restored: None, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    monkeypatch.setenv("WORKFLOWS_DEFAULT_RETRIES", "7")
+    first = await row(rows, await enqueue(sync, 1.0))
+    assert (first["queue"], first["max_retries"]) == ("plain", 7)
+    assert json.loads(first["args"]) == {"args": [1.0], "kwargs": {}}
+
+    monkeypatch.setenv("WORKFLOWS_DEFAULT_RETRIES", "2")
+    assert (await row(rows, await enqueue(sync, 2.0)))["max_retries"] == 2
+
+    plain.retries = 4
+    plain.queue_name = "elsewhere"
+    changed = await row(rows, await enqueue(sync, 3.0))
+    assert (changed["queue"], changed["max_retries"]) == ("elsewhere", 4)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_codec_set_after_plain_calls_encodes_the_next_one(
+    rows: asyncpg.Connection, sync: bool
+) -> None:
+    before = await row(rows, await enqueue(sync, 1.0))
+    assert json.loads(before["args"]) == {"args": [1.0], "kwargs": {}}
+    codec.use(codec_app.payloads)
+    try:
+        after = await row(rows, await enqueue(sync, 2.0))
+    finally:
+        codec.use(None)
+    assert set(json.loads(after["args"])) == {"$workflows_wrapped", "data"}
+    again = await row(rows, await enqueue(sync, 3.0))
+    assert json.loads(again["args"]) == {"args": [3.0], "kwargs": {}}
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_value_the_database_refuses_fails_that_plain_call_alone(
+    rows: asyncpg.Connection, restored: None, sync: bool
+) -> None:
+    await enqueue(sync, 1.0)  # the connection is open
+    # Set directly, past the decorator's check: only the database can refuse it.
+    plain.retries = 2**40
+    with pytest.raises(SerializationError, match="the database refused a value"):
+        await enqueue(sync, 2.0)
+    plain.retries = 1
+    assert (await row(rows, await enqueue(sync, 3.0)))["max_retries"] == 1
+
+
+async def test_plain_calls_go_on_after_the_producer_connection_is_lost(
+    rows: asyncpg.Connection,
+) -> None:
+    await plain.queue(1.0)
+    store = await client.async_store().get()
+    producer = store._producer
+    assert producer is not None
+    await rows.execute("SELECT pg_terminate_backend($1)", producer.get_server_pid())
+    # The loss may surface on the first call after it (as the server's error, as on a pooled
+    # connection), never on the next.
+    with contextlib.suppress(DatabaseUnavailableError, asyncpg.PostgresError):
+        await plain.queue(2.0)
+    again = await asyncio.wait_for(plain.queue(3.0), 10)
+    assert (await row(rows, again))["queue"] == "plain"
+
+
+async def test_plain_sync_calls_go_on_after_their_connection_is_lost(
+    rows: asyncpg.Connection,
+) -> None:
+    loop = asyncio.get_running_loop()
+    # One thread throughout: the sync store keeps a connection per thread.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+
+        def first() -> int:
+            plain.queue_sync(1.0)
+            pid: int = client.sync_store()._local.conn.info.backend_pid
+            return pid
+
+        def after_the_loss() -> str:
+            # The loss may surface on the first call after it, never on the next.
+            with contextlib.suppress(DatabaseUnavailableError):
+                plain.queue_sync(2.0)
+            return plain.queue_sync(3.0)
+
+        pid = await loop.run_in_executor(thread, first)
+        await rows.execute("SELECT pg_terminate_backend($1)", pid)
+        again = await loop.run_in_executor(thread, after_the_loss)
+    assert (await row(rows, again))["queue"] == "plain"
+
+
+async def test_plain_calls_take_the_pool_while_results_are_awaited(
+    rows: asyncpg.Connection,
+) -> None:
+    # Through the pool: the producer's own connection is not opened yet.
+    (waited,) = await plain.queue_many([((0.0,), {})])
+    own = await client.async_store().get()
+    assert own._producer is None
+    waiter = asyncio.create_task(workflows.get_result(waited, timeout=30))
+    try:
+        await until(lambda: own.results.waiting == 1, "the waiter is registered")
+        ids = [await plain.queue(float(i)) for i in range(3)]
+        assert own._producer is None
+    finally:
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    assert (
+        await rows.fetchval(
+            "SELECT count(*) FROM workflows.executions WHERE id = ANY($1::uuid[])", ids
+        )
+        == 3
+    )
+    await plain.queue(9.0)
+    assert own._producer is not None
