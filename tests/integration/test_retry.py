@@ -279,6 +279,9 @@ async def test_retry_waits_for_what_a_cancel_is_still_stopping(
     try:
         wf = await app.gated.queue("busy")
         await until(lambda: app.ran("gate:busy") == 1, "the activity to start")
+        # An activity may start ahead of the write that records it: killed before that
+        # write, the workflow would have no step to be stopping.
+        await until(lambda: _has_steps(store, wf), "the activity's step to be written")
     finally:
         worker.kill()
         worker.wait(30)
@@ -298,6 +301,10 @@ async def test_retry_waits_for_what_a_cancel_is_still_stopping(
     await workflows.retry(wf)
     assert await workflows.get_result(wf, timeout=30) == "busy"
     assert app.ran("gate:busy") == 2
+
+
+async def _has_steps(store: PostgresStore, wf: str) -> bool:
+    return bool(await steps(store, wf))
 
 
 async def _run_failed(store: PostgresStore, wf: str, attempts: int) -> bool:

@@ -288,6 +288,8 @@ class Function(Generic[P, R]):
         self.__doc__ = fn.__doc__
         # (settings, request) of a call without options: see _plain_request().
         self._plain: tuple[Settings, EnqueueRequest | None] | None = None
+        # The options of a step run without options, keys not computed: see _step_options().
+        self._plain_step: StepOptions | None = None
         REGISTRY[self.path] = self
 
     def __repr__(self) -> str:
@@ -334,8 +336,9 @@ class Function(Generic[P, R]):
         # The plain call's request is made from these attributes: one set later (a test's
         # version, say) makes it again.
         object.__setattr__(self, name, value)
-        if name != "_plain":
+        if not name.startswith("_plain"):
             object.__setattr__(self, "_plain", None)
+            object.__setattr__(self, "_plain_step", None)
 
     def _plain_request(self, settings: Settings) -> tuple[Settings, EnqueueRequest | None]:
         """``(settings, request)``: the request every call without options makes under
@@ -525,6 +528,23 @@ def _step_options(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> StepOptions:
+    if opts is _NO_OPTIONS:
+        # The same for every step run without options (a workflow's usual step): checked once.
+        options = function._plain_step
+        if options is not None:
+            return options
+        if not (callable(function.concurrency_key) or callable(function.rate_key)):
+            options = function._plain_step = _checked_step_options(function, opts, args, kwargs)
+            return options
+    return _checked_step_options(function, opts, args, kwargs)
+
+
+def _checked_step_options(
+    function: Function[Any, Any],
+    opts: CallOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> StepOptions:
     if opts.delay is not None or opts.run_at is not None or opts.idempotency_key is not None:
         raise ConfigurationError("delay, run_at and idempotency_key do not apply to workflow steps")
     if opts.client is not None:
@@ -596,7 +616,7 @@ class ActivityFunction(Function[P, R]):
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Inside a workflow: schedule this activity and wait for its recorded result."""
-        return _schedule_step(self, CallOptions(), args, kwargs)
+        return _schedule_step(self, _NO_OPTIONS, args, kwargs)
 
     async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         raise WorkflowsError(
@@ -612,7 +632,7 @@ class WorkflowFunction(Function[P, R]):
 
     def run(self, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
         """Inside a workflow: start this workflow as a child and wait for its result."""
-        return _schedule_step(self, CallOptions(), args, kwargs)
+        return _schedule_step(self, _NO_OPTIONS, args, kwargs)
 
 
 def _decorate(
