@@ -125,6 +125,19 @@ async def _pump_until_written(batches: ActivationBatches, wakeup: Wakeup) -> Non
             return
 
 
+def _count_writes(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each batch the store is asked to write, in order (the real store writes it)."""
+    writes: list[int] = []
+    advance = store.advance
+
+    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
+        writes.append(len(items))
+        return await advance(worker, items)
+
+    monkeypatch.setattr(store, "advance", counted)
+    return writes
+
+
 async def test_activations_arriving_pass_after_pass_go_in_one_write(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,14 +147,7 @@ async def test_activations_arriving_pass_after_pass_go_in_one_write(
     await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
     ids = [await returns.queue(key) for key in ("a", "b", "c", "d", "e")]
     _, claimed = await store.pump(worker_id, [], [QUEUE], len(ids))
-    writes: list[int] = []
-    advance = store.advance
-
-    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
-        writes.append(len(items))
-        return await advance(worker, items)
-
-    monkeypatch.setattr(store, "advance", counted)
+    writes = _count_writes(store, monkeypatch)
     wakeup = Wakeup()
     batches = ActivationBatches(store, worker_id, wakeup, WriteHealth(30))
     pumping = asyncio.create_task(_pump_until_written(batches, wakeup))
@@ -162,14 +168,7 @@ async def test_a_dispatch_is_not_held_back_by_arrivals_that_never_stop(
     await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
     workflow_id = await returns.queue("a")
     (claim,) = (await store.pump(worker_id, [], [QUEUE], 1))[1]
-    writes: list[int] = []
-    advance = store.advance
-
-    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
-        writes.append(len(items))
-        return await advance(worker, items)
-
-    monkeypatch.setattr(store, "advance", counted)
+    writes = _count_writes(store, monkeypatch)
     wakeup = Wakeup()
     batches = ActivationBatches(store, worker_id, wakeup, WriteHealth(30))
     pumping = asyncio.create_task(_pump_until_written(batches, wakeup))
