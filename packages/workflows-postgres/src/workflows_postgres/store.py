@@ -253,11 +253,7 @@ class PostgresStore:
             try:
                 return await self._drive(own, ops.enqueue(request))
             except BaseException as exc:
-                if not self._producer_failed(own, exc):
-                    mapped = self._mapped(exc)
-                    if mapped is exc:
-                        raise
-                    raise mapped from None
+                self._producer_failed(own, exc)
             finally:
                 self._producer_busy = False
         result: str = await self.run(ops.enqueue, request, transaction=False)
@@ -281,11 +277,7 @@ class PostgresStore:
                 # The statement casts the id to text: the row holds the str to return.
                 return rows[0][0]  # type: ignore[no-any-return]
             except BaseException as exc:
-                if not self._producer_failed(own, exc):
-                    mapped = self._mapped(exc)
-                    if mapped is exc:
-                        raise
-                    raise mapped from None
+                self._producer_failed(own, exc)
             finally:
                 self._producer_busy = False
             # Lost to another transaction: the pool's retries, as in enqueue().
@@ -317,22 +309,25 @@ class PostgresStore:
             self._producer_busy = False
         return own
 
-    def _producer_failed(self, own: asyncpg.Connection, exc: BaseException) -> bool:
-        """After ``exc`` from an enqueue on the own connection: True when the pool should try
-        it again (a lost race), else False (the caller raises), with a lost or unknown
+    def _producer_failed(self, own: asyncpg.Connection, exc: BaseException) -> None:
+        """After ``exc`` from an enqueue on the own connection: returns when the pool should
+        try it again (a lost race), else raises what the caller gets, with a lost or unknown
         connection dropped."""
         if isinstance(exc, _RETRYABLE):
-            return True
+            return
         if isinstance(exc, asyncpg.PostgresError | WorkflowsError):
             # The statement's error (autocommit: nothing left open), or the server's end of
             # the session (then the next call opens another).
             if own.is_closed():
                 self._producer = None
-            return False
-        # Lost, or cancelled mid-statement: never reused in an unknown state.
-        self._producer = None
-        own.terminate()
-        return False
+        else:
+            # Lost, or cancelled mid-statement: never reused in an unknown state.
+            self._producer = None
+            own.terminate()
+        mapped = self._mapped(exc)
+        if mapped is exc:
+            raise exc
+        raise mapped from None
 
     def _mapped(self, exc: BaseException) -> BaseException:
         """What the caller gets for ``exc`` from a statement of ours (as _drive() and run()
