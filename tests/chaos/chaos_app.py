@@ -15,6 +15,7 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -148,8 +149,22 @@ async def pipeline(key: str, steps: int, seconds: float, rounds: int, nap: float
     return {"key": key, "steps": seen, "signal": go}
 
 
+def hold_here(gate: str | None) -> None:
+    """Say this process runs the activation (``gate/started-PID``), then block its event loop
+    while ``gate/hold-PID`` exists: the test pauses a worker inside an activation for sure."""
+    if gate is None:
+        return
+    Path(gate, f"started-{os.getpid()}").touch()
+    hold = Path(gate, f"hold-{os.getpid()}")
+    while hold.exists():
+        time.sleep(0.005)
+
+
 @workflow(queue=QUEUE, timeout=900)
-async def three_steps(key: str, seconds: float, rounds: int = 0) -> dict[str, Any]:
+async def three_steps(
+    key: str, seconds: float, rounds: int = 0, gate: str | None = None
+) -> dict[str, Any]:
+    hold_here(gate)
     seen = []
     for i in range(3):
         burn(rounds)

@@ -4,6 +4,7 @@ meanwhile, so its late results must be discarded (and say so) while the new owne
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.chaos.harness import (
     Db,
     Expected,
     Fleet,
+    WorkerProcess,
     check_invariants,
     wait_for,
 )
@@ -28,17 +30,34 @@ def running_on(db: Db, execution_id: str, worker_id: str | None) -> None:
     )
 
 
+def logged(worker: WorkerProcess, text: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while text not in worker.log():
+        assert time.monotonic() < end, f"{worker.name} never logged {text!r}:\n{worker.log()}"
+        time.sleep(0.005)
+
+
 @pytest.mark.timeout(120)
 def test_paused_worker_is_fenced_when_it_resumes_and_keeps_working(
-    fleet: Fleet, chaos_db: Db
+    fleet: Fleet, chaos_db: Db, tmp_path: Path
 ) -> None:
     db = chaos_db
     paused = fleet.start()
     fleet.wait_ready(paused)
-    job_id = chaos_app.work.queue_sync("fenced-job", 1.0)
+    job_id = chaos_app.work.queue_sync("fenced-job", 2.0)
     running_on(db, job_id, paused.worker_id)
-    # The workflow's first activation burns ~0.5 s of CPU: the pause lands inside it.
-    wf = chaos_app.three_steps.queue_sync("fenced-wf", 0.05, 400_000)
+    # The database says running as soon as the claim (or a handoff) commits, which can be
+    # before the worker's loop has the claim: a pause there would find nothing to fence.
+    logged(paused, f"started job {chaos_app.work.path} id={job_id} attempt=1")
+    # The workflow's first activation holds the paused worker's loop until the hold file goes:
+    # the pause lands inside it, and the job's result waits for that loop too.
+    hold = tmp_path / f"hold-{paused.pid}"
+    hold.touch()
+    wf = chaos_app.three_steps.queue_sync("fenced-wf", 0.05, 0, str(tmp_path))
+    end = time.monotonic() + 30
+    while not (tmp_path / f"started-{paused.pid}").exists():
+        assert time.monotonic() < end, f"the workflow never started:\n{paused.log()}"
+        time.sleep(0.005)
     running_on(db, wf, paused.worker_id)
     paused.pause()
     paused_at = time.monotonic()
@@ -56,6 +75,7 @@ def test_paused_worker_is_fenced_when_it_resumes_and_keeps_working(
     taken_over = time.monotonic() - paused_at
     # Not before the timeout (less what passed since its last beat, at most a beat or two).
     assert taken_over >= HEARTBEAT_TIMEOUT - 1.0
+    hold.unlink()
     paused.resume()
 
     end = time.monotonic() + 20
