@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,13 +17,18 @@ import pytest
 import workflows
 from tests.integration import codec_app
 from tests.integration.conftest import until
-from workflows import codec, job
+from workflows import codec, job, workflow
 from workflows.errors import DatabaseUnavailableError, SerializationError
 from workflows_postgres import client
 
 
 @job(queue="plain")
 async def plain(x: float) -> float:
+    return x
+
+
+@workflow(queue="plain-flows", version=3, timeout=120)
+async def plain_flow(x: float) -> float:
     return x
 
 
@@ -169,3 +175,60 @@ async def test_plain_calls_take_the_pool_while_results_are_awaited(
     )
     await plain.queue(9.0)
     assert own._producer is not None
+
+
+# Every column but the ones each insert sets afresh; the deadline as its distance from run_at
+# (both from now(), the transaction's start).
+WRITTEN = (
+    "SELECT to_jsonb(e) - 'id' - 'created_at' - 'run_at' - 'deadline' AS row, "
+    "extract(epoch FROM e.deadline - e.run_at) AS deadline_after, "
+    "e.run_at = e.created_at AS due_now FROM workflows.executions e WHERE e.id = $1"
+)
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("fn", [plain, plain_flow], ids=["job", "workflow"])
+async def test_a_plain_call_writes_the_row_every_other_enqueue_writes(
+    rows: asyncpg.Connection, sync: bool, fn: Any
+) -> None:
+    """A plain call has a statement of its own (enqueue_now), every other call enqueue():
+    the same function's runs must come out the same either way."""
+    # The first async call opens the producer's own connection (through enqueue()).
+    await (asyncio.to_thread(fn.queue_sync, 0.5) if sync else fn.queue(0.5))
+    if sync:
+        quick = await asyncio.to_thread(fn.queue_sync, 1.5)
+        other = await asyncio.to_thread(fn.options(priority=0).queue_sync, 1.5)
+    else:
+        quick = await fn.queue(1.5)
+        other = await fn.options(priority=0).queue(1.5)
+    assert fn._plain[1].prepared[0] == "enqueue_now"
+    mine, theirs = await rows.fetchrow(WRITTEN, quick), await rows.fetchrow(WRITTEN, other)
+    assert dict(mine) == dict(theirs)
+    assert mine["due_now"]
+    assert mine["deadline_after"] == (120 if fn is plain_flow else None)
+    assert json.loads(mine["row"])["status"] == "pending"
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_plain_call_that_does_not_start_now_takes_enqueue(
+    rows: asyncpg.Connection, restored: None, sync: bool
+) -> None:
+    """A run with a key or a limit is enqueue()'s: what enqueue_now leaves out must not be
+    dropped (the key's slot, the hold behind it)."""
+    plain.concurrency_key = "one-at-a-time"
+    plain.concurrency_limit = 1
+    try:
+        ids = [await enqueue(sync, float(n)) for n in range(2)]
+        assert plain._plain[1].prepared[0] == "enqueue"
+        held = await rows.fetch(
+            "SELECT held, concurrency_key FROM workflows.executions WHERE id = ANY($1::uuid[]) "
+            "ORDER BY run_at",
+            ids,
+        )
+        assert [(r["held"], r["concurrency_key"]) for r in held] == [
+            (False, "one-at-a-time"),
+            (True, "one-at-a-time"),
+        ]
+    finally:
+        plain.concurrency_key = None
+        plain.concurrency_limit = None

@@ -75,17 +75,40 @@ def _enqueue_args(r: EnqueueRequest, payload: str, handoff: bool) -> tuple[Any, 
     )
 
 
-def plain_args(options: EnqueueRequest) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The ``enqueue`` statement's parameters before and after the arguments' for
-    ``enqueue_one()`` of ``options`` (no idempotency key: its one row always comes back).
+def plain_args(options: EnqueueRequest) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+    """The statement for ``enqueue_one()`` of ``options`` (no idempotency key: its one row
+    always comes back), and its parameters before and after the arguments' JSON.
 
-    Made once and kept on ``options``: a function's plain calls reuse one request, and
-    building the 18 parameters again was a tenth of the client's work per call.
+    ``enqueue_now`` when the run starts now with no key or limit, else ``enqueue``. Made once
+    and kept on ``options``: a function's plain calls reuse one request, and building the 18
+    parameters again was a tenth of the client's work per call.
     """
-    made: tuple[tuple[Any, ...], tuple[Any, ...]] | None = options.prepared
+    made: tuple[str, tuple[Any, ...], tuple[Any, ...]] | None = options.prepared
     if made is None:
-        args = _enqueue_args(options, "", True)
-        made = options.prepared = (args[:_ARGS], args[_ARGS + 1 :])
+        r = options
+        if (
+            r.kind in ("job", "workflow")
+            and r.run_at is None
+            and (r.delay is None or r.delay <= 0)
+            and r.idempotency_key is None
+            and r.concurrency_key is None
+            and r.rate_key is None
+        ):
+            made = (
+                "enqueue_now",
+                (r.kind, r.name, r.queue, r.priority),
+                (
+                    r.max_retries,
+                    _float(r.timeout),
+                    r.version,
+                    _float(r.workflow_timeout),
+                    r.trace_context,
+                ),
+            )
+        else:
+            args = _enqueue_args(options, "", True)
+            made = ("enqueue", args[:_ARGS], args[_ARGS + 1 :])
+        options.prepared = made
     return made
 
 

@@ -128,7 +128,8 @@ class PostgresStore:
         self._producer: asyncpg.Connection | None = None
         self._producer_busy = False
         self._producer_retry_at = 0.0
-        self._enqueue_sql = self.sql("enqueue")
+        # enqueue_one()'s statements (ops.plain_args picks one), looked up once.
+        self._enqueue_sql = {name: self.sql(name) for name in ("enqueue", "enqueue_now")}
         self.results = ResultWatcher(self)
         # Whether a results listener is connected (results_listening), and when that was read.
         self._listening = False
@@ -270,10 +271,10 @@ class PostgresStore:
             and self.results.idle
             and options.idempotency_key is None
         ):
-            head, tail = options.prepared or ops.plain_args(options)
+            name, head, tail = options.prepared or ops.plain_args(options)
             self._producer_busy = True
             try:
-                rows = await own.fetch(self._enqueue_sql, *head, payload, *tail)
+                rows = await own.fetch(self._enqueue_sql[name], *head, payload, *tail)
                 # The statement casts the id to text: the row holds the str to return.
                 return rows[0][0]  # type: ignore[no-any-return]
             except BaseException as exc:

@@ -38,7 +38,10 @@ class SyncStore:
         # transaction-mode pooler runs the next statement on another server session, where the
         # prepared one does not exist: never, on the caller's connections too.
         self._prepare: bool | None = False if self.settings.pooler == pooler.TRANSACTION else None
-        self._enqueue_sql = Q.to_psycopg_positional(self.q.sql("enqueue"))
+        # enqueue_one()'s statements (ops.plain_args picks one), looked up once.
+        self._enqueue_sql = {
+            name: Q.to_psycopg_positional(self.q.sql(name)) for name in ("enqueue", "enqueue_now")
+        }
 
     @property
     def dsn(self) -> str:
@@ -138,7 +141,7 @@ class SyncStore:
         # parameters and a dict row made for each call.
         if options.idempotency_key is not None:
             return self.enqueue(replace(options, args=payload, prepared=None))
-        head, tail = options.prepared or ops.plain_args(options)
+        name, head, tail = options.prepared or ops.plain_args(options)
         local = self._local
         conn: psycopg.Connection[Any] | None = getattr(local, "conn", None)
         if conn is None or conn.closed:
@@ -147,7 +150,7 @@ class SyncStore:
         if cur is None or cur.connection is not conn:
             cur = local.cursor = conn.cursor()
         try:
-            cur.execute(self._enqueue_sql, (*head, payload, *tail), prepare=self._prepare)
+            cur.execute(self._enqueue_sql[name], (*head, payload, *tail), prepare=self._prepare)
             row = cur.fetchone()
         except psycopg.OperationalError as exc:
             self.close()
