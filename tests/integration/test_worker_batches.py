@@ -142,7 +142,8 @@ async def test_activations_arriving_pass_after_pass_go_in_one_write(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As a workflow of instant steps hands them over while nothing is being written: one
-    # write, not one for the first and another (after it) for the rest.
+    # dispatch (its two batches, see the next test), not one for the first and another (after
+    # it) for the rest.
     worker_id = str(uuid.uuid4())
     await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
     ids = [await returns.queue(key) for key in ("a", "b", "c", "d", "e")]
@@ -158,7 +159,45 @@ async def test_activations_arriving_pass_after_pass_go_in_one_write(
     done = await asyncio.wait_for(asyncio.gather(*sending), 10)
     await asyncio.wait_for(pumping, 10)
     assert [d.outcome for d in done] == ["completed"] * len(ids)
-    assert writes == [len(ids)]
+    assert writes == [3, 2]
+
+
+async def test_a_dispatch_with_nothing_written_sends_two_batches_at_once(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In one batch, every workflow here would wait for the same write and come back for the
+    # next in one batch again: one write at a time, a core of the server idle.
+    worker_id = str(uuid.uuid4())
+    await store.register_worker(worker_id, Registration("test", 1, (QUEUE,), "test"))
+    ids = [await returns.queue(key) for key in ("a", "b", "c")]
+    _, claimed = await store.pump(worker_id, [], [QUEUE], len(ids))
+    claims = {c.id: c for c in claimed}
+    batches = ActivationBatches(store, worker_id, Wakeup(), WriteHealth(30))
+    advance = store.advance
+    written: list[list[str]] = []
+    both_began = asyncio.Event()
+
+    async def counted(worker: str, items: list[Advance]) -> list[Advanced]:
+        written.append([item.workflow.id for item in items])
+        if len(written) == 2:
+            both_began.set()
+        # Each write waits for the other to begin: one after the other, this never ends.
+        await asyncio.wait_for(both_began.wait(), 10)
+        return await advance(worker, items)
+
+    monkeypatch.setattr(store, "advance", counted)
+    # The first workflow's two items, then the others': its items stay in one batch, in order.
+    sending = [
+        asyncio.create_task(batches.send(finished(claims[i], '"x"')))
+        for i in (ids[0], ids[1], ids[0], ids[2])
+    ]
+    await asyncio.sleep(0)
+    batches.dispatch()
+    done = await asyncio.wait_for(asyncio.gather(*sending), 10)
+    assert written == [[ids[0], ids[0], ids[2]], [ids[1]]]
+    # The first item completes its workflow, the second finds the claim used up.
+    assert [d.outcome for d in done] == ["completed", "completed", "stale", "completed"]
+    assert batches.idle
 
 
 async def test_a_dispatch_is_not_held_back_by_arrivals_that_never_stop(
