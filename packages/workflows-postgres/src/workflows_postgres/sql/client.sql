@@ -17,8 +17,9 @@ SELECT id::text AS id FROM {s}.enqueue(
 -- The common case of one run, to start now, with no key or limit (ops.plain_args picks it):
 -- the insert and its notification as one plain statement. enqueue() in plpgsql cost about
 -- 33 us more per call (a twelfth of the call, commit included). While a worker offers itself
--- for the queue, enqueue() runs instead, for its handoff: the one-time filter calls it only
--- then. Its rows are the same as enqueue()'s for the same parameters (test_enqueue_plain).
+-- for the queue, enqueue() runs instead, for its handoff: the second branch's WHERE drops the
+-- offer row before its target list (the call) is evaluated, so enqueue() runs only then. Its
+-- rows are the same as enqueue()'s for the same parameters (test_enqueue_plain).
 -- name: enqueue_now
 WITH offer AS MATERIALIZED (
     SELECT p.*, EXISTS (
