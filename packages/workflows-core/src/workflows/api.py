@@ -353,14 +353,21 @@ class Function(Generic[P, R]):
         plain = self._plain = (settings, request)
         return plain
 
-    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
-        """Enqueue a run; returns the execution id."""
-        settings = Settings.current()
+    def _plain_options(self, settings: Settings) -> EnqueueRequest | None:
+        """The request a call without options makes now, or None when such a call must take
+        the general path (keys computed from its arguments, a codec, live tracing)."""
         plain = self._plain
         if plain is None or plain[0] is not settings:
             plain = self._plain_request(settings)
-        options = plain[1]
-        if options is None or codec._used is not None or tracing.tracer(settings) is not None:
+        if codec._used is not None or tracing.tracer(settings) is not None:
+            return None
+        return plain[1]
+
+    async def queue(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
+        """Enqueue a run; returns the execution id."""
+        settings = Settings.current()
+        options = self._plain_options(settings)
+        if options is None:
             return await Handle(self, _NO_OPTIONS).queue(*args, **kwargs)
         # What Handle.queue does for a call without options, with what is the same for every
         # such call made once: the producers' hot path.
@@ -371,11 +378,8 @@ class Function(Generic[P, R]):
 
     def queue_sync(self, *args: P.args, **kwargs: P.kwargs) -> ExecutionId[R]:
         settings = Settings.current()
-        plain = self._plain
-        if plain is None or plain[0] is not settings:
-            plain = self._plain_request(settings)
-        options = plain[1]
-        if options is None or codec._used is not None or tracing.tracer(settings) is not None:
+        options = self._plain_options(settings)
+        if options is None:
             return Handle(self, _NO_OPTIONS).queue_sync(*args, **kwargs)
         payload = codec.encode_call(args, kwargs, max_bytes=settings.max_payload_bytes)
         return sync_store(settings).enqueue_one(options, payload)  # type: ignore[return-value]
