@@ -77,6 +77,86 @@ async def test_a_chain_of_one_workflow_in_one_batch_is_written_in_order(
     assert status["status"] == "completed" and status["result"] == 2
 
 
+async def count_activity_updates(store: PostgresStore) -> None:
+    """Every UPDATE of an activity's row from now on, in activity_updates (a test's trigger)."""
+    await store.pool.execute(
+        """
+        CREATE TABLE activity_updates (n serial, id uuid, status text);
+        CREATE FUNCTION count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO activity_updates (id, status) VALUES (NEW.id, NEW.status);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER count_update AFTER UPDATE ON workflows.executions
+        FOR EACH ROW WHEN (NEW.kind = 'activity') EXECUTE FUNCTION count_update();
+        """
+    )
+
+
+async def test_an_activity_a_chain_starts_and_ends_is_written_once_as_it_ended(
+    store: PostgresStore,
+) -> None:
+    await count_activity_updates(store)
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    [a0] = first.eager
+    one = item(store, wf, 1, schedule(1), activity=a0, result=1)
+    [a1] = eager_claims(wf.id, one.plan.children)
+    two = item(store, wf, 2, schedule(2), activity=a1, result=2)
+    done = await store.advance(worker, [one, two])
+    assert [d.outcome for d in done] == ["waiting", "waiting"]
+    updates = await store.pool.fetch("SELECT id::text, status FROM activity_updates ORDER BY n")
+    # Activity 0 was written running by the batch before: its end is an UPDATE. Activity 1,
+    # started by item one and ended by item two of the same batch, is inserted as it ended.
+    assert [tuple(u) for u in updates] == [(a0.id, "completed")]
+    rows = {
+        r["id"]: dict(r)
+        for r in await store.pool.fetch(
+            "SELECT id::text, status, worker_id, lease, attempts, result::text, error,"
+            " started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished"
+            " FROM workflows.executions WHERE id = ANY ($1::uuid[])",
+            [a0.id, a1.id],
+        )
+    }
+    # Apart from its result, the row is the one an UPDATE would have left.
+    assert rows[a1.id]["result"] == "2" and rows[a0.id]["result"] == "1"
+    for r in rows.values():
+        del r["id"], r["result"]
+    assert rows[a1.id] == rows[a0.id]
+    assert rows[a0.id] == {
+        "status": "completed",
+        "worker_id": None,
+        "lease": 1,
+        "attempts": 1,
+        "error": None,
+        "started": True,
+        "finished": True,
+    }
+
+
+async def test_a_first_activity_ended_in_the_batch_that_starts_it_is_written_once(
+    store: PostgresStore,
+) -> None:
+    await count_activity_updates(store)
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    # The first activation and the outcome of the activity it starts, run ahead: one batch.
+    zero = item(store, wf, 0, schedule(0))
+    [a0] = eager_claims(wf.id, zero.plan.children)
+    one = item(store, wf, 1, schedule(1), activity=a0, result=5)
+    done = await store.advance(worker, [zero, one])
+    assert [d.outcome for d in done] == ["waiting", "waiting"]
+    assert await store.pool.fetch("SELECT id FROM activity_updates") == []
+    status = await store.get_status(a0.id)
+    assert (status["status"], status["result"], status["attempts"]) == ("completed", 5, 1)
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
+        (0, "completed", 5),
+        (1, "scheduled", None),
+    ]
+
+
 async def test_an_outcome_for_a_workflow_that_moved_on_falls_back(store: PostgresStore) -> None:
     worker = str(uuid.uuid4())
     wf = await claimed_workflow(store, worker)
