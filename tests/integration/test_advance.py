@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from typing import Any
+
+import pytest
 
 from tests.integration import workflows_app as app
 from workflows import codec
 from workflows.history import ScheduleActivity, StepCommand
 from workflows.records import Advance, Claimed, eager_claims, plan
+from workflows_postgres import store as store_module
 from workflows_postgres.store import PostgresStore
 
 QUEUES = frozenset({"orders"})
@@ -257,3 +261,143 @@ async def test_a_chain_writes_the_trace_context_on_the_activities_it_starts(
     )
     assert [(r["parent_seq"], r["status"]) for r in rows] == [(1, "completed"), (2, "running")]
     assert all(json.loads(r["tc"]) == json.loads(carrier) for r in rows)
+
+
+async def chain(
+    store: PostgresStore, wf: Claimed, first: Claimed, steps: int
+) -> tuple[list[Advance], list[Claimed]]:
+    """Items 1..steps of one workflow, each ending the activity the one before started."""
+    items: list[Advance] = []
+    acts = [first]
+    for n in range(1, steps + 1):
+        it = item(store, wf, n, schedule(n), activity=acts[-1], result=n * 10)
+        items.append(it)
+        [nxt] = eager_claims(wf.id, it.plan.children)
+        acts.append(nxt)
+    return items, acts
+
+
+async def activity_rows(store: PostgresStore, wf: Claimed) -> dict[int, tuple[str, object]]:
+    rows = await store.pool.fetch(
+        "SELECT parent_seq, status, result::text AS result FROM workflows.executions"
+        " WHERE parent_id = $1::uuid",
+        wf.id,
+    )
+    return {r["parent_seq"]: (r["status"], r["result"]) for r in rows}
+
+
+async def test_a_run_of_a_workflow_admits_its_activities_at_once_each_written_once(
+    store: PostgresStore,
+) -> None:
+    await count_activity_updates(store)
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    items, acts = await chain(store, wf, first.eager[0], 5)
+    done = await store.advance(worker, items)
+    assert [d.outcome for d in done] == ["waiting"] * 5
+    # Activity 0 was written by the batch before; 1 to 4 were started and ended in this one
+    # (inserted as they ended); 5 was started by the last item and runs.
+    updates = await store.pool.fetch("SELECT id::text FROM activity_updates")
+    assert [u["id"] for u in updates] == [acts[0].id]
+    assert await activity_rows(store, wf) == {
+        0: ("completed", "10"),
+        1: ("completed", "20"),
+        2: ("completed", "30"),
+        3: ("completed", "40"),
+        4: ("completed", "50"),
+        5: ("running", None),
+    }
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
+        (0, "completed", 10),
+        (1, "completed", 20),
+        (2, "completed", 30),
+        (3, "completed", 40),
+        (4, "completed", 50),
+        (5, "scheduled", None),
+    ]
+
+
+async def test_a_run_that_breaks_off_keeps_no_activity_of_the_items_it_dropped(
+    store: PostgresStore,
+) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    items, _ = await chain(store, wf, first.eager[0], 4)
+    # The copy that ran item three saw a signal the database does not know of: the run
+    # breaks off there (its activation dropped, the workflow woken), and item four, built on
+    # it, is stale. Activity 3, admitted with the run's, must not stay.
+    stale_copy = dataclasses.replace(wf, wakeups=wf.wakeups + 1)
+    items[2] = dataclasses.replace(items[2], workflow=stale_copy)
+    done = await store.advance(worker, items)
+    assert [d.outcome for d in done] == ["waiting", "waiting", "fallback", "stale"]
+    assert await activity_rows(store, wf) == {
+        0: ("completed", "10"),
+        1: ("completed", "20"),
+        2: ("completed", "30"),
+    }
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"]) for s in steps] == [
+        (0, "completed"),
+        (1, "completed"),
+        (2, "completed"),
+    ]
+    row = await store.pool.fetchrow(
+        "SELECT status FROM workflows.executions WHERE id = $1::uuid", wf.id
+    )
+    assert row["status"] == "pending"
+
+
+async def test_a_run_on_a_paused_queue_admits_its_activities_one_by_one(
+    store: PostgresStore,
+) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    await store.pool.execute(
+        "SELECT * FROM workflows.set_queue('orders', NULL, NULL, NULL, true, false, false, true)"
+    )
+    items, _ = await chain(store, wf, first.eager[0], 3)
+    done = await store.advance(worker, items)
+    # As for a chain of two: activity 1 is refused (pending), what was run ahead on it is not
+    # kept, and nothing after it is written.
+    assert [d.outcome for d in done] == ["waiting", "stale", "stale"]
+    assert await activity_rows(store, wf) == {0: ("completed", "10"), 1: ("pending", None)}
+
+
+async def test_a_run_admits_only_the_activities_its_items_carry_whatever_the_worker_says(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's list of a run's activities is a hint: one that differs from the items
+    # (a result forged on the way) is not what gets written.
+    real = store_module._mark_runs
+
+    def forged(docs: list[dict[str, Any]]) -> None:
+        real(docs)
+        if "run_kids" in docs[0]:
+            docs[0]["run_kids"][1]["result"] = '"forged"'
+            forging.append(docs[0]["run_kids"][1]["id"])
+
+    forging: list[str] = []
+
+    monkeypatch.setattr(store_module, "_mark_runs", forged)
+    await count_activity_updates(store)
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    items, acts = await chain(store, wf, first.eager[0], 4)
+    done = await store.advance(worker, items)
+    assert [d.outcome for d in done] == ["waiting"] * 4
+    assert forging == [acts[2].id]
+    assert await activity_rows(store, wf) == {
+        0: ("completed", "10"),
+        1: ("completed", "20"),
+        2: ("completed", "30"),
+        3: ("completed", "40"),
+        4: ("running", None),
+    }
+    # From the forged one on, the item by item way: each still inserted once, as it ended.
+    updates = await store.pool.fetch("SELECT id::text FROM activity_updates ORDER BY n")
+    assert [u["id"] for u in updates] == [acts[0].id]

@@ -498,6 +498,11 @@ DECLARE
     -- Of the children just admitted, the one the next item ends, inserted ended.
     ended uuid[] := '{}';
     act_ended boolean;
+    -- The children of a run admitted at once (see below): those whose items are still to
+    -- come, in order, and those admit() took.
+    pre uuid[] := '{}';
+    pre_kids jsonb[];
+    pre_in uuid[];
     it jsonb;
     cur_lease bigint;
     -- The workflow whose row wf holds, locked and unchanged since it was read (the previous
@@ -515,29 +520,54 @@ DECLARE
     -- An array of items, appended in place (a jsonb array would be copied on every append).
     deferred jsonb[] := '{}';
 BEGIN
-    -- Each item's fields typed once, with the next item's workflow beside it.
+    -- Each item's fields typed once, with the next item's beside it. kid: the item's one
+    -- child (eager, untraced) as the next item ends it, when the item may continue a run (an
+    -- activity's outcome whose activation waits on it, with no signal, the next item of the
+    -- same workflow ending that child). run_kids: what the worker sends on the first of such
+    -- items in a row, as the kids of them all (a hint: each is checked against kid below).
     FOR r IN
-        SELECT x.ord::integer AS i, x.value AS it, (x.value->>'wf')::uuid AS wf,
-               lead(x.value->>'wf') OVER (ORDER BY x.ord) AS next_wf,
-               (x.value->>'lease')::bigint AS wf_lease,
-               (x.value->>'wakeups')::bigint AS wakeups,
-               (x.value->>'number')::integer AS number,
-               x.value->>'outcome' AS wf_outcome,
-               (x.value->>'act')::uuid AS act,
-               (x.value->>'act_lease')::bigint AS act_lease,
-               (x.value->>'seq')::integer AS seq,
-               x.value->>'act_status' AS act_status,
-               x.value->>'act_result' AS act_result,
-               x.value->>'act_error' AS act_error,
-               jsonb_array_length(x.value->'signals') AS signals,
-               lead(x.value->>'act') OVER (ORDER BY x.ord) AS next_act,
-               lead((x.value->>'act_lease')::bigint) OVER (ORDER BY x.ord) AS next_act_lease,
-               lead(x.value->>'act_status') OVER (ORDER BY x.ord) AS next_status,
-               lead(x.value->>'act_result') OVER (ORDER BY x.ord) AS next_result,
-               lead(x.value->>'act_error') OVER (ORDER BY x.ord) AS next_error
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(value, ord)
-        ORDER BY x.ord
+        SELECT y.*,
+               CASE WHEN y.act IS NOT NULL AND y.wf_outcome = 'blocked' AND y.signals = 0
+                         AND y.next_wf = y.it->>'wf' AND y.next_act_lease = 1
+                         AND jsonb_array_length(y.it->'children') = 1
+                         AND (y.it->'children'->0->>'id')::uuid = y.next_act::uuid
+                         AND (y.it->'children'->0->>'eager')::boolean
+                         AND y.it->'children'->0->>'trace_context' IS NULL
+                    THEN (y.it->'children'->0) || jsonb_build_object(
+                        'done', y.next_status, 'result', y.next_result, 'error', y.next_error)
+               END AS kid
+        FROM (
+            SELECT x.ord::integer AS i, x.value AS it, (x.value->>'wf')::uuid AS wf,
+                   lead(x.value->>'wf') OVER w AS next_wf,
+                   (x.value->>'lease')::bigint AS wf_lease,
+                   (x.value->>'wakeups')::bigint AS wakeups,
+                   (x.value->>'number')::integer AS number,
+                   x.value->>'outcome' AS wf_outcome,
+                   (x.value->>'act')::uuid AS act,
+                   (x.value->>'act_lease')::bigint AS act_lease,
+                   (x.value->>'seq')::integer AS seq,
+                   x.value->>'act_status' AS act_status,
+                   x.value->>'act_result' AS act_result,
+                   x.value->>'act_error' AS act_error,
+                   jsonb_array_length(x.value->'signals') AS signals,
+                   x.value->'run_kids' AS run_kids,
+                   lead(x.value->>'act') OVER w AS next_act,
+                   lead((x.value->>'act_lease')::bigint) OVER w AS next_act_lease,
+                   lead(x.value->>'act_status') OVER w AS next_status,
+                   lead(x.value->>'act_result') OVER w AS next_result,
+                   lead(x.value->>'act_error') OVER w AS next_error
+            FROM jsonb_array_elements(p_items) WITH ORDINALITY AS x(value, ord)
+            WINDOW w AS (ORDER BY x.ord)
+        ) y
+        ORDER BY y.i
     LOOP
+        IF cardinality(pre) > 0 AND (r.kid IS NULL OR r.kid <> pre_kids[1]) THEN
+            -- The run broke off before this item, or its child is not the one the worker
+            -- said: the children admitted for the items left go (the item by item way never
+            -- admits them), and this item goes the item by item way.
+            DELETE FROM {s}.executions WHERE id = ANY (pre) AND id = ANY (pre_in);
+            pre := '{}';
+        END IF;
         item := r.i;
         lease := NULL;
         cur_lease := r.wf_lease;
@@ -614,21 +644,59 @@ BEGIN
                 -- are, as insert_plans() would send them, and those it refuses are inserted
                 -- pending as insert_plans() inserts them; any others through insert_plans().
                 kids := r.it->'children';
-                IF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
+                -- (Tests apart, each a simple expression: a query costs every item.)
+                IF r.run_kids IS NOT NULL AND cardinality(pre) = 0 AND r.kid IS NOT NULL THEN
+                    IF jsonb_typeof(r.run_kids) = 'array' AND jsonb_array_length(r.run_kids) > 1
+                       AND r.run_kids->0 = r.kid THEN
+                        -- The run's children at once, each as the next item ends it: one
+                        -- admission for the run, not one per item. Only where nothing limits
+                        -- their queues (admit() admits them all, as it would one by one; the
+                        -- test is flow_free()'s, written out: a call of it is planned anew).
+                        -- Each is taken by its item below once found to be that item's kid;
+                        -- the rest are deleted when the run breaks off (above, and at the end).
+                        SELECT array_agg((c.value->>'id')::uuid ORDER BY c.ord),
+                               array_agg(c.value ORDER BY c.ord)
+                        INTO pre, pre_kids
+                        FROM jsonb_array_elements(r.run_kids) WITH ORDINALITY AS c(value, ord)
+                        WHERE NOT EXISTS (
+                                  SELECT 1 FROM {s}.queues q
+                                  WHERE q.name IN (SELECT k->>'queue'
+                                                   FROM jsonb_array_elements(r.run_kids) AS k)
+                                    AND (q.paused OR q.concurrency IS NOT NULL
+                                         OR q.rate_starts IS NOT NULL))
+                          AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+                        IF pre IS NULL THEN
+                            pre := '{}';
+                        ELSE
+                            SELECT COALESCE(array_agg(a.id), '{}') INTO pre_in
+                            FROM {s}.admit(p_worker, 'new', p_new => r.run_kids) a;
+                        END IF;
+                    END IF;
+                END IF;
+                IF cardinality(pre) > 0 THEN
+                    -- This item's kid is pre_kids[1] (checked above).
+                    IF pre[1] = ANY (pre_in) THEN
+                        ended := ARRAY[pre[1]];
+                        pre := pre[2:];
+                        pre_kids := pre_kids[2:];
+                    ELSE
+                        -- Refused (a limit set meanwhile): pending, as below; the run's
+                        -- later children go, and the next item finds this one stale.
+                        PERFORM {s}.insert_plans(p_worker, jsonb_build_array(jsonb_build_object(
+                            'children', jsonb_build_array(kids->0 || '{"eager": false}'))));
+                        DELETE FROM {s}.executions WHERE id = ANY (pre) AND id = ANY (pre_in);
+                        pre := '{}';
+                    END IF;
+                ELSIF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
                        kids, '$[*] ? (@.eager == true && @.trace_context == null)')) THEN
                     IF jsonb_array_length(kids) > 0 THEN
                         IF r.next_act_lease = 1 THEN
                             -- The next item ends one of them (the worker ran it ahead of
                             -- this write): admitted, it is inserted as it ended, with what
-                            -- that item's UPDATE would set. (One child, the common case, as
-                            -- an expression: a query costs as much as the rest of the item.)
-                            IF jsonb_array_length(kids) = 1 THEN
-                                IF (kids->0->>'id')::uuid = r.next_act::uuid THEN
-                                    kids := jsonb_build_array(kids->0 || jsonb_build_object(
-                                        'done', r.next_status, 'result', r.next_result,
-                                        'error', r.next_error));
-                                END IF;
-                            ELSE
+                            -- that item's UPDATE would set (kid, for one child).
+                            IF r.kid IS NOT NULL THEN
+                                kids := jsonb_build_array(r.kid);
+                            ELSIF jsonb_array_length(kids) > 1 THEN
                                 SELECT jsonb_agg(CASE WHEN (c.value->>'id')::uuid
                                                            = r.next_act::uuid
                                                       THEN c.value || jsonb_build_object(
@@ -738,6 +806,9 @@ BEGIN
         outcome := coalesce({s}.activate(p_worker, r.it, cur_lease), 'stale');
         RETURN NEXT;
     END LOOP;
+    IF cardinality(pre) > 0 THEN
+        DELETE FROM {s}.executions WHERE id = ANY (pre) AND id = ANY (pre_in);
+    END IF;
     IF cardinality(run) > 0 THEN
         PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results, res_errors,
                                           res_delivered);

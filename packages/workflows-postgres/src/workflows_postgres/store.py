@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -621,9 +622,9 @@ class PostgresStore:
         # Locks are taken in workflow order, so two batches cannot deadlock on each other;
         # items of one workflow keep their order (a stable sort).
         order = sorted(range(len(items)), key=lambda k: items[k].workflow.id)
-        rows = await self._fetch_retrying(
-            "advance", (worker_id, _dump([_advance_item(items[k]) for k in order]))
-        )
+        docs = [_advance_item(items[k]) for k in order]
+        _mark_runs(docs)
+        rows = await self._fetch_retrying("advance", (worker_id, _dump(docs)))
         results: list[Advanced] = [Advanced("stale")] * len(items)
         for row in rows:
             k = order[row["item"] - 1]
@@ -875,6 +876,44 @@ def _advance_item(it: Advance) -> dict[str, Any]:
             act_error=it.act_error,
         )
     return item
+
+
+def _ended_child(doc: dict[str, Any], nxt: dict[str, Any]) -> dict[str, Any] | None:
+    """The item's one child as the next item ends it, when that item does (advance()'s kid)."""
+    children = doc["children"]
+    if (
+        doc.get("act") is None
+        or doc["outcome"] != "blocked"
+        or doc["signals"]
+        or len(children) != 1
+        or nxt["wf"] != doc["wf"]
+        or nxt.get("act_lease") != 1
+    ):
+        return None
+    child = children[0]
+    if child["id"] != nxt.get("act") or not child["eager"] or child["trace_context"] is not None:
+        return None
+    return {
+        **child,
+        "done": nxt["act_status"],
+        "result": nxt["act_result"],
+        "error": nxt["act_error"],
+    }
+
+
+def _mark_runs(docs: list[dict[str, Any]]) -> None:
+    """Give the first item of each run (items of one workflow in a row, each ending the child
+    the one before started) the children of the whole run, as "run_kids": advance() admits
+    them at once, checking each against its item."""
+    kids = [_ended_child(a, b) for a, b in itertools.pairwise(docs)]
+    i = 0
+    while i < len(kids):
+        j = i
+        while j < len(kids) and kids[j] is not None:
+            j += 1
+        if j - i > 1:
+            docs[i]["run_kids"] = kids[i:j]
+        i = j + 1
 
 
 def _timeout_error() -> BaseException:
