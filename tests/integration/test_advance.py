@@ -82,7 +82,8 @@ async def test_a_chain_of_one_workflow_in_one_batch_is_written_in_order(
 
 
 async def count_activity_updates(store: PostgresStore) -> None:
-    """Every UPDATE of an activity's row from now on, in activity_updates (a test's trigger)."""
+    """Every UPDATE of an activity's row from now on, in activity_updates, and of a step's, in
+    step_updates (triggers of the test's own)."""
     await store.pool.execute(
         """
         CREATE TABLE activity_updates (n serial, id uuid, status text);
@@ -93,6 +94,14 @@ async def count_activity_updates(store: PostgresStore) -> None:
         END $$;
         CREATE TRIGGER count_update AFTER UPDATE ON workflows.executions
         FOR EACH ROW WHEN (NEW.kind = 'activity') EXECUTE FUNCTION count_update();
+        CREATE TABLE step_updates (n serial, seq integer, status text);
+        CREATE FUNCTION count_step_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO step_updates (seq, status) VALUES (NEW.seq, NEW.status);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER count_step_update AFTER UPDATE ON workflows.workflow_steps
+        FOR EACH ROW EXECUTE FUNCTION count_step_update();
         """
     )
 
@@ -401,3 +410,71 @@ async def test_a_run_admits_only_the_activities_its_items_carry_whatever_the_wor
     # From the forged one on, the item by item way: each still inserted once, as it ended.
     updates = await store.pool.fetch("SELECT id::text FROM activity_updates ORDER BY n")
     assert [u["id"] for u in updates] == [acts[0].id]
+
+
+async def test_a_run_that_ends_the_workflow_records_the_last_step_as_delivered(
+    store: PostgresStore,
+) -> None:
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    [first] = await store.advance(worker, [item(store, wf, 0, schedule(0))])
+    items, acts = await chain(store, wf, first.eager[0], 3)
+    # Item four: activity 3's outcome, on which the code returns (the step it was given).
+    last = dataclasses.replace(
+        item(store, wf, 4, [], activity=acts[3], result=40),
+        delivered=[3],
+        outcome="completed",
+        result=codec.encode("done"),
+        plan=plan(store.settings, wf.queue, 4, [], QUEUES, 10),
+    )
+    done = await store.advance(worker, [*items, last])
+    assert [d.outcome for d in done] == ["waiting", "waiting", "waiting", "completed"]
+    status = await store.get_status(wf.id)
+    assert (status["status"], status["result"]) == ("completed", "done")
+    steps = await store.pool.fetch(
+        "SELECT seq, status, result::text, delivered_in FROM workflows.workflow_steps"
+        " WHERE workflow_id = $1::uuid ORDER BY seq",
+        wf.id,
+    )
+    assert [tuple(s) for s in steps] == [
+        (0, "completed", "10", 1),
+        (1, "completed", "20", 2),
+        (2, "completed", "30", 3),
+        (3, "completed", "40", 4),
+    ]
+
+
+async def test_a_claimed_workflows_first_activation_starts_a_run_written_once(
+    store: PostgresStore,
+) -> None:
+    await count_activity_updates(store)
+    worker = str(uuid.uuid4())
+    wf = await claimed_workflow(store, worker)
+    # The claimed workflow's first activation, then three steps run ahead: one batch.
+    zero = item(store, wf, 0, schedule(0))
+    [a0] = eager_claims(wf.id, zero.plan.children)
+    items, _ = await chain(store, wf, a0, 3)
+    done = await store.advance(worker, [zero, *items])
+    assert [d.outcome for d in done] == ["waiting"] * 4
+    # Every activity and every step is written once, as it ended (activity 3 runs).
+    assert await store.pool.fetch("SELECT id FROM activity_updates") == []
+    assert await store.pool.fetch("SELECT seq FROM step_updates") == []
+    assert await activity_rows(store, wf) == {
+        0: ("completed", "10"),
+        1: ("completed", "20"),
+        2: ("completed", "30"),
+        3: ("running", None),
+    }
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
+        (0, "completed", 10),
+        (1, "completed", 20),
+        (2, "completed", 30),
+        (3, "scheduled", None),
+    ]
+    row = await store.pool.fetchrow(
+        "SELECT status, sticky_worker_id::text AS sticky FROM workflows.executions"
+        " WHERE id = $1::uuid",
+        wf.id,
+    )
+    assert (row["status"], row["sticky"]) == ("waiting", worker)

@@ -882,8 +882,7 @@ def _ended_child(doc: dict[str, Any], nxt: dict[str, Any]) -> dict[str, Any] | N
     """The item's one child as the next item ends it, when that item does (advance()'s kid)."""
     children = doc["children"]
     if (
-        doc.get("act") is None
-        or doc["outcome"] != "blocked"
+        doc["outcome"] != "blocked"
         or doc["signals"]
         or len(children) != 1
         or nxt["wf"] != doc["wf"]
@@ -903,8 +902,9 @@ def _ended_child(doc: dict[str, Any], nxt: dict[str, Any]) -> dict[str, Any] | N
 
 def _mark_runs(docs: list[dict[str, Any]]) -> None:
     """Give the first item of each run (items of one workflow in a row, each ending the child
-    the one before started) the children of the whole run, as "run_kids": advance() admits
-    them at once, checking each against its item."""
+    the one before started; the first may be a claimed workflow's activation) the children of
+    the whole run, as "run_kids": advance() admits them at once, checking each against its
+    item."""
     kids = [_ended_child(a, b) for a, b in itertools.pairwise(docs)]
     i = 0
     while i < len(kids):

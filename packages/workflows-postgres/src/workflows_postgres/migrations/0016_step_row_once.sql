@@ -1,5 +1,5 @@
 -- A step of a chained run (0015) writes its activity's row once, and a run admits its
--- activities in one admission. The worker runs a step's activity ahead of the write that
+-- activities in one admission, its first step included. The worker runs a step's activity ahead of the write that
 -- admits it, so in a run the item that admits an activity is followed, in the same batch, by
 -- the item that ends it: the row was inserted running, then updated to its end (a second row
 -- version, its index entries and a dead tuple per step), and each item called admit() for its
@@ -55,7 +55,8 @@ BEGIN
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1)
+                            ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at)
         -- An id array, not a join: the plan (generic, so not knowing how many) stays on the
         -- key. Candidates chosen in the same statement: a statement more cost 6% of the jobs
@@ -168,7 +169,8 @@ BEGIN
         RETURN QUERY
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1)
+                            ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
@@ -318,7 +320,8 @@ BEGIN
     WITH a AS (
         UPDATE {s}.executions e
         SET status = 'running', worker_id = p_worker, lease = e.lease + 1,
-            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1) ELSE e.attempts + 1 END,
+            attempts = CASE WHEN e.kind = 'workflow' THEN greatest(e.attempts, 1)
+                            ELSE e.attempts + 1 END,
             started_at = COALESCE(e.started_at, v_at),
             wakeups = e.wakeups + COALESCE(p_wakeups[array_position(p_ids, e.id)], 0),
             run_at = CASE WHEN p_from = 'waiting' THEN now() ELSE e.run_at END
@@ -338,11 +341,15 @@ $$;
 
 -- advance (0015): a chained item's children, and a workflow's first activation's one child,
 -- go to admit() with the outcome the next item gives one of them, when it does (an activity
--- run ahead is that item's, at lease 1); the next item then updates no row for it. A run of
+-- run ahead is that item's, at lease 1); the next item then updates no row for it. A run may
+-- start at an activation of a claimed workflow (its first, most often): applied without its
+-- steps and children, which go with the run's, so its step too is written once. A run of
 -- such items (each with one child, eager and untraced) on queues nothing limits admits its
 -- children in one call, on its first item: each item then takes its own, found equal to the
 -- one derived from the item and the next; from an item that is not (or where the run breaks
--- off), the children admitted for the rest are deleted and the items go one by one.
+-- off), the children admitted for the rest are deleted and the items go one by one. An
+-- activation that ends the workflow on the step its item resolved does not update that step
+-- again (it was written with the activation's number).
 CREATE OR REPLACE FUNCTION {s}.advance(p_worker uuid, p_items jsonb)
 RETURNS TABLE (item integer, outcome text, lease bigint)
 LANGUAGE plpgsql AS $$
@@ -357,6 +364,8 @@ DECLARE
     -- Of the children just admitted, the one the next item ends, inserted ended.
     ended uuid[] := '{}';
     act_ended boolean;
+    -- The item goes on with a run (admits its children, adds its steps to the run's).
+    joined boolean;
     -- The children of a run admitted at once (see below): those whose items are still to
     -- come, in order, and those admit() took.
     pre uuid[] := '{}';
@@ -380,13 +389,13 @@ DECLARE
     deferred jsonb[] := '{}';
 BEGIN
     -- Each item's fields typed once, with the next item's beside it. kid: the item's one
-    -- child (eager, untraced) as the next item ends it, when the item may continue a run (an
-    -- activity's outcome whose activation waits on it, with no signal, the next item of the
-    -- same workflow ending that child). run_kids: what the worker sends on the first of such
+    -- child (eager, untraced) as the next item ends it, when the item may start or continue a
+    -- run (its activation waits on that child, with no signal, and the next item, of the same
+    -- workflow, ends it). run_kids: what the worker sends on the first of such
     -- items in a row, as the kids of them all (a hint: each is checked against kid below).
     FOR r IN
         SELECT y.*,
-               CASE WHEN y.act IS NOT NULL AND y.wf_outcome = 'blocked' AND y.signals = 0
+               CASE WHEN y.wf_outcome = 'blocked' AND y.signals = 0
                          AND y.next_wf = y.it->>'wf' AND y.next_act_lease = 1
                          AND jsonb_array_length(y.it->'children') = 1
                          AND (y.it->'children'->0->>'id')::uuid = y.next_act::uuid
@@ -434,6 +443,7 @@ BEGIN
         locked := NULL;
         act_ended := COALESCE(r.act = ANY (ended), false);
         ended := '{}';
+        joined := false;
         IF cardinality(run) > 0 AND (r.act IS NULL OR was IS DISTINCT FROM r.wf) THEN
             PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
                                               res_errors, res_delivered);
@@ -497,147 +507,177 @@ BEGIN
                 END IF;
             END IF;
             IF chained THEN
-                -- The run goes on with the next item: this one's children are admitted now,
-                -- its steps written with the run's. Children all to start here and none with
-                -- a trace context (what a worker running ahead sends) go to admit() as they
-                -- are, as insert_plans() would send them, and those it refuses are inserted
-                -- pending as insert_plans() inserts them; any others through insert_plans().
-                kids := r.it->'children';
-                -- (Tests apart, each a simple expression: a query costs every item.)
-                IF r.run_kids IS NOT NULL AND cardinality(pre) = 0 AND r.kid IS NOT NULL THEN
-                    IF jsonb_typeof(r.run_kids) = 'array' AND jsonb_array_length(r.run_kids) > 1
-                       AND r.run_kids->0 = r.kid THEN
-                        -- The run's children at once, each as the next item ends it: one
-                        -- admission for the run, not one per item. Only where nothing limits
-                        -- their queues (admit() admits them all, as it would one by one; the
-                        -- test is flow_free()'s, written out: a call of it is planned anew).
-                        -- Each is taken by its item below once found to be that item's kid;
-                        -- the rest are deleted when the run breaks off (above, and at the end).
-                        SELECT array_agg((c.value->>'id')::uuid ORDER BY c.ord),
-                               array_agg(c.value ORDER BY c.ord)
-                        INTO pre, pre_kids
-                        FROM jsonb_array_elements(r.run_kids) WITH ORDINALITY AS c(value, ord)
-                        WHERE NOT EXISTS (
-                                  SELECT 1 FROM {s}.queues q
-                                  WHERE q.name IN (SELECT k->>'queue'
-                                                   FROM jsonb_array_elements(r.run_kids) AS k)
-                                    AND (q.paused OR q.concurrency IS NOT NULL
-                                         OR q.rate_starts IS NOT NULL))
-                          AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
-                        IF pre IS NULL THEN
-                            pre := '{}';
-                        ELSE
-                            SELECT COALESCE(array_agg(a.id), '{}') INTO pre_in
-                            FROM {s}.admit(p_worker, 'new', p_new => r.run_kids) a;
-                        END IF;
-                    END IF;
+                joined := true;
+            ELSE
+                IF cardinality(run) > 0 THEN
+                    -- The run ends here: its steps are written before anything reads them.
+                    PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
+                                                      res_errors, res_delivered);
+                    run := '{}';
+                    res_seqs := '{}'; res_statuses := '{}'; res_results := '{}'; res_errors := '{}';
+                    res_delivered := '{}';
                 END IF;
-                IF cardinality(pre) > 0 THEN
-                    -- This item's kid is pre_kids[1] (checked above).
-                    IF pre[1] = ANY (pre_in) THEN
-                        ended := ARRAY[pre[1]];
-                        pre := pre[2:];
-                        pre_kids := pre_kids[2:];
-                    ELSE
-                        -- Refused (a limit set meanwhile): pending, as below; the run's
-                        -- later children go, and the next item finds this one stale.
-                        PERFORM {s}.insert_plans(p_worker, jsonb_build_array(jsonb_build_object(
-                            'children', jsonb_build_array(kids->0 || '{"eager": false}'))));
-                        DELETE FROM {s}.executions WHERE id = ANY (pre) AND id = ANY (pre_in);
-                        pre := '{}';
-                    END IF;
-                ELSIF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
-                       kids, '$[*] ? (@.eager == true && @.trace_context == null)')) THEN
-                    IF jsonb_array_length(kids) > 0 THEN
-                        IF r.next_act_lease = 1 THEN
-                            -- The next item ends one of them (the worker ran it ahead of
-                            -- this write): admitted, it is inserted as it ended, with what
-                            -- that item's UPDATE would set (kid, for one child).
-                            IF r.kid IS NOT NULL THEN
-                                kids := jsonb_build_array(r.kid);
-                            ELSIF jsonb_array_length(kids) > 1 THEN
-                                SELECT jsonb_agg(CASE WHEN (c.value->>'id')::uuid
-                                                           = r.next_act::uuid
-                                                      THEN c.value || jsonb_build_object(
-                                                          'done', r.next_status,
-                                                          'result', r.next_result,
-                                                          'error', r.next_error)
-                                                      ELSE c.value END ORDER BY c.ord)
-                                INTO kids
-                                FROM jsonb_array_elements(kids) WITH ORDINALITY AS c(value, ord);
-                            END IF;
-                        END IF;
-                        SELECT array_agg(a.id),
-                               COALESCE(array_agg(a.id) FILTER (WHERE a.status <> 'running'),
-                                        '{}')
-                        INTO admitted, ended
-                        FROM {s}.admit(p_worker, 'new', p_new => kids) a;
-                        IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(kids) THEN
-                            PERFORM {s}.insert_plans(p_worker, jsonb_build_array(
-                                jsonb_build_object('children', (
-                                    SELECT jsonb_agg(c.value || '{"eager": false}')
-                                    FROM jsonb_array_elements(kids) AS c
-                                    WHERE NOT ((c.value->>'id')::uuid
-                                               = ANY (COALESCE(admitted, '{}')))))));
-                        END IF;
-                    END IF;
-                ELSE
-                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it - 'steps'));
+                IF NOT fast THEN
+                    PERFORM {s}.wake(ARRAY[r.wf]);
+                    outcome := 'fallback';
+                    RETURN NEXT;
+                    CONTINUE;
                 END IF;
-                run := run || r.it;
-                last := r.it;
-                locked := r.wf;
-                outcome := 'waiting';
-                RETURN NEXT;
-                CONTINUE;
-            END IF;
-            IF cardinality(run) > 0 THEN
-                -- The run ends here: its steps are written before anything reads them.
-                PERFORM {s}.insert_resolved_steps(run, res_seqs, res_statuses, res_results,
-                                                  res_errors, res_delivered);
-                run := '{}';
-                res_seqs := '{}'; res_statuses := '{}'; res_results := '{}'; res_errors := '{}';
-                res_delivered := '{}';
-            END IF;
-            IF NOT fast THEN
-                PERFORM {s}.wake(ARRAY[r.wf]);
-                outcome := 'fallback';
-                RETURN NEXT;
-                CONTINUE;
-            END IF;
-            IF r.wf_outcome = 'blocked' AND r.signals = 0
-               AND r.next_wf IS DISTINCT FROM r.it->>'wf' THEN
-                -- Still waiting here: the row stays as it is; its new steps and executions
-                -- are inserted with those of the batch's other such items, at the end.
-                deferred := deferred || r.it;
-                outcome := 'waiting';
-                RETURN NEXT;
-                CONTINUE;
-            END IF;
-            IF r.wf_outcome = 'blocked' THEN
-                PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it));
-                IF {s}.consume_signals(
-                       r.wf, ARRAY(SELECT jsonb_array_elements_text(r.it->'signals'))) THEN
-                    PERFORM {s}.wake(ARRAY[r.wf], ARRAY[0::bigint]);
-                    outcome := 'pending';
-                ELSE
+                IF r.wf_outcome = 'blocked' AND r.signals = 0
+                   AND r.next_wf IS DISTINCT FROM r.it->>'wf' THEN
+                    -- Still waiting here: the row stays as it is; its new steps and executions
+                    -- are inserted with those of the batch's other such items, at the end.
+                    deferred := deferred || r.it;
                     outcome := 'waiting';
+                    RETURN NEXT;
+                    CONTINUE;
                 END IF;
+                IF r.wf_outcome = 'blocked' THEN
+                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it));
+                    IF {s}.consume_signals(
+                           r.wf, ARRAY(SELECT jsonb_array_elements_text(r.it->'signals'))) THEN
+                        PERFORM {s}.wake(ARRAY[r.wf], ARRAY[0::bigint]);
+                        outcome := 'pending';
+                    ELSE
+                        outcome := 'waiting';
+                    END IF;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+                -- The activation ends the workflow: admit it back to this worker, then apply it
+                -- as any other. Its queue's limits may refuse it: then the outcome is recorded as
+                -- any other (the step not delivered, the workflow woken) and a claim replays it.
+                SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[r.wf]) a;
+                IF cur_lease IS NULL THEN
+                    UPDATE {s}.workflow_steps SET delivered_in = NULL
+                    WHERE workflow_id = r.wf AND seq = r.seq;
+                    PERFORM {s}.wake(ARRAY[r.wf]);
+                    outcome := 'fallback';
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+            END IF;
+        ELSIF r.kid IS NOT NULL THEN
+            -- An activation of a claimed workflow that starts a run: applied without its
+            -- steps and children, which go with the run's (below) as a chained item's do.
+            outcome := {s}.activate(p_worker, r.it || '{"steps": [], "children": []}',
+                                    cur_lease);
+            IF outcome = 'waiting' THEN
+                -- Locked by activate(), as it left it.
+                SELECT e.status, e.lease, e.wakeups, e.sticky_worker_id, e.cancel_requested,
+                       e.queue
+                INTO wf
+                FROM {s}.executions e WHERE e.id = r.wf;
+                found_wf := FOUND;
+                joined := true;
+            ELSE
+                IF outcome = 'pending' THEN
+                    -- Woken meanwhile: its plans inserted as activate() would have.
+                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(
+                        jsonb_set(r.it, '{children,0}', r.kid)));
+                    ended := ARRAY(SELECT e.id FROM {s}.executions e
+                                   WHERE e.id = r.next_act::uuid
+                                     AND e.status IN ('completed', 'failed'));
+                END IF;
+                outcome := coalesce(outcome, 'stale');
                 RETURN NEXT;
                 CONTINUE;
             END IF;
-            -- The activation ends the workflow: admit it back to this worker, then apply it
-            -- as any other. Its queue's limits may refuse it: then the outcome is recorded as
-            -- any other (the step not delivered, the workflow woken) and a claim replays it.
-            SELECT a.lease INTO cur_lease FROM {s}.admit(p_worker, 'waiting', ARRAY[r.wf]) a;
-            IF cur_lease IS NULL THEN
-                UPDATE {s}.workflow_steps SET delivered_in = NULL
-                WHERE workflow_id = r.wf AND seq = r.seq;
-                PERFORM {s}.wake(ARRAY[r.wf]);
-                outcome := 'fallback';
-                RETURN NEXT;
-                CONTINUE;
+        END IF;
+        IF joined THEN
+            -- The run goes on with the next item: this one's children are admitted now,
+            -- its steps written with the run's. Children all to start here and none with
+            -- a trace context (what a worker running ahead sends) go to admit() as they
+            -- are, as insert_plans() would send them, and those it refuses are inserted
+            -- pending as insert_plans() inserts them; any others through insert_plans().
+            kids := r.it->'children';
+            -- (Tests apart, each a simple expression: a query costs every item.)
+            IF r.run_kids IS NOT NULL AND cardinality(pre) = 0 AND r.kid IS NOT NULL THEN
+                IF jsonb_typeof(r.run_kids) = 'array' AND jsonb_array_length(r.run_kids) > 1
+                   AND r.run_kids->0 = r.kid THEN
+                    -- The run's children at once, each as the next item ends it: one
+                    -- admission for the run, not one per item. Only where nothing limits
+                    -- their queues (admit() admits them all, as it would one by one; the
+                    -- test is flow_free()'s, written out: a call of it is planned anew).
+                    -- Each is taken by its item below once found to be that item's kid;
+                    -- the rest are deleted when the run breaks off (above, and at the end).
+                    SELECT array_agg((c.value->>'id')::uuid ORDER BY c.ord),
+                           array_agg(c.value ORDER BY c.ord)
+                    INTO pre, pre_kids
+                    FROM jsonb_array_elements(r.run_kids) WITH ORDINALITY AS c(value, ord)
+                    WHERE NOT EXISTS (
+                              SELECT 1 FROM {s}.queues q
+                              WHERE q.name IN (SELECT k->>'queue'
+                                               FROM jsonb_array_elements(r.run_kids) AS k)
+                                AND (q.paused OR q.concurrency IS NOT NULL
+                                     OR q.rate_starts IS NOT NULL))
+                      AND NOT EXISTS (SELECT 1 FROM {s}.rate_limits);
+                    IF pre IS NULL THEN
+                        pre := '{}';
+                    ELSE
+                        SELECT COALESCE(array_agg(a.id), '{}') INTO pre_in
+                        FROM {s}.admit(p_worker, 'new', p_new => r.run_kids) a;
+                    END IF;
+                END IF;
             END IF;
+            IF cardinality(pre) > 0 THEN
+                -- This item's kid is pre_kids[1] (checked above).
+                IF pre[1] = ANY (pre_in) THEN
+                    ended := ARRAY[pre[1]];
+                    pre := pre[2:];
+                    pre_kids := pre_kids[2:];
+                ELSE
+                    -- Refused (a limit set meanwhile): pending, as below; the run's
+                    -- later children go, and the next item finds this one stale.
+                    PERFORM {s}.insert_plans(p_worker, jsonb_build_array(jsonb_build_object(
+                        'children', jsonb_build_array(kids->0 || '{"eager": false}'))));
+                    DELETE FROM {s}.executions WHERE id = ANY (pre) AND id = ANY (pre_in);
+                    pre := '{}';
+                END IF;
+            ELSIF jsonb_array_length(kids) = jsonb_array_length(jsonb_path_query_array(
+                   kids, '$[*] ? (@.eager == true && @.trace_context == null)')) THEN
+                IF jsonb_array_length(kids) > 0 THEN
+                    IF r.next_act_lease = 1 THEN
+                        -- The next item ends one of them (the worker ran it ahead of
+                        -- this write): admitted, it is inserted as it ended, with what
+                        -- that item's UPDATE would set (kid, for one child).
+                        IF r.kid IS NOT NULL THEN
+                            kids := jsonb_build_array(r.kid);
+                        ELSIF jsonb_array_length(kids) > 1 THEN
+                            SELECT jsonb_agg(CASE WHEN (c.value->>'id')::uuid
+                                                       = r.next_act::uuid
+                                                  THEN c.value || jsonb_build_object(
+                                                      'done', r.next_status,
+                                                      'result', r.next_result,
+                                                      'error', r.next_error)
+                                                  ELSE c.value END ORDER BY c.ord)
+                            INTO kids
+                            FROM jsonb_array_elements(kids) WITH ORDINALITY AS c(value, ord);
+                        END IF;
+                    END IF;
+                    SELECT array_agg(a.id),
+                           COALESCE(array_agg(a.id) FILTER (WHERE a.status <> 'running'),
+                                    '{}')
+                    INTO admitted, ended
+                    FROM {s}.admit(p_worker, 'new', p_new => kids) a;
+                    IF COALESCE(cardinality(admitted), 0) < jsonb_array_length(kids) THEN
+                        PERFORM {s}.insert_plans(p_worker, jsonb_build_array(
+                            jsonb_build_object('children', (
+                                SELECT jsonb_agg(c.value || '{"eager": false}')
+                                FROM jsonb_array_elements(kids) AS c
+                                WHERE NOT ((c.value->>'id')::uuid
+                                           = ANY (COALESCE(admitted, '{}')))))));
+                    END IF;
+                END IF;
+            ELSE
+                PERFORM {s}.insert_plans(p_worker, jsonb_build_array(r.it - 'steps'));
+            END IF;
+            run := run || r.it;
+            last := r.it;
+            locked := r.wf;
+            outcome := 'waiting';
+            RETURN NEXT;
+            CONTINUE;
         END IF;
         IF r.wf_outcome <> 'blocked' AND EXISTS (
             SELECT 1 FROM {s}.executions x
@@ -659,6 +699,14 @@ BEGIN
             outcome := coalesce({s}.activate(p_worker, it, cur_lease), 'stale');
             ended := ARRAY(SELECT e.id FROM {s}.executions e
                            WHERE e.id = r.next_act::uuid AND e.status IN ('completed', 'failed'));
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        IF r.act IS NOT NULL AND r.it->'delivered' = jsonb_build_array(r.seq) THEN
+            -- The step this item resolved is the one its activation was given: written with
+            -- that activation's number above (the item is fast), not to be updated again.
+            outcome := coalesce({s}.activate(p_worker, r.it || '{"delivered": []}', cur_lease),
+                                'stale');
             RETURN NEXT;
             CONTINUE;
         END IF;
