@@ -53,6 +53,26 @@ CREATE TRIGGER chaos_note_final AFTER UPDATE OF status ON workflows.executions
     WHEN (OLD.status IS DISTINCT FROM NEW.status
           AND NEW.status IN ('completed', 'failed', 'cancelled'))
     EXECUTE FUNCTION chaos_note_final();
+-- A row can also be inserted final: an activity a worker ran ahead of the write that starts
+-- it is inserted as it ended (migration 0016). That is its one move to a final status.
+CREATE FUNCTION chaos_note_inserted_final() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_final_transitions (id, old_status, status, lease)
+    VALUES (NEW.id, 'inserted', NEW.status, NEW.lease);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_note_inserted_final AFTER INSERT ON workflows.executions
+    FOR EACH ROW WHEN (NEW.status IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION chaos_note_inserted_final();
+-- A row deleted never ended as far as anyone can see (a write deletes the children it admitted
+-- for a run that broke off): its moves are forgotten with it.
+CREATE FUNCTION chaos_forget_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM chaos_final_transitions WHERE id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER chaos_forget_deleted AFTER DELETE ON workflows.executions
+    FOR EACH ROW EXECUTE FUNCTION chaos_forget_deleted();
 -- Every attempt of a job or activity counted as lost with its worker (a release, which also
 -- leaves 'running', gives the attempt back instead): one claim must be recovered only once.
 CREATE TABLE chaos_lost_attempts (
