@@ -295,6 +295,18 @@ async def activity_rows(store: PostgresStore, wf: Claimed) -> dict[int, tuple[st
     return {r["parent_seq"]: (r["status"], r["result"]) for r in rows}
 
 
+async def assert_chain_written(store: PostgresStore, wf: Claimed, ended: int) -> None:
+    """Activities and steps 0 to ended - 1 of a chain (see chain()) ended with their results
+    (10, 20, ...), and the next one started: its activity running, its step scheduled."""
+    rows = {n: ("completed", str(10 * (n + 1))) for n in range(ended)}
+    assert await activity_rows(store, wf) == {**rows, ended: ("running", None)}
+    steps = await store.steps_of(wf.id)
+    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
+        *((n, "completed", 10 * (n + 1)) for n in range(ended)),
+        (ended, "scheduled", None),
+    ]
+
+
 async def test_a_run_of_a_workflow_admits_its_activities_at_once_each_written_once(
     store: PostgresStore,
 ) -> None:
@@ -309,23 +321,7 @@ async def test_a_run_of_a_workflow_admits_its_activities_at_once_each_written_on
     # (inserted as they ended); 5 was started by the last item and runs.
     updates = await store.pool.fetch("SELECT id::text FROM activity_updates")
     assert [u["id"] for u in updates] == [acts[0].id]
-    assert await activity_rows(store, wf) == {
-        0: ("completed", "10"),
-        1: ("completed", "20"),
-        2: ("completed", "30"),
-        3: ("completed", "40"),
-        4: ("completed", "50"),
-        5: ("running", None),
-    }
-    steps = await store.steps_of(wf.id)
-    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
-        (0, "completed", 10),
-        (1, "completed", 20),
-        (2, "completed", 30),
-        (3, "completed", 40),
-        (4, "completed", 50),
-        (5, "scheduled", None),
-    ]
+    await assert_chain_written(store, wf, 5)
 
 
 async def test_a_run_that_breaks_off_keeps_no_activity_of_the_items_it_dropped(
@@ -400,13 +396,7 @@ async def test_a_run_admits_only_the_activities_its_items_carry_whatever_the_wor
     done = await store.advance(worker, items)
     assert [d.outcome for d in done] == ["waiting"] * 4
     assert forging == [acts[2].id]
-    assert await activity_rows(store, wf) == {
-        0: ("completed", "10"),
-        1: ("completed", "20"),
-        2: ("completed", "30"),
-        3: ("completed", "40"),
-        4: ("running", None),
-    }
+    await assert_chain_written(store, wf, 4)
     # From the forged one on, the item by item way: each still inserted once, as it ended.
     updates = await store.pool.fetch("SELECT id::text FROM activity_updates ORDER BY n")
     assert [u["id"] for u in updates] == [acts[0].id]
@@ -459,19 +449,7 @@ async def test_a_claimed_workflows_first_activation_starts_a_run_written_once(
     # Every activity and every step is written once, as it ended (activity 3 runs).
     assert await store.pool.fetch("SELECT id FROM activity_updates") == []
     assert await store.pool.fetch("SELECT seq FROM step_updates") == []
-    assert await activity_rows(store, wf) == {
-        0: ("completed", "10"),
-        1: ("completed", "20"),
-        2: ("completed", "30"),
-        3: ("running", None),
-    }
-    steps = await store.steps_of(wf.id)
-    assert [(s["seq"], s["status"], s["result"]) for s in steps] == [
-        (0, "completed", 10),
-        (1, "completed", 20),
-        (2, "completed", 30),
-        (3, "scheduled", None),
-    ]
+    await assert_chain_written(store, wf, 3)
     row = await store.pool.fetchrow(
         "SELECT status, sticky_worker_id::text AS sticky FROM workflows.executions"
         " WHERE id = $1::uuid",
