@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.common import ROOT, summarize
+from benchmarks.common import PREFETCH, ROOT, summarize
 
 SCENARIOS = [
     "enqueue",
@@ -136,7 +136,9 @@ SCENARIO_NOTES = {
     "drain_scale": "One worker process (concurrency 10) on a backlog of each size "
     "({drain_scale_sizes}; BENCH_DRAIN_SIZES=5000,50000 sets them), enqueued up front with the "
     "system's bulk API, ANALYZEd; measured as the drain scenario, capped at {drain_scale_cap} "
-    "s. Issue 16: at least 1.5x PgQueuer, and at least the pgbench ceiling of the same run.",
+    "s. Ours runs each size twice: with its defaults, and claiming ahead of free slots "
+    "(WORKFLOWS_WORKER_PREFETCH={prefetch}, opt-in: `_prefetch`). Issue 16: at least 1.5x "
+    "PgQueuer, and at least the pgbench ceiling of the same run.",
     "pickup": "One idle worker (concurrency 10); {pickup_jobs} jobs enqueued one at a time, the "
     "next 10 ms after the previous one started (plus a random pause of up to one "
     "polling period for a polling worker, so enqueues do not always land just after a "
@@ -447,7 +449,9 @@ def main(argv: list[str]) -> int:
         },
         "systems": args.systems,
         "system_notes": {s: SYSTEM_NOTES[s] for s in args.systems},
-        "scenario_notes": {k: v.format(**sizes) for k, v in SCENARIO_NOTES.items()},
+        "scenario_notes": {
+            k: v.format(**sizes, prefetch=PREFETCH) for k, v in SCENARIO_NOTES.items()
+        },
         "scenarios": {},
     }
     with server(args.dsn) as (admin_dsn, bindir, pg_version):

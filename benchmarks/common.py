@@ -35,6 +35,9 @@ NAP_SECONDS = 0.05
 MARK_PORT_ENV = "BENCH_MARK_PORT"
 GO_FILE_ENV = "BENCH_GO_FILE"
 
+# Ours also drains with claims made ahead of free slots: WORKFLOWS_WORKER_PREFETCH (opt-in).
+PREFETCH = 100
+
 
 class NotSupported(Exception):
     """The system has no equivalent of what a scenario measures (shown as n/a)."""

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from benchmarks.common import (
+    PREFETCH,
     Marks,
     NotSupported,
     System,
@@ -205,15 +206,21 @@ async def _check_failures(system: System) -> None:
 
 
 async def _throughput(
-    ctx: Context, system: System, procs: int, cap: float, total: int
+    ctx: Context,
+    system: System,
+    procs: int,
+    cap: float,
+    total: int,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, int, bool]:
     """Start ``procs`` workers on a loaded queue; (items finished per second, finished, capped).
 
     From the first job's first line to the moment the benchmark sees nothing left (polled
-    every 50 ms), or to ``cap`` seconds when the system is slower than that.
+    every 50 ms), or to ``cap`` seconds when the system is slower than that. ``env``: more
+    of the workers' environment.
     """
     ctx.marks.drain("first")
-    async with ctx.workers(system) as workers:
+    async with Workers(ctx.marks, {**system.worker_env(), **(env or {})}) as workers:
         workers.start([system.worker_argv(CONCURRENCY, i) for i in range(procs)])
         await workers.wait_ready()
         trace(f"{procs} workers ready")
@@ -392,20 +399,24 @@ async def drain_scale(ctx: Context) -> list[dict[str, float]]:
     for _ in range(ctx.runs):
         figures = {}
         for total in drain_sizes(ctx):
-            system, db = await ctx.fresh()
-            try:
-                await system.preload("noop", total)
-                await system.settle()
-                trace(f"{total} jobs enqueued")
-                rate, done, capped = await _throughput(ctx, system, 1, cap, total)
-                await _check_failures(system)
-            finally:
-                await ctx.done_with(system, db)
-            figures[f"drain_{_label(total)}_per_s"] = rate
-            ctx.note(
-                f"drain_{_label(total)}_finished",
-                f"{done}/{total}" + (" (capped)" if capped else ""),
-            )
+            variants: list[tuple[str, dict[str, str]]] = [("", {})]
+            if ctx.system == "ours":
+                variants.append(("_prefetch", {"WORKFLOWS_WORKER_PREFETCH": str(PREFETCH)}))
+            for suffix, env in variants:
+                system, db = await ctx.fresh()
+                try:
+                    await system.preload("noop", total)
+                    await system.settle()
+                    trace(f"{total} jobs enqueued")
+                    rate, done, capped = await _throughput(ctx, system, 1, cap, total, env)
+                    await _check_failures(system)
+                finally:
+                    await ctx.done_with(system, db)
+                figures[f"drain_{_label(total)}{suffix}_per_s"] = rate
+                ctx.note(
+                    f"drain_{_label(total)}{suffix}_finished",
+                    f"{done}/{total}" + (" (capped)" if capped else ""),
+                )
         results.append(figures)
     return results
 

@@ -384,10 +384,14 @@ def test_random_kills_keep_every_invariant(fleet: Fleet, chaos_db: Db, chaos_see
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("prefetch", ["0", "4"])
 def test_poison_job_that_kills_its_worker_fails_after_its_retries(
-    fleet: Fleet, chaos_db: Db
+    fleet: Fleet, chaos_db: Db, prefetch: str
 ) -> None:
-    workers = [fleet.start(), fleet.start()]
+    # With claims made ahead (prefetch "4"), the poison may start from those waiting: each of
+    # its attempts still counts once, and what waited on a killed worker still runs.
+    ahead = {"WORKFLOWS_WORKER_PREFETCH": prefetch}
+    workers = [fleet.start(**ahead), fleet.start(**ahead)]
     fleet.wait_ready(*workers)
     poison = chaos_app.kill_my_worker.queue_sync("poison")
     others = {
@@ -397,7 +401,7 @@ def test_poison_job_that_kills_its_worker_fails_after_its_retries(
     while unfinished(chaos_db, [poison, *others]):
         # A supervisor restarts what dies, as systemd or Kubernetes would.
         while len(fleet.live()) < 2:
-            fleet.start()
+            fleet.start(**ahead)
         assert time.monotonic() < deadline, "the poison job is still looping"
         time.sleep(0.05)
     status = chaos_db.rows(

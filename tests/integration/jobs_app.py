@@ -14,6 +14,8 @@ calls: list[tuple[str, Any]] = []
 attempts: dict[str, int] = {}
 started = asyncio.Event()
 gate: dict[str, asyncio.Event] = {}
+# The gates whose job's code began, in order.
+entered: list[str] = []
 
 
 @job(queue="emails", retries=3)
@@ -61,6 +63,7 @@ async def bad_result() -> object:
 
 @job(queue="work", retries=0)
 async def wait_for_gate(name: str) -> str:
+    entered.append(name)
     started.set()
     event = gate.setdefault(name, asyncio.Event())
     await event.wait()
@@ -96,5 +99,6 @@ def reset() -> None:
     calls.clear()
     attempts.clear()
     gate.clear()
+    entered.clear()
     started = asyncio.Event()
     concurrent_now = concurrent_max = 0

@@ -47,6 +47,7 @@ class Rig:
 
     def pump(self, *, burst: bool = False, start: Callable[[Claimed], None] | None = None) -> Pump:
         wakeup, health = self.wakeup, WriteHealth(30)
+        self.slots.start = start or self.run
         return Pump(
             self.store,
             self.worker_id,
@@ -57,7 +58,6 @@ class Rig:
             activations=ActivationBatches(self.store, self.worker_id, wakeup, health),
             wakeup=wakeup,
             health=health,
-            start=start or self.run,
             holds=lambda workflow_id: False,
             versions=dict,
             stopping=lambda: self.stopping[0],

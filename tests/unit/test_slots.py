@@ -94,3 +94,61 @@ def _claim(execution_id: str) -> Claimed:
         deadline=None,
         pickup_latency=None,
     )
+
+
+def claim(n: int) -> Claimed:
+    return Claimed(f"c{n}", "job", "j", "q", "[]", 1, 0, None, 1, None, 0, None, None, None)
+
+
+async def test_claims_ahead_wait_for_a_slot_and_start_as_one_frees() -> None:
+    slots = Slots(2, stuck=lambda: 0, closed=lambda: False, ahead=2)
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    def start(c: Claimed) -> None:
+        started.append(c.id)
+        slots.add(c.id, asyncio.create_task(gate.wait()), c)
+
+    slots.start = start
+    assert slots.room_ahead() == 2
+    slots.run([claim(n) for n in range(4)], now=2)
+    assert started == ["c0", "c1"]
+    # Waiting here counts as held: the audit must not give them back, nor a bound ignore them.
+    assert "c2" in slots and "c3" in slots and len(slots) == 4
+    assert slots.claim("c3") is not None
+    assert slots.room_ahead() == 0
+    # A run whose outcome is being written frees its slot: the next claim waiting takes it.
+    with slots.writing():
+        assert started == ["c0", "c1", "c2"]
+        assert slots.free() == 0
+    # Its end frees nothing more: c2 has that slot.
+    slots.remove("c0")
+    assert started == ["c0", "c1", "c2"]
+    # A run that ends without a write (released, say) frees its slot for the next.
+    slots.remove("c1")
+    assert started == ["c0", "c1", "c2", "c3"]
+    assert slots.room_ahead() == 2
+    gate.set()
+
+
+async def test_claims_ahead_stop_while_a_bound_holds_or_claims_are_closed() -> None:
+    closed = [False]
+    slots = Slots(1, stuck=lambda: 0, closed=lambda: closed[0], ahead=3)
+    slots.bound = 2
+    assert slots.room_ahead() == 0, "flow control counts on the bound: nothing ahead"
+    slots.bound = None
+    closed[0] = True
+    assert slots.room_ahead() == 0
+    started: list[str] = []
+    slots.start = lambda c: started.append(c.id)
+    # A claim already made for a free slot starts even though claims closed meanwhile; those
+    # made ahead wait, and are taken off to be given back.
+    slots.run([claim(0), claim(1)], now=1)
+    assert started == ["c0"]
+    assert [c.id for c in slots.take_waiting()] == ["c1"]
+    assert "c1" not in slots and slots.claim("c1") is None
+
+
+def test_without_claims_ahead_nothing_waits() -> None:
+    slots = Slots(2, stuck=lambda: 0, closed=lambda: False)
+    assert slots.room_ahead() == 0

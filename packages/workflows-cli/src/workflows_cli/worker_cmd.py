@@ -36,6 +36,13 @@ def cli() -> None:
     default=None,
     help="Executions at once [default: WORKFLOWS_WORKER_MAX_CONCURRENT].",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 10000),
+    default=None,
+    help="Executions claimed ahead of free slots, 0 for none (opt-in: see the README) "
+    "[default: WORKFLOWS_WORKER_PREFETCH, else 0].",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queues hold nothing runnable.")
 @click.option(
     "--metrics-port",
@@ -62,6 +69,7 @@ def worker(
     queues: tuple[str, ...],
     apps: tuple[str, ...],
     concurrency: int | None,
+    prefetch: int | None,
     burst: bool,
     metrics_port: int | None,
     log_level: str | None,
@@ -89,6 +97,7 @@ def worker(
         list(queues),
         settings=settings,
         concurrency=concurrency,
+        prefetch=prefetch,
         burst=burst,
         metrics_port=metrics_port,
     )

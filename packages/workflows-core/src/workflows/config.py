@@ -195,6 +195,9 @@ class Settings:
     worker_heartbeat_timeout: float = 30.0
     worker_poll_interval: float = 1.0
     worker_max_concurrent: int = 10
+    # Executions a worker may claim ahead of free slots, to start as slots free up; 0: none
+    # (see the README, "Claiming ahead": a crash counts their attempts though they never ran).
+    worker_prefetch: int = 0
     worker_shutdown_grace: float = 30.0
     # None: no metrics server; 0: a free port the OS picks (the worker logs it).
     worker_metrics_port: int | None = None
@@ -317,6 +320,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "worker_heartbeat_timeout": float,
     "worker_poll_interval": float,
     "worker_max_concurrent": int,
+    "worker_prefetch": int,
     "worker_shutdown_grace": float,
     "worker_metrics_port": _optional_int,
     "worker_metrics_host": str,
@@ -349,6 +353,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "worker_heartbeat_timeout": _positive_float,
     "worker_poll_interval": _positive_float,
     "worker_max_concurrent": _positive_int,
+    "worker_prefetch": _non_negative_int,
     "worker_shutdown_grace": _positive_float,
     "worker_metrics_port": _port,
     "worker_metrics_host": _host,

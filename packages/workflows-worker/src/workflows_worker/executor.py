@@ -112,7 +112,10 @@ class Executor:
         self._metrics.execution_started(c.queue, c.kind, c.pickup_latency)
         status = "failed"
         try:
-            if c.kind == "workflow":
+            if self._slots.cancelled_waiting(c.id):
+                # Claimed ahead and cancelled before a slot freed: none of its code runs.
+                status = await self._on_cancelled(c)
+            elif c.kind == "workflow":
                 status = await self._workflows.run(c)
             else:
                 status = await self._run_function(c)

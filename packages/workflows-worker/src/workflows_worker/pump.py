@@ -24,7 +24,8 @@ class Pump:
     outcomes and claims go in batches; an idle worker runs nothing until woken by a
     notification, a finished execution or its poll tick.
 
-    Collaborators: ``start`` runs a claim; ``holds`` says whether a workflow is held in memory
+    Claims go to ``slots``, which starts them (or keeps those claimed ahead of free slots
+    until one frees). Collaborators: ``holds`` says whether a workflow is held in memory
     here (an outcome resolving it may claim it straight back); ``versions`` the newest version
     of each workflow this worker's code has; ``on_idle`` is called on each idle round (to
     offer this worker for handoffs); ``claimed`` with how many a claim took of how many
@@ -43,7 +44,6 @@ class Pump:
         activations: ActivationBatches,
         wakeup: Wakeup,
         health: WriteHealth,
-        start: Callable[[Claimed], None],
         holds: Callable[[str | None], bool],
         versions: Callable[[], dict[str, int]],
         stopping: Callable[[], bool],
@@ -60,7 +60,6 @@ class Pump:
         self._activations = activations
         self._wakeup = wakeup
         self._health = health
-        self._start = start
         self._holds = holds
         self._versions = versions
         self._stopping = stopping
@@ -76,19 +75,24 @@ class Pump:
         while True:
             wakeup.clear()
             stopping = self._stopping()
+            if stopping and self._slots.ahead:
+                await self._give_back(self._slots.take_waiting())
             batch = self._outcomes.take()
             self._activations.dispatch(coalesce=True)
             now = loop.time()
             if now >= next_poll:
                 wakeup.looking = True
                 next_poll = now + self._poll
+            # Claimed ahead: into the slots free now (the writes that closed them may be back).
+            self._slots.fill()
             free = self._slots.free()
             # Outcomes that resolve a workflow held here may claim it straight back: keep
             # their slots for that.
             resumable = sum(
                 1 for o, _ in batch if o.status != "pending" and self._holds(o.parent_id)
             )
-            want = max(free - resumable, 0) if wakeup.looking or batch else 0
+            now_wanted = max(free - resumable, 0) if wakeup.looking or batch else 0
+            want = now_wanted + self._slots.room_ahead() if now_wanted or batch else 0
             if not batch and not want:
                 if stopping and not self._slots and self._activations.idle:
                     return
@@ -146,8 +150,19 @@ class Pump:
             if want and self._claimed is not None:
                 # Fewer than asked: nothing more, or a limit (a spent rate says when to look).
                 self._claimed(len(claimed), want)
-            for c in claimed:
-                self._start(c)
+            self._slots.run(claimed, now_wanted)
+
+    async def _give_back(self, claims: list[Claimed]) -> None:
+        """Claims that waited here for a slot, back to pending (never run: uncounted)."""
+        for c in claims:
+            try:
+                await self._store.release(c, self._worker_id)
+            except Exception as exc:
+                if not self._store.is_transient(exc):
+                    raise
+                # Still running here as far as the database knows: recovered as this
+                # worker's once it is gone.
+                log.warning("giving back %s failed (%s)", c.id, first_line(exc))
 
     def _idle(self, stopping: bool) -> bool:
         return (
@@ -189,5 +204,4 @@ class Pump:
                 continue
             if not future.done():
                 future.set_result(outcome.id in recorded)
-            for c in claimed:
-                self._start(c)
+            self._slots.run(claimed, len(claimed))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 from workflows.records import Claimed
 
@@ -15,6 +16,11 @@ class Slots:
     ``stuck``: threads held by plain ``def`` calls past their timeout (each keeps its slot until
     the call returns). ``closed``: no new claims at all (the worker stops, or its writes keep
     failing: it would claim what it could not record).
+
+    ``ahead``: how many claims may wait here for a slot (WORKFLOWS_WORKER_PREFETCH). Claimed
+    ahead, they start as slots free up, while the round that records the outcomes freeing them
+    is still being written: so the database and the worker's code work at once, not by turns.
+    ``start`` runs a claim in a slot (the executor's).
     """
 
     def __init__(
@@ -23,8 +29,13 @@ class Slots:
         *,
         stuck: Callable[[], int],
         closed: Callable[[], bool],
+        ahead: int = 0,
     ) -> None:
         self.concurrency = concurrency
+        self.ahead = ahead
+        self.start: Callable[[Claimed], None] | None = None
+        # Claimed ahead, in claim order, waiting for a slot.
+        self._waiting: deque[Claimed] = deque()
         # The most executions held at once (running and being written), when set.
         self.bound: int | None = None
         self._stuck = stuck
@@ -42,6 +53,8 @@ class Slots:
         # Why a task was cancelled: a cancel asked for, or run ahead of a write that failed.
         self._cancel_requested: set[str] = set()
         self._abandoned: set[str] = set()
+        # Cancelled while waiting for a slot: started only to record that.
+        self._cancel_first: set[str] = set()
 
     # ---- counting -------------------------------------------------------------------------
 
@@ -60,6 +73,43 @@ class Slots:
         if self.bound is not None:
             free = min(free, self.bound - len(self._tasks))
         return max(free, 0)
+
+    def room_ahead(self) -> int:
+        """Claims that may be taken now beyond the free slots, to wait here for one."""
+        # Not while flow control counts on the bound: what waits here is held too.
+        if self.ahead == 0 or self.bound is not None or self._closed():
+            return 0
+        return max(self.ahead - len(self._waiting), 0)
+
+    def run(self, claims: Sequence[Claimed], now: int) -> None:
+        """Start the first ``now`` of ``claims`` (claimed for free slots) whatever has changed
+        since, and the rest (claimed ahead) as slots free up."""
+        start = self.start
+        assert start is not None
+        for c in claims[:now]:
+            start(c)
+        for c in claims[now:]:
+            self._claims[c.id] = c
+            self._waiting.append(c)
+        self.fill()
+
+    def fill(self) -> None:
+        """Start what waits for a slot in the slots free now."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        start = self.start
+        assert start is not None
+        while waiting and self.free() > 0:
+            start(waiting.popleft())
+
+    def take_waiting(self) -> list[Claimed]:
+        """Every claim still waiting for a slot, taken off (the worker stops: they go back)."""
+        taken = list(self._waiting)
+        self._waiting.clear()
+        for c in taken:
+            self._claims.pop(c.id, None)
+        return taken
 
     def free_for_handoff(self) -> int:
         """Free slots a claim in progress has not asked for already."""
@@ -124,12 +174,16 @@ class Slots:
         self._claims.pop(execution_id, None)
         self._cancel_requested.discard(execution_id)
         self._abandoned.discard(execution_id)
+        self.fill()
 
     def __contains__(self, execution_id: object) -> bool:
-        return execution_id in self._tasks
+        # Claimed ahead counts: the audit must not give back what waits here for a slot.
+        return execution_id in self._tasks or (
+            bool(self._waiting) and any(c.id == execution_id for c in self._waiting)
+        )
 
     def __len__(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + len(self._waiting)
 
     def claim(self, execution_id: str) -> Claimed | None:
         return self._claims.get(execution_id)
@@ -148,6 +202,14 @@ class Slots:
 
     def cancel_requested(self, claim: Claimed) -> None:
         """Cancel ``claim``'s run, if it still runs under that very claim."""
+        if any(c is claim for c in self._waiting):
+            # Started now, past the free slots: it records its cancel and runs no code.
+            self._waiting.remove(claim)
+            self._cancel_requested.add(claim.id)
+            self._cancel_first.add(claim.id)
+            assert self.start is not None
+            self.start(claim)
+            return
         task = self._tasks.get(claim.id)
         if task is not None and self._claims.get(claim.id) is claim:
             self._cancel_requested.add(claim.id)
@@ -160,6 +222,13 @@ class Slots:
             if task is not None and not task.done():
                 self._abandoned.add(c.id)
                 self._cancel(c.id, task)
+
+    def cancelled_waiting(self, execution_id: str) -> bool:
+        """A cancel came while the claim waited for a slot (see cancel_requested)."""
+        if execution_id in self._cancel_first:
+            self._cancel_first.discard(execution_id)
+            return True
+        return False
 
     def why_cancelled(self, execution_id: str) -> str | None:
         """``abandoned``, ``requested``, or None (the shutdown's cancel)."""
@@ -180,6 +249,7 @@ class _Writing:
 
     def __enter__(self) -> None:
         self._slots._writing += 1
+        self._slots.fill()
 
     def __exit__(self, *exc: object) -> None:
         self._slots._writing -= 1

@@ -81,6 +81,7 @@ class Worker:
         *,
         settings: Settings | None = None,
         concurrency: int | None = None,
+        prefetch: int | None = None,
         burst: bool = False,
         metrics_port: int | None = None,
         dsn: str | None = None,
@@ -92,6 +93,9 @@ class Worker:
         self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
         self.settings = settings or Settings.current()
         self.concurrency = concurrency or self.settings.worker_max_concurrent
+        self.prefetch = self.settings.worker_prefetch if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise workflows.ConfigurationError(f"prefetch must be 0 or more, not {self.prefetch}")
         self.burst = burst
         self.metrics_port = (
             metrics_port if metrics_port is not None else self.settings.worker_metrics_port
@@ -108,6 +112,7 @@ class Worker:
             stuck=lambda: self._pool.stuck,
             # A worker whose writes keep failing claims nothing more it could not record.
             closed=lambda: self._stopping.is_set() or self._writes.failing,
+            ahead=self.prefetch,
         )
         self._outcomes = OutcomeQueue(self._wakeup)
         self._imports = ImportPolicy.from_settings(self.settings)
@@ -168,10 +173,11 @@ class Worker:
             self._server.start()
             log.info("metrics on :%d/metrics", self._server.port)
         log.info(
-            "worker %s serving %s (concurrency %d)",
+            "worker %s serving %s (concurrency %d%s)",
             self.id[:8],
             ",".join(self.queues),
             self.concurrency,
+            f", claiming up to {self.prefetch} ahead" if self.prefetch else "",
         )
         parts.notifications.start()
         try:
@@ -282,6 +288,7 @@ class Worker:
             metrics=self.metrics,
             wakeup=self._wakeup,
         )
+        self._slots.start = executor.start
         notifications = Notifications(
             store,
             worker_id,
@@ -320,7 +327,6 @@ class Worker:
             activations=activations,
             wakeup=self._wakeup,
             health=self._writes,
-            start=executor.start,
             holds=runner.holds,
             versions=runner.versions,
             stopping=self._stopping.is_set,
