@@ -102,7 +102,7 @@ def test_claims_ahead_are_off_by_default() -> None:
     assert Settings().worker_prefetch == 0
 
 
-@pytest.mark.parametrize("raw", ["-1", "many", "1.5"])
+@pytest.mark.parametrize("raw", ["-1", "many", "1.5", "10001", "99999999999"])
 def test_a_bad_prefetch_setting_is_refused_naming_its_variable(
     raw: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,8 +111,10 @@ def test_a_bad_prefetch_setting_is_refused_naming_its_variable(
         Settings.from_env()
 
 
-def test_a_negative_prefetch_in_code_is_refused() -> None:
+@pytest.mark.parametrize("prefetch", [-1, 10_001, 2**40])
+def test_a_prefetch_out_of_range_in_code_is_refused(prefetch: int) -> None:
+    # A claim's limit past the database's integer would fail every round of the worker.
     from workflows_worker.worker import Worker
 
-    with pytest.raises(ConfigurationError, match="prefetch"):
-        Worker(["work"], settings=Settings(), prefetch=-1)
+    with pytest.raises(ConfigurationError, match="prefetch must be from 0 to 10,000"):
+        Worker(["work"], settings=Settings(), prefetch=prefetch)

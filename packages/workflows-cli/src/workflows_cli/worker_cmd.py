@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from workflows.config import LOG_FORMATS, LOG_LEVELS, Settings
+from workflows.config import LOG_FORMATS, LOG_LEVELS, MAX_PREFETCH, Settings
 from workflows.errors import WorkflowsError
 from workflows_cli.exit_codes import EPILOG
 from workflows_cli.failures import clean_errors
@@ -38,7 +38,7 @@ def cli() -> None:
 )
 @click.option(
     "--prefetch",
-    type=click.IntRange(0, 10000),
+    type=click.IntRange(0, MAX_PREFETCH),
     default=None,
     help="Executions claimed ahead of free slots, 0 for none (opt-in: see the README) "
     "[default: WORKFLOWS_WORKER_PREFETCH, else 0].",

@@ -121,6 +121,16 @@ def _non_negative_int(value: int) -> None:
         raise ValueError("must be 0 or more")
 
 
+# The most executions a worker may claim ahead (as `currant worker --prefetch` takes): each
+# is held in its memory, and a claim's limit must fit the database's integer.
+MAX_PREFETCH = 10_000
+
+
+def _prefetch(value: int) -> None:
+    if not 0 <= value <= MAX_PREFETCH:
+        raise ValueError(f"must be from 0 to {MAX_PREFETCH:,}")
+
+
 def _duration(value: float | None) -> None:
     if value is not None:
         check_seconds(value)
@@ -353,7 +363,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "worker_heartbeat_timeout": _positive_float,
     "worker_poll_interval": _positive_float,
     "worker_max_concurrent": _positive_int,
-    "worker_prefetch": _non_negative_int,
+    "worker_prefetch": _prefetch,
     "worker_shutdown_grace": _positive_float,
     "worker_metrics_port": _port,
     "worker_metrics_host": _host,

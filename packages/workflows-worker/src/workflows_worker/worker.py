@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import workflows
 from workflows.api import REGISTRY
-from workflows.config import Settings
+from workflows.config import MAX_PREFETCH, Settings
 from workflows.records import Claimed, Registration
 from workflows.store import WorkerStore, backend
 from workflows_worker.audit import Audit
@@ -94,8 +94,10 @@ class Worker:
         self.settings = settings or Settings.current()
         self.concurrency = concurrency or self.settings.worker_max_concurrent
         self.prefetch = self.settings.worker_prefetch if prefetch is None else prefetch
-        if self.prefetch < 0:
-            raise workflows.ConfigurationError(f"prefetch must be 0 or more, not {self.prefetch}")
+        if not 0 <= self.prefetch <= MAX_PREFETCH:
+            raise workflows.ConfigurationError(
+                f"prefetch must be from 0 to {MAX_PREFETCH:,}, not {self.prefetch}"
+            )
         self.burst = burst
         self.metrics_port = (
             metrics_port if metrics_port is not None else self.settings.worker_metrics_port
