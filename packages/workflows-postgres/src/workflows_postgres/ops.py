@@ -21,6 +21,7 @@ from workflows.errors import (
 from workflows.executions import execution_dict as status_dict
 from workflows.states import FINAL_STATUSES
 from workflows.store import EnqueueRequest
+from workflows_postgres import pq_call
 
 __all__ = ["FINAL_STATUSES", "Call", "Op"]
 
@@ -75,15 +76,26 @@ def _enqueue_args(r: EnqueueRequest, payload: str, handoff: bool) -> tuple[Any, 
     )
 
 
-def plain_args(options: EnqueueRequest) -> tuple[str, tuple[Any, ...], tuple[Any, ...]]:
+# plain_args(): the statement's name, its parameters before and after the arguments' JSON,
+# and the same two as UTF-8 text parameters (pq_call; None when one has no text form).
+Plain = tuple[
+    str,
+    tuple[Any, ...],
+    tuple[Any, ...],
+    tuple[tuple[bytes | None, ...], tuple[bytes | None, ...]] | None,
+]
+
+
+def plain_args(options: EnqueueRequest) -> Plain:
     """The statement for ``enqueue_one()`` of ``options`` (no idempotency key: its one row
-    always comes back), and its parameters before and after the arguments' JSON.
+    always comes back), and its parameters before and after the arguments' JSON, as values
+    and as text.
 
     ``enqueue_now`` when the run starts now with no key or limit, else ``enqueue``. Made once
     and kept on ``options``: a function's plain calls reuse one request, and building the 18
     parameters again was a tenth of the client's work per call.
     """
-    made: tuple[str, tuple[Any, ...], tuple[Any, ...]] | None = options.prepared
+    made: Plain | None = options.prepared
     if made is None:
         r = options
         if (
@@ -94,20 +106,21 @@ def plain_args(options: EnqueueRequest) -> tuple[str, tuple[Any, ...], tuple[Any
             and r.concurrency_key is None
             and r.rate_key is None
         ):
-            made = (
-                "enqueue_now",
-                (r.kind, r.name, r.queue, r.priority),
-                (
-                    r.max_retries,
-                    _float(r.timeout),
-                    r.version,
-                    _float(r.workflow_timeout),
-                    r.trace_context,
-                ),
+            name = "enqueue_now"
+            head: tuple[Any, ...] = (r.kind, r.name, r.queue, r.priority)
+            tail: tuple[Any, ...] = (
+                r.max_retries,
+                _float(r.timeout),
+                r.version,
+                _float(r.workflow_timeout),
+                r.trace_context,
             )
         else:
             args = _enqueue_args(options, "", True)
-            made = ("enqueue", args[:_ARGS], args[_ARGS + 1 :])
+            name, head, tail = "enqueue", args[:_ARGS], args[_ARGS + 1 :]
+        head_text, tail_text = pq_call.text_params(head), pq_call.text_params(tail)
+        text = None if head_text is None or tail_text is None else (head_text, tail_text)
+        made = (name, head, tail, text)
         options.prepared = made
     return made
 

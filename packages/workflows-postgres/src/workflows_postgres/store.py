@@ -272,7 +272,7 @@ class PostgresStore:
             and self.results.idle
             and options.idempotency_key is None
         ):
-            name, head, tail = options.prepared or ops.plain_args(options)
+            name, head, tail, _ = options.prepared or ops.plain_args(options)
             self._producer_busy = True
             try:
                 rows = await own.fetch(self._enqueue_sql[name], *head, payload, *tail)

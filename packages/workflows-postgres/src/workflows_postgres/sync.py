@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from workflows.config import Settings
 from workflows.store import EnqueueRequest
-from workflows_postgres import ops, pooler
+from workflows_postgres import ops, pooler, pq_call
 from workflows_postgres import queries as Q
 from workflows_postgres.connect import connect_sync, first_line, resolve_dsn, scrub
 from workflows_postgres.migrate import latest_version, schema_error
 from workflows_postgres.results import SyncResultWatcher
 
 T = TypeVar("T")
+
+# enqueue_one()'s statements as prepared on each connection by _enqueue_pq (psycopg's own
+# are named _pg3_*).
+_PQ_NAMES = {"enqueue": b"workflows_enqueue", "enqueue_now": b"workflows_enqueue_now"}
 
 
 class SyncStore:
@@ -41,6 +47,9 @@ class SyncStore:
         # enqueue_one()'s statements (ops.plain_args picks one), looked up once.
         self._enqueue_sql = {
             name: Q.to_psycopg_positional(self.q.sql(name)) for name in ("enqueue", "enqueue_now")
+        }
+        self._enqueue_pq_sql = {
+            name: self.q.sql(name).encode() for name in ("enqueue", "enqueue_now")
         }
 
     @property
@@ -120,12 +129,7 @@ class SyncStore:
             with conn.transaction():
                 return self._drive(conn, op)
         except psycopg.OperationalError as exc:
-            self.close()
-            from workflows.errors import DatabaseUnavailableError
-
-            raise DatabaseUnavailableError(
-                f"database error: {scrub(first_line(exc), self._dsn)}"
-            ) from None
+            self._lost(exc)
 
     # ---- workflows.store.SyncStore ---------------------------------------------------------
 
@@ -137,28 +141,28 @@ class SyncStore:
 
     def enqueue_one(self, options: EnqueueRequest, payload: str) -> str:
         # The producers' hot path (a plain f.queue_sync(x)): enqueue() on this thread's own
-        # cursor with positional parameters, without the generator, a cursor, a dict of
-        # parameters and a dict row made for each call.
+        # connection, its statement sent through libpq with text parameters made once
+        # (pq_call), or else through one cursor with positional parameters; without the
+        # generator, a dict of parameters and a dict row made for each call.
         if options.idempotency_key is not None:
             return self.enqueue(replace(options, args=payload, prepared=None))
-        name, head, tail = options.prepared or ops.plain_args(options)
+        name, head, tail, text = options.prepared or ops.plain_args(options)
         local = self._local
         conn: psycopg.Connection[Any] | None = getattr(local, "conn", None)
         if conn is None or conn.closed:
             conn = self._connection()
-        cur: psycopg.Cursor[Any] | None = getattr(local, "cursor", None)
-        if cur is None or cur.connection is not conn:
-            cur = local.cursor = conn.cursor()
+        if text is not None and "\x00" not in payload:
+            got = self._enqueue_pq(conn, name, (*text[0], payload.encode(), *text[1]))
+            if got is not None:
+                return got
         try:
+            cur: psycopg.Cursor[Any] | None = getattr(local, "cursor", None)
+            if cur is None or cur.connection is not conn:
+                cur = local.cursor = conn.cursor()
             cur.execute(self._enqueue_sql[name], (*head, payload, *tail), prepare=self._prepare)
             row = cur.fetchone()
         except psycopg.OperationalError as exc:
-            self.close()
-            from workflows.errors import DatabaseUnavailableError
-
-            raise DatabaseUnavailableError(
-                f"database error: {scrub(first_line(exc), self._dsn)}"
-            ) from None
+            self._lost(exc)
         except psycopg.errors.UndefinedTable:
             raise schema_error(self.settings.schema, None) from None
         except (psycopg.DataError, UnicodeEncodeError) as exc:
@@ -168,6 +172,72 @@ class SyncStore:
         # The statement casts the id to text and always returns its row (no idempotency key).
         assert row is not None
         return row[0]  # type: ignore[no-any-return]
+
+    def _enqueue_pq(
+        self, conn: psycopg.Connection[Any], name: str, params: Sequence[bytes | None]
+    ) -> str | None:
+        """enqueue_one()'s statement through libpq (pq_call): the new id, or None when the
+        cursor must run it (the connection's encoding is not UTF-8, it is in a transaction,
+        or the statement failed: the cursor's run raises psycopg's error)."""
+        local = self._local
+        state: tuple[psycopg.Connection[Any], bool, set[str]] | None = getattr(local, "pq", None)
+        if state is None or state[0] is not conn:
+            state = local.pq = (conn, conn.info.encoding == "utf-8", set())
+        _, utf8, prepared = state
+        pgconn = conn.pgconn
+        if not utf8 or pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            return None
+        statement = _PQ_NAMES[name]
+        try:
+            with conn.lock:
+                if self._prepare is False:
+                    # A transaction-mode pooler: the unnamed statement, parsed each time.
+                    sql = self._enqueue_pq_sql[name]
+                    result = pq_call.exchange(pgconn, lambda: pgconn.send_query_params(sql, params))
+                else:
+                    if name not in prepared:
+                        sql = self._enqueue_pq_sql[name]
+                        done = pq_call.exchange(
+                            pgconn,
+                            lambda: pgconn.send_prepare(statement, sql),
+                            pq.ExecStatus.COMMAND_OK,
+                        )
+                        if done is None:
+                            return None
+                        prepared.add(name)
+                    result = pq_call.exchange(
+                        pgconn, lambda: pgconn.send_query_prepared(statement, params)
+                    )
+        except psycopg.OperationalError as exc:
+            self._lost(exc)
+        except BaseException:
+            # Interrupted mid-statement (as psycopg's cursor does): the statement cancelled,
+            # lest it commit a run the caller was told nothing of; the connection, left
+            # mid-statement, closed.
+            with contextlib.suppress(Exception):
+                conn.cancel()
+            self.close()
+            raise
+        if pgconn.status == pq.ConnStatus.BAD:
+            # Ended by the server (its error came as the statement's result).
+            self._lost(psycopg.OperationalError(pgconn.error_message.decode("utf-8", "replace")))
+        if result is None or result.ntuples != 1:
+            # Prepared again on the next call: a failure may have been the statement's
+            # absence (a pooler's DISCARD ALL).
+            prepared.clear()
+            return None
+        value = result.get_value(0, 0)
+        assert value is not None
+        return value.decode()
+
+    def _lost(self, exc: psycopg.OperationalError) -> NoReturn:
+        """The connection failed: closed (the next call opens another), and our error."""
+        self.close()
+        from workflows.errors import DatabaseUnavailableError
+
+        raise DatabaseUnavailableError(
+            f"database error: {scrub(first_line(exc), self._dsn)}"
+        ) from None
 
     def enqueue_many(self, options: EnqueueRequest, payloads: Sequence[str]) -> list[str]:
         return self.run(ops.enqueue_many(options, payloads), transaction=False)
