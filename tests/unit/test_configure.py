@@ -92,7 +92,7 @@ def test_a_bad_variable_that_is_configured_over_is_not_read(
         ({"schema": "Bad-Name"}, r"configure\(\): schema='Bad-Name': must be a lower-case"),
         ({"schema": "public"}, "schema='public': is reserved"),
         ({"schema": None}, "schema=None: must not be None"),
-        ({"worker_max_concurrent": 0}, "worker_max_concurrent=0: must be at least 1"),
+        ({"worker_max_concurrent": 0}, "worker_max_concurrent=0: must be from 1 to 10,000"),
         ({"worker_max_concurrent": 2.5}, "worker_max_concurrent=2.5: must be a whole number"),
         ({"worker_max_concurrent": True}, "worker_max_concurrent=True: must be a whole number"),
         ({"default_timeout": float("nan")}, "default_timeout=nan: must be a finite number"),

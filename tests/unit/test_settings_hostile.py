@@ -147,3 +147,19 @@ def test_current_settings_follow_every_change_to_the_environment(
     monkeypatch.setenv("WORKFLOWS_DEFAULT_TIMEOUT", "nan")
     with pytest.raises(ConfigurationError, match="WORKFLOWS_DEFAULT_TIMEOUT"):
         Settings.current()
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "many", "10001", "99999999999"])
+def test_a_worker_concurrency_out_of_range_is_refused_naming_its_variable(raw: str) -> None:
+    # Past PostgreSQL's integer, a claim's limit would fail every round of the worker.
+    with pytest.raises(ConfigurationError, match="WORKFLOWS_WORKER_MAX_CONCURRENT"):
+        Settings.from_env({"WORKFLOWS_WORKER_MAX_CONCURRENT": raw})
+    assert Settings.from_env({"WORKFLOWS_WORKER_MAX_CONCURRENT": "10000"}).worker_max_concurrent
+
+
+@pytest.mark.parametrize("concurrency", [0, -1, 10_001, 2**40])
+def test_a_worker_concurrency_out_of_range_in_code_is_refused(concurrency: int) -> None:
+    from workflows_worker.worker import Worker
+
+    with pytest.raises(ConfigurationError, match="concurrency must be from 1 to 10,000"):
+        Worker(["work"], settings=Settings(), concurrency=concurrency)

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from workflows.config import LOG_FORMATS, LOG_LEVELS, MAX_PREFETCH, Settings
+from workflows.config import LOG_FORMATS, LOG_LEVELS, MAX_CONCURRENCY, MAX_PREFETCH, Settings
 from workflows.errors import WorkflowsError
 from workflows_cli.exit_codes import EPILOG
 from workflows_cli.failures import clean_errors
@@ -32,7 +32,7 @@ def cli() -> None:
 @click.option(
     "-c",
     "--concurrency",
-    type=click.IntRange(1, 10000),
+    type=click.IntRange(1, MAX_CONCURRENCY),
     default=None,
     help="Executions at once [default: WORKFLOWS_WORKER_MAX_CONCURRENT].",
 )

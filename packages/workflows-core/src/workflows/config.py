@@ -121,6 +121,16 @@ def _non_negative_int(value: int) -> None:
         raise ValueError("must be 0 or more")
 
 
+# The most executions a worker runs at once (as `currant worker -c` takes): each run's slot and
+# thread are the worker's, and a claim's limit must fit the database's integer.
+MAX_CONCURRENCY = 10_000
+
+
+def _concurrency(value: int) -> None:
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise ValueError(f"must be from 1 to {MAX_CONCURRENCY:,}")
+
+
 # The most executions a worker may claim ahead (as `currant worker --prefetch` takes): each
 # is held in its memory, and a claim's limit must fit the database's integer.
 MAX_PREFETCH = 10_000
@@ -362,7 +372,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "worker_heartbeat_interval": _positive_float,
     "worker_heartbeat_timeout": _positive_float,
     "worker_poll_interval": _positive_float,
-    "worker_max_concurrent": _positive_int,
+    "worker_max_concurrent": _concurrency,
     "worker_prefetch": _prefetch,
     "worker_shutdown_grace": _positive_float,
     "worker_metrics_port": _port,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import workflows
 from workflows.api import REGISTRY
-from workflows.config import MAX_PREFETCH, Settings
+from workflows.config import MAX_CONCURRENCY, MAX_PREFETCH, Settings
 from workflows.records import Claimed, Registration
 from workflows.store import WorkerStore, backend
 from workflows_worker.audit import Audit
@@ -92,7 +92,13 @@ class Worker:
 
         self.queues = [validate_queue(q) for q in dict.fromkeys(queues)]
         self.settings = settings or Settings.current()
-        self.concurrency = concurrency or self.settings.worker_max_concurrent
+        self.concurrency = (
+            self.settings.worker_max_concurrent if concurrency is None else concurrency
+        )
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise workflows.ConfigurationError(
+                f"concurrency must be from 1 to {MAX_CONCURRENCY:,}, not {self.concurrency}"
+            )
         self.prefetch = self.settings.worker_prefetch if prefetch is None else prefetch
         if not 0 <= self.prefetch <= MAX_PREFETCH:
             raise workflows.ConfigurationError(
