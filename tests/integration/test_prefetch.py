@@ -37,7 +37,7 @@ async def test_a_worker_claims_ahead_and_starts_those_claims_as_slots_free_up(
 ) -> None:
     jobs = await gated([f"g{i}" for i in range(6)])
     ids = list(jobs)
-    await start_worker("work", concurrency=2, prefetch=2)
+    worker = await start_worker("work", concurrency=2, prefetch=2)
     # Two run, two more are claimed for this worker ahead of a free slot, two stay pending.
     await until(
         lambda: len(jobs_app.entered) == 2, f"two jobs running {jobs_app.entered}", timeout=10
@@ -45,12 +45,15 @@ async def test_a_worker_claims_ahead_and_starts_those_claims_as_slots_free_up(
     by = await until(lambda: _counts(store, ids, running=4, pending=2), "four claimed, two pending")
     assert sorted(by["running"]) == sorted(ids[:4]), "claimed in enqueue order"
     assert jobs_app.entered == [jobs[i] for i in ids[:2]], "only two run at once"
+    # The two held here without running show in the worker's metrics.
+    assert b"\nworkflows_claims_waiting 2.0\n" in worker.metrics.render()
     # Each slot that frees takes the next claim waiting here, without waiting for a claim.
     for n, i in enumerate(ids, start=1):
         open_gate(jobs[i])
         await wait_status(store, i, {"completed"})
         await until(lambda n=n: len(jobs_app.entered) >= min(n + 2, 6), f"job {n + 2} started")
     assert jobs_app.entered == [jobs[i] for i in ids]
+    assert b"\nworkflows_claims_waiting 0.0\n" in worker.metrics.render()
     for i in ids:
         status = await store.get_status(i)
         assert status["attempts"] == 1, "every attempt counted once, a claim ahead too"

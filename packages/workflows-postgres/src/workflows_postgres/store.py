@@ -538,6 +538,14 @@ class PostgresStore:
         row = await self.pool.fetchrow(self.sql("release"), execution_id, lease, delay, worker_id)
         return row is not None
 
+    async def release_many(self, claims: Sequence[Claimed], worker_id: str) -> int:
+        """``release`` for several claims of ``worker_id`` at once, due now: how many went
+        back (a claim no longer held here is left alone)."""
+        rows = await self.pool.fetch(
+            self.sql("release_many"), [c.id for c in claims], [c.lease for c in claims], worker_id
+        )
+        return len(rows)
+
     async def take_handoff(
         self, execution_id: str, worker_id: str, conn: asyncpg.Connection | None = None
     ) -> Claimed | None:

@@ -64,6 +64,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "workflows_event_loop_lag_seconds",
         "workflows_event_loop_blocked_total",
         "workflows_sync_threads_stuck",
+        "workflows_claims_waiting",
         "workflows_build_info",
     }
 )
@@ -252,6 +253,12 @@ class WorkerMetrics:
             ("name",),
             registry=self.registry,
         )
+        self._claims_waiting = Gauge(
+            "workflows_claims_waiting",
+            "Executions this worker claimed ahead of its free slots (WORKFLOWS_WORKER_PREFETCH)"
+            " that wait for one now: running in the table, none of their code started.",
+            registry=self.registry,
+        )
         self._stuck_threads = Gauge(
             "workflows_sync_threads_stuck",
             "Threads of this worker still running a plain-def call past its timeout.",
@@ -383,6 +390,10 @@ class WorkerMetrics:
 
     def loop_blocked(self, name: str) -> None:
         self._loop_blocked.labels(name=name).inc()
+
+    def watch_claims_waiting(self, count: Callable[[], int]) -> None:
+        """``count``, read when scraped, as ``workflows_claims_waiting``."""
+        self._claims_waiting.set_function(count)
 
     def set_stuck_threads(self, n: int) -> None:
         self._stuck_threads.set(n)

@@ -153,16 +153,18 @@ class Pump:
             self._slots.run(claimed, now_wanted)
 
     async def _give_back(self, claims: list[Claimed]) -> None:
-        """Claims that waited here for a slot, back to pending (never run: uncounted)."""
-        for c in claims:
-            try:
-                await self._store.release(c, self._worker_id)
-            except Exception as exc:
-                if not self._store.is_transient(exc):
-                    raise
-                # Still running here as far as the database knows: recovered as this
-                # worker's once it is gone.
-                log.warning("giving back %s failed (%s)", c.id, first_line(exc))
+        """Claims that waited here for a slot, back to pending (never run: uncounted), in one
+        statement."""
+        if not claims:
+            return
+        try:
+            await self._store.release_many(claims, self._worker_id)
+        except Exception as exc:
+            if not self._store.is_transient(exc):
+                raise
+            # Still running here as far as the database knows: recovered as this worker's
+            # once it is gone.
+            log.warning("giving back %d claims failed (%s)", len(claims), first_line(exc))
 
     def _idle(self, stopping: bool) -> bool:
         return (

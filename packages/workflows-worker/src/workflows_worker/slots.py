@@ -103,6 +103,10 @@ class Slots:
         while waiting and self.free() > 0:
             start(waiting.popleft())
 
+    def waiting(self) -> int:
+        """Claims made ahead that wait for a slot now (read by the metrics' thread too)."""
+        return len(self._waiting)
+
     def take_waiting(self) -> list[Claimed]:
         """Every claim still waiting for a slot, taken off (the worker stops: they go back)."""
         taken = list(self._waiting)

@@ -122,6 +122,7 @@ class Worker:
             closed=lambda: self._stopping.is_set() or self._writes.failing,
             ahead=self.prefetch,
         )
+        self.metrics.watch_claims_waiting(self._slots.waiting)
         self._outcomes = OutcomeQueue(self._wakeup)
         self._imports = ImportPolicy.from_settings(self.settings)
         self._watch = LoopWatch(on_block=self._loop_blocked, on_lag=self.metrics.set_loop_lag)

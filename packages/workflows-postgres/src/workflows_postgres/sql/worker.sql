@@ -130,6 +130,11 @@ SELECT id::text AS id, lease FROM {s}.executions WHERE status = 'running' AND wo
 SELECT r::text AS id
 FROM {s}.release(ARRAY[$1::uuid], ARRAY[$2::bigint], $4::uuid, $3::float8) AS r
 
+-- name: release_many
+-- release for several claims of this worker ($3) at once, due now: $1 their ids, $2 their
+-- leases (parallel). A stopping pump's claims that waited for a slot.
+SELECT r::text AS id FROM {s}.release($1::uuid[], $2::bigint[], $3::uuid) AS r
+
 -- name: handed_over
 -- The claim a notification on {start} says was handed to this worker: believed only if the
 -- table says so (running here, first lease, a job or a workflow: 0014), so a forged
