@@ -4,7 +4,10 @@ leaves nothing enqueued and the next call working."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -66,6 +69,23 @@ def test_a_call_after_the_session_lost_its_prepared_statements_enqueues_once(
         "SELECT count(*) FROM pg_prepared_statements WHERE name = 'workflows_enqueue_now'"
     ).fetchone()
     assert prepared == (1,)
+
+
+def test_arguments_larger_than_the_socket_takes_at_once_arrive_whole(
+    admin: psycopg.Connection[Any],
+) -> None:
+    sent.queue_sync("warm")
+    # A socket that takes 4 KiB at a time (a busy or distant server's): libpq sends the
+    # arguments over many writes as the server reads them.
+    fd = client.sync_store()._local.conn.pgconn.socket
+    with socket.socket(fileno=os.dup(fd)) as same:
+        same.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    # Near the payload limit (1 MiB of JSON), in characters of 1 to 4 bytes.
+    big = ("aé中😀" * 26_000)[:100_000] + "z" * 780_000
+    execution_id = sent.queue_sync(big)
+    stored = args_of(admin, execution_id)
+    assert stored is not None
+    assert json.loads(stored)["args"] == [big]
 
 
 def test_an_interrupt_while_the_statement_waits_enqueues_nothing_and_the_next_call_works(

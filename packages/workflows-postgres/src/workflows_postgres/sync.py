@@ -152,9 +152,14 @@ class SyncStore:
         if conn is None or conn.closed:
             conn = self._connection()
         if text is not None and "\x00" not in payload:
-            got = self._enqueue_pq(conn, name, (*text[0], payload.encode(), *text[1]))
-            if got is not None:
-                return got
+            try:
+                data = payload.encode()
+            except UnicodeEncodeError:
+                data = None  # the cursor's SerializationError
+            if data is not None:
+                got = self._enqueue_pq(conn, name, (*text[0], data, *text[1]))
+                if got is not None:
+                    return got
         try:
             cur: psycopg.Cursor[Any] | None = getattr(local, "cursor", None)
             if cur is None or cur.connection is not conn:
