@@ -72,8 +72,9 @@ def exchange(
     """Send one statement (``send`` queues it on ``pgconn``) and wait for its result: the
     result when its status is ``ok``, None when it failed (the caller runs it again through
     psycopg, for psycopg's error). Raises psycopg.OperationalError when the
-    connection fails; an interrupt (KeyboardInterrupt) while waiting leaves the connection
-    mid-statement, and the caller closes it."""
+    connection fails; an interrupt (KeyboardInterrupt) while waiting leaves the statement
+    running and the connection mid-statement: the caller cancels the one and closes the
+    other."""
     send()
     fd = pgconn.socket
     # Large arguments may not fit the socket's buffer at once: libpq sends the rest as the
