@@ -1,0 +1,135 @@
+"""The pump's rounds go on a pool connection the store keeps for them, not one acquired per
+round: lost, cancelled or busy, it never wedges a round, and the store still closes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.integration import jobs_app
+from tests.integration.conftest import until
+from workflows.config import Settings
+from workflows.records import Claimed, Outcome, Registration
+from workflows_postgres.store import PostgresStore
+
+QUEUE = "held-conn"
+
+
+@pytest.fixture
+async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
+    """A store whose pool holds at most two connections."""
+    s = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
+    yield s
+    await s.close()
+
+
+async def _claimed(store: PostgresStore, n: int) -> tuple[str, list[Claimed]]:
+    worker = str(uuid.uuid4())
+    await store.register_worker(worker, Registration("test", 1, (QUEUE,), "test"))
+    for i in range(n):
+        await jobs_app.record.options(queue=QUEUE).queue(f"held {i}")
+    claimed = await store.claim(worker, [QUEUE], n)
+    assert len(claimed) == n
+    return worker, claimed
+
+
+def _done(c: Claimed) -> Outcome:
+    return Outcome(c.id, c.lease, "completed", result=json.dumps(c.id))
+
+
+async def _statuses(store: PostgresStore, ids: list[str]) -> list[str]:
+    return [(await store.get_status(i))["status"] for i in ids]
+
+
+async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
+    small_store: PostgresStore,
+) -> None:
+    _, claimed = await _claimed(small_store, 3)
+    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    held = small_store._held
+    assert held is not None
+    pid = held.get_server_pid()
+    # The pool's other connection serves everything else meanwhile.
+    async with small_store.pool.acquire() as other:
+        assert await other.fetchval("SELECT 1") == 1
+        assert await small_store.record_outcomes([_done(claimed[1])]) == {claimed[1].id}
+    assert small_store._held is held and held.get_server_pid() == pid
+    assert await small_store.record_outcomes([_done(claimed[2])]) == {claimed[2].id}
+    assert await _statuses(small_store, [c.id for c in claimed]) == ["completed"] * 3
+
+
+async def test_a_round_whose_connection_was_lost_fails_alone_and_the_next_gets_another(
+    small_store: PostgresStore,
+) -> None:
+    _, claimed = await _claimed(small_store, 2)
+    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    held = small_store._held
+    assert held is not None
+    admin = await asyncpg.connect(small_store.dsn)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", held.get_server_pid())
+    finally:
+        await admin.close()
+    with pytest.raises(Exception) as lost:
+        await small_store.record_outcomes([_done(claimed[1])])
+    # The pump retries such a round (transient), outcomes kept.
+    assert small_store.is_transient(lost.value)
+    assert small_store._held is None
+    assert await asyncio.wait_for(small_store.record_outcomes([_done(claimed[1])]), 10) == {
+        claimed[1].id
+    }
+    assert await _statuses(small_store, [c.id for c in claimed]) == ["completed"] * 2
+    # The lost one went back to the pool closed, not leaked: besides the held one, the pool
+    # (two at most) still lends one.
+    conn = await small_store.pool.acquire(timeout=5)
+    await small_store.pool.release(conn)
+
+
+async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
+    small_store: PostgresStore,
+) -> None:
+    _, claimed = await _claimed(small_store, 3)
+    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    blocker = await asyncpg.connect(small_store.dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+        stuck = asyncio.create_task(small_store.record_outcomes([_done(claimed[1])]))
+
+        async def waiting_on_the_lock() -> bool:
+            n = await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            return bool(n)
+
+        await until(waiting_on_the_lock, "the round waits on the lock")
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    # Not "another operation is in progress" on a connection still busy with the cancelled
+    # statement: the next round goes through. (The cancelled one may have been written all
+    # the same, if the lock went before the server had the cancel: then this one, under the
+    # same lease, finds nothing left to record.)
+    again = await asyncio.wait_for(small_store.record_outcomes([_done(claimed[1])]), 10)
+    assert again <= {claimed[1].id}
+    assert await _statuses(small_store, [claimed[1].id]) == ["completed"]
+    assert await small_store.record_outcomes([_done(claimed[2])]) == {claimed[2].id}
+
+
+async def test_a_store_holding_its_round_connection_closes(database_url: str) -> None:
+    store = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
+    _, claimed = await _claimed(store, 1)
+    assert await store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    assert store._held is not None
+    # The pool's close waits for every connection it lent: the held one goes back first.
+    await asyncio.wait_for(store.close(), 10)
