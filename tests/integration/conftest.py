@@ -37,6 +37,14 @@ async def store(database_url: str) -> AsyncIterator[PostgresStore]:
     await client.reset_async()
 
 
+@pytest.fixture
+async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
+    """A store whose pool holds at most two connections."""
+    s = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
+    yield s
+    await s.close()
+
+
 StartWorker = Callable[..., Awaitable[Worker]]
 
 
@@ -82,6 +90,15 @@ async def wait_status(
         if loop.time() > end:
             raise AssertionError(f"{execution_id} stuck at {status['status']}, wanted {statuses}")
         await asyncio.sleep(0.02)
+
+
+async def waiting_on_a_lock(conn: Any) -> bool:
+    """Whether a session of this database waits for a lock now (``conn``: another one)."""
+    n = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+    return bool(n)
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = 20) -> Any:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from tests.integration import jobs_app
-from tests.integration.conftest import until
+from tests.integration.conftest import until, waiting_on_a_lock
 from workflows.api import CallOptions
 from workflows.config import Settings
 from workflows.errors import DatabaseUnavailableError
 from workflows_postgres.store import PostgresStore
-
-
-@pytest.fixture
-async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
-    """A store whose pool holds at most two connections."""
-    s = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
-    yield s
-    await s.close()
 
 
 async def enqueue(store: PostgresStore, tag: str) -> str:
@@ -71,14 +62,7 @@ async def test_an_enqueue_cancelled_mid_statement_leaves_the_next_one_working(
         await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
         stuck = asyncio.create_task(enqueue(small_store, "stuck"))
 
-        async def waiting_on_the_lock() -> bool:
-            n = await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(n)
-
-        await until(waiting_on_the_lock, "the enqueue waits on the lock")
+        await until(lambda: waiting_on_a_lock(blocker), "the enqueue waits on the lock")
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -25,14 +24,6 @@ from workflows_postgres import client, results
 from workflows_postgres.store import PostgresStore
 
 LISTENER = "workflows_done"  # the results listener's application_name: its channel
-
-
-@pytest.fixture
-async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
-    """A store whose pool holds at most two connections."""
-    s = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
-    yield s
-    await s.close()
 
 
 async def enqueue_record(store: PostgresStore, tag: str, delay: float | None = None) -> str:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from tests.integration import jobs_app
-from tests.integration.conftest import until
+from tests.integration.conftest import until, waiting_on_a_lock
 from workflows.config import Settings
 from workflows.records import Claimed, Outcome, Registration
 from workflows_postgres.store import PostgresStore
@@ -20,22 +19,14 @@ from workflows_postgres.store import PostgresStore
 QUEUE = "held-conn"
 
 
-@pytest.fixture
-async def small_store(database_url: str) -> AsyncIterator[PostgresStore]:
-    """A store whose pool holds at most two connections."""
-    s = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
-    yield s
-    await s.close()
-
-
-async def _claimed(store: PostgresStore, n: int) -> tuple[str, list[Claimed]]:
+async def _claimed(store: PostgresStore, n: int) -> list[Claimed]:
     worker = str(uuid.uuid4())
     await store.register_worker(worker, Registration("test", 1, (QUEUE,), "test"))
     for i in range(n):
         await jobs_app.record.options(queue=QUEUE).queue(f"held {i}")
     claimed = await store.claim(worker, [QUEUE], n)
     assert len(claimed) == n
-    return worker, claimed
+    return claimed
 
 
 def _done(c: Claimed) -> Outcome:
@@ -49,7 +40,7 @@ async def _statuses(store: PostgresStore, ids: list[str]) -> list[str]:
 async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
     small_store: PostgresStore,
 ) -> None:
-    _, claimed = await _claimed(small_store, 3)
+    claimed = await _claimed(small_store, 3)
     assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
     held = small_store._held
     assert held is not None
@@ -66,7 +57,7 @@ async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
 async def test_a_round_whose_connection_was_lost_fails_alone_and_the_next_gets_another(
     small_store: PostgresStore,
 ) -> None:
-    _, claimed = await _claimed(small_store, 2)
+    claimed = await _claimed(small_store, 2)
     assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
     held = small_store._held
     assert held is not None
@@ -93,7 +84,7 @@ async def test_a_round_whose_connection_was_lost_fails_alone_and_the_next_gets_a
 async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
     small_store: PostgresStore,
 ) -> None:
-    _, claimed = await _claimed(small_store, 3)
+    claimed = await _claimed(small_store, 3)
     assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
     blocker = await asyncpg.connect(small_store.dsn)
     try:
@@ -102,14 +93,7 @@ async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
         await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
         stuck = asyncio.create_task(small_store.record_outcomes([_done(claimed[1])]))
 
-        async def waiting_on_the_lock() -> bool:
-            n = await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(n)
-
-        await until(waiting_on_the_lock, "the round waits on the lock")
+        await until(lambda: waiting_on_a_lock(blocker), "the round waits on the lock")
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck
@@ -128,7 +112,7 @@ async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
 
 async def test_a_store_holding_its_round_connection_closes(database_url: str) -> None:
     store = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
-    _, claimed = await _claimed(store, 1)
+    claimed = await _claimed(store, 1)
     assert await store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
     assert store._held is not None
     # The pool's close waits for every connection it lent: the held one goes back first.
