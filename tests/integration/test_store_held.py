@@ -54,29 +54,63 @@ async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
     assert await _statuses(small_store, [c.id for c in claimed]) == ["completed"] * 3
 
 
-async def test_a_round_whose_connection_was_lost_fails_alone_and_the_next_gets_another(
+async def test_a_connection_lost_while_idle_is_replaced_before_the_next_round(
     small_store: PostgresStore,
 ) -> None:
     claimed = await _claimed(small_store, 2)
     assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
     held = small_store._held
     assert held is not None
-    admin = await asyncpg.connect(small_store.dsn)
+    pid = held.get_server_pid()
+    # On the pool's other connection.
+    assert await small_store.pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+    def noticed() -> bool:
+        # asyncpg closes the connection and detaches its proxy, whose every call then raises.
+        try:
+            return bool(held.is_closed())
+        except asyncpg.InterfaceError:
+            return True
+
+    await until(noticed, "the client noticed the lost connection")
+    # No round fails for it (before, every later round failed on the detached proxy).
+    assert await asyncio.wait_for(small_store.record_outcomes([_done(claimed[1])]), 10) == {
+        claimed[1].id
+    }
+    assert small_store._held is not None and small_store._held.get_server_pid() != pid
+    assert await _statuses(small_store, [c.id for c in claimed]) == ["completed"] * 2
+
+
+async def test_a_round_whose_connection_is_lost_mid_statement_fails_alone(
+    small_store: PostgresStore,
+) -> None:
+    claimed = await _claimed(small_store, 2)
+    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    held = small_store._held
+    assert held is not None
+    pid = held.get_server_pid()
+    blocker = await asyncpg.connect(small_store.dsn)
     try:
-        await admin.execute("SELECT pg_terminate_backend($1)", held.get_server_pid())
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+        round_ = asyncio.create_task(small_store.record_outcomes([_done(claimed[1])]))
+        await until(lambda: waiting_on_a_lock(blocker), "the round waits on the lock")
+        assert await blocker.fetchval("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(Exception) as lost:
+            await asyncio.wait_for(round_, 10)
+        await tx.rollback()
     finally:
-        await admin.close()
-    with pytest.raises(Exception) as lost:
-        await small_store.record_outcomes([_done(claimed[1])])
-    # The pump retries such a round (transient), outcomes kept.
+        await blocker.close()
+    # The pump retries such a round (transient), its outcomes kept for the next.
     assert small_store.is_transient(lost.value)
     assert small_store._held is None
     assert await asyncio.wait_for(small_store.record_outcomes([_done(claimed[1])]), 10) == {
         claimed[1].id
     }
     assert await _statuses(small_store, [c.id for c in claimed]) == ["completed"] * 2
-    # The lost one went back to the pool closed, not leaked: besides the held one, the pool
-    # (two at most) still lends one.
+    # The lost one went back to the pool, not leaked: besides the held one, the pool (two at
+    # most) still lends one.
     conn = await small_store.pool.acquire(timeout=5)
     await small_store.pool.release(conn)
 

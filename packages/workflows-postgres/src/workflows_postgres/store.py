@@ -513,6 +513,10 @@ class PostgresStore:
         self._held_busy = True
         try:
             conn = self._held
+            if conn is not None and not _usable(conn):
+                # Lost while idle: the next statement goes on another, not to its error.
+                await self._drop_held(conn)
+                conn = None
             if conn is None:
                 conn = self._held = await self.pool.acquire()
             try:
@@ -523,21 +527,21 @@ class PostgresStore:
                 # statement on this connection waits for that.
                 raise
             except BaseException as exc:
-                if (
-                    not isinstance(exc, asyncpg.PostgresError)
-                    or conn.is_closed()
-                    or conn.is_in_transaction()
-                ):
-                    # Lost, or in a state nothing here can vouch for: back to the pool closed
-                    # (the pool opens another in its place).
-                    self._held = None
-                    conn.terminate()
-                    with contextlib.suppress(Exception):
-                        await self.pool.release(conn)
+                if not isinstance(exc, asyncpg.PostgresError) or not _usable(conn):
+                    await self._drop_held(conn)
                 raise
             return rows
         finally:
             self._held_busy = False
+
+    async def _drop_held(self, conn: Any) -> None:
+        """The held connection back to the pool, closed (the pool opens another in its
+        place); a proxy asyncpg detached already (its connection closed) needs nothing."""
+        self._held = None
+        with contextlib.suppress(Exception):
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     async def _claim_only(self, params: tuple[Any, ...]) -> list[Claimed]:
         """A round with nothing to record (an idle worker woken): the claim alone.
@@ -817,6 +821,16 @@ class PostgresStore:
 
     async def any_runnable(self, queues: Sequence[str]) -> bool:
         return bool(await self.pool.fetchval(self.sql("any_runnable"), list(queues)))
+
+
+def _usable(conn: Any) -> bool:
+    """Whether a pool connection held here can take a statement: open, in no transaction,
+    and still lent (asyncpg detaches the proxy of a connection that closed, and every call on
+    it then raises)."""
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False
 
 
 async def _reset_connection(conn: asyncpg.Connection) -> None:
