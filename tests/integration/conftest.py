@@ -92,6 +92,24 @@ async def wait_status(
         await asyncio.sleep(0.02)
 
 
+@contextlib.asynccontextmanager
+async def executions_locked(dsn: str) -> AsyncIterator[Any]:
+    """``executions`` locked against writes by another connection (yielded) until the block
+    ends: a statement that writes it waits meanwhile."""
+    import asyncpg
+
+    blocker = await asyncpg.connect(dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+        yield blocker
+        await tx.rollback()
+    finally:
+        # After an error in the block, closing ends the transaction too.
+        await blocker.close()
+
+
 async def waiting_on_a_lock(conn: Any) -> bool:
     """Whether a session of this database waits for a lock now (``conn``: another one)."""
     n = await conn.fetchval(

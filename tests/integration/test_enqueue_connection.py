@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from tests.integration import jobs_app
-from tests.integration.conftest import until, waiting_on_a_lock
+from tests.integration.conftest import executions_locked, until, waiting_on_a_lock
 from workflows.api import CallOptions
 from workflows.config import Settings
 from workflows.errors import DatabaseUnavailableError
@@ -55,20 +55,12 @@ async def test_an_enqueue_cancelled_mid_statement_leaves_the_next_one_working(
     small_store: PostgresStore,
 ) -> None:
     await enqueue(small_store, "warm")  # the producer connection is open
-    blocker = await asyncpg.connect(small_store.dsn)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+    async with executions_locked(small_store.dsn) as blocker:
         stuck = asyncio.create_task(enqueue(small_store, "stuck"))
-
         await until(lambda: waiting_on_a_lock(blocker), "the enqueue waits on the lock")
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck
-        await tx.rollback()
-    finally:
-        await blocker.close()
     after = await asyncio.wait_for(enqueue(small_store, "after"), 10)
     assert await count(small_store, [after]) == 1
 

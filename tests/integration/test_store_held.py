@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.integration import jobs_app
-from tests.integration.conftest import until, waiting_on_a_lock
+from tests.integration.conftest import executions_locked, until, waiting_on_a_lock
 from workflows.config import Settings
 from workflows.records import Claimed, Outcome, Registration
 from workflows_postgres.store import PostgresStore
@@ -37,13 +38,19 @@ async def _statuses(store: PostgresStore, ids: list[str]) -> list[str]:
     return [(await store.get_status(i))["status"] for i in ids]
 
 
+async def _after_one_round(store: PostgresStore, n: int) -> tuple[list[Claimed], Any]:
+    """``n`` claims, the first one's outcome recorded: the held connection that took it."""
+    claimed = await _claimed(store, n)
+    assert await store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
+    held = store._held
+    assert held is not None
+    return claimed, held
+
+
 async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
     small_store: PostgresStore,
 ) -> None:
-    claimed = await _claimed(small_store, 3)
-    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
-    held = small_store._held
-    assert held is not None
+    claimed, held = await _after_one_round(small_store, 3)
     pid = held.get_server_pid()
     # The pool's other connection serves everything else meanwhile.
     async with small_store.pool.acquire() as other:
@@ -57,10 +64,7 @@ async def test_rounds_reuse_one_connection_and_leave_the_pool_the_rest(
 async def test_a_connection_lost_while_idle_is_replaced_before_the_next_round(
     small_store: PostgresStore,
 ) -> None:
-    claimed = await _claimed(small_store, 2)
-    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
-    held = small_store._held
-    assert held is not None
+    claimed, held = await _after_one_round(small_store, 2)
     pid = held.get_server_pid()
     # On the pool's other connection.
     assert await small_store.pool.fetchval("SELECT pg_terminate_backend($1)", pid)
@@ -84,24 +88,14 @@ async def test_a_connection_lost_while_idle_is_replaced_before_the_next_round(
 async def test_a_round_whose_connection_is_lost_mid_statement_fails_alone(
     small_store: PostgresStore,
 ) -> None:
-    claimed = await _claimed(small_store, 2)
-    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
-    held = small_store._held
-    assert held is not None
+    claimed, held = await _after_one_round(small_store, 2)
     pid = held.get_server_pid()
-    blocker = await asyncpg.connect(small_store.dsn)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+    async with executions_locked(small_store.dsn) as blocker:
         round_ = asyncio.create_task(small_store.record_outcomes([_done(claimed[1])]))
         await until(lambda: waiting_on_a_lock(blocker), "the round waits on the lock")
         assert await blocker.fetchval("SELECT pg_terminate_backend($1)", pid)
         with pytest.raises(Exception) as lost:
             await asyncio.wait_for(round_, 10)
-        await tx.rollback()
-    finally:
-        await blocker.close()
     # The pump retries such a round (transient), its outcomes kept for the next.
     assert small_store.is_transient(lost.value)
     assert small_store._held is None
@@ -118,22 +112,13 @@ async def test_a_round_whose_connection_is_lost_mid_statement_fails_alone(
 async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
     small_store: PostgresStore,
 ) -> None:
-    claimed = await _claimed(small_store, 3)
-    assert await small_store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
-    blocker = await asyncpg.connect(small_store.dsn)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+    claimed, _ = await _after_one_round(small_store, 3)
+    async with executions_locked(small_store.dsn) as blocker:
         stuck = asyncio.create_task(small_store.record_outcomes([_done(claimed[1])]))
-
         await until(lambda: waiting_on_a_lock(blocker), "the round waits on the lock")
         stuck.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stuck
-        await tx.rollback()
-    finally:
-        await blocker.close()
     # Not "another operation is in progress" on a connection still busy with the cancelled
     # statement: the next round goes through. (The cancelled one may have been written all
     # the same, if the lock went before the server had the cancel: then this one, under the
@@ -146,8 +131,6 @@ async def test_a_round_cancelled_mid_statement_leaves_the_next_one_working(
 
 async def test_a_store_holding_its_round_connection_closes(database_url: str) -> None:
     store = await PostgresStore.connect(Settings.from_env(), min_size=1, max_size=2)
-    claimed = await _claimed(store, 1)
-    assert await store.record_outcomes([_done(claimed[0])]) == {claimed[0].id}
-    assert store._held is not None
+    await _after_one_round(store, 1)
     # The pool's close waits for every connection it lent: the held one goes back first.
     await asyncio.wait_for(store.close(), 10)
