@@ -43,6 +43,27 @@ async def test_sequential_enqueues_need_no_pooled_connection(small_store: Postgr
     assert await count(small_store, ids) == 5
 
 
+async def test_enqueues_need_no_pooled_connection_while_results_are_awaited(
+    small_store: PostgresStore,
+) -> None:
+    # A web app's requests waiting for results must not send its enqueues to the pool.
+    pending = await enqueue(small_store, "awaited")
+    waiter = asyncio.create_task(small_store.wait_finished(pending, 60))
+    await until(lambda: small_store.results.waiting == 1, "the wait registered")
+    held = [await small_store.pool.acquire() for _ in range(2)]
+    try:
+        ids = [await asyncio.wait_for(enqueue(small_store, f"w{i}"), 10) for i in range(3)]
+        plain = jobs_app.record.request(CallOptions(), ("plain",), {}, Settings.from_env())
+        ids.append(await asyncio.wait_for(small_store.enqueue_one(plain, plain.args), 10))
+    finally:
+        for conn in held:
+            await small_store.pool.release(conn)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    assert await count(small_store, ids) == 4
+
+
 async def test_concurrent_enqueues_share_the_connection_and_the_pool(
     small_store: PostgresStore,
 ) -> None:

@@ -14,9 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-import workflows
 from tests.integration import codec_app
-from tests.integration.conftest import until
 from workflows import codec, job, workflow
 from workflows.errors import DatabaseUnavailableError, SerializationError
 from workflows_postgres import client
@@ -149,32 +147,6 @@ async def test_plain_sync_calls_go_on_after_their_connection_is_lost(
         await rows.execute("SELECT pg_terminate_backend($1)", pid)
         again = await loop.run_in_executor(thread, after_the_loss)
     assert (await row(rows, again))["queue"] == "plain"
-
-
-async def test_plain_calls_take_the_pool_while_results_are_awaited(
-    rows: asyncpg.Connection,
-) -> None:
-    # Through the pool: the producer's own connection is not opened yet.
-    (waited,) = await plain.queue_many([((0.0,), {})])
-    own = await client.async_store().get()
-    assert own._producer is None
-    waiter = asyncio.create_task(workflows.get_result(waited, timeout=30))
-    try:
-        await until(lambda: own.results.waiting == 1, "the waiter is registered")
-        ids = [await plain.queue(float(i)) for i in range(3)]
-        assert own._producer is None
-    finally:
-        waiter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiter
-    assert (
-        await rows.fetchval(
-            "SELECT count(*) FROM workflows.executions WHERE id = ANY($1::uuid[])", ids
-        )
-        == 3
-    )
-    await plain.queue(9.0)
-    assert own._producer is not None
 
 
 # Every column but the ones each insert sets afresh; the deadline as its distance from run_at

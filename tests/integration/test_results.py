@@ -60,6 +60,33 @@ async def test_fifty_waiters_on_a_pool_of_two_never_block_an_enqueue(
     assert small_store.results.waiting == 0
 
 
+async def test_waits_begun_together_take_their_first_look_together(
+    small_store: PostgresStore, database_url: str, start_worker: StartWorker
+) -> None:
+    # One query for all fifty, not fifty through the pool: with the table locked against
+    # reads, the waiters hold one of the pool's two connections and the other stays free.
+    ids = [await enqueue_record(small_store, f"t{k}") for k in range(50)]
+    blocker = await asyncpg.connect(database_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE workflows.executions IN ACCESS EXCLUSIVE MODE")
+        waiters = [asyncio.create_task(small_store.wait_finished(i, 60)) for i in ids]
+        looking = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database() AND application_name <> $1"
+        )
+        await until(lambda: blocker.fetchval(looking, LISTENER), "the first look waiting")
+        assert await asyncio.wait_for(small_store.pool.fetchval("SELECT 1"), 10) == 1
+        assert await blocker.fetchval(looking, LISTENER) == 1
+        await tx.rollback()
+    finally:
+        await blocker.close()
+    await start_worker("work")
+    done = await asyncio.wait_for(asyncio.gather(*waiters), 60)
+    assert [d["result"] for d in done] == [f"t{k}" for k in range(50)]
+
+
 async def test_result_arrives_through_the_notification(
     small_store: PostgresStore, start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

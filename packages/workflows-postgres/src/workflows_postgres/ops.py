@@ -197,6 +197,12 @@ def get_status(execution_id: str) -> Op[dict[str, Any]]:
     return status_dict(rows[0])
 
 
+def statuses_among(ids: list[str]) -> Op[dict[str, str]]:
+    """The status of each of ``ids`` (canonical UUIDs) that exists."""
+    rows = yield Call("statuses_among", (ids,))
+    return {row["id"]: row["status"] for row in rows}
+
+
 def steps_of(workflow_id: str) -> Op[list[dict[str, Any]]]:
     rows = yield Call("steps_of", (_check_id(workflow_id),))
     return [

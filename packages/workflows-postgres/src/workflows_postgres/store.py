@@ -278,7 +278,6 @@ class PostgresStore:
             own is not None
             and not self._producer_busy
             and not own.is_closed()
-            and self.results.idle
             and options.idempotency_key is None
         ):
             name, head, tail, _ = options.prepared or ops.plain_args(options)
@@ -299,14 +298,8 @@ class PostgresStore:
 
     async def _take_producer(self) -> asyncpg.Connection | None:
         """The own connection for one enqueue (``_producer_busy`` set: the caller clears it),
-        or None: the pool's turn.
-
-        Not while results are awaited in this process: with 1,000 get_result() waiters the
-        own connection's enqueues had a p99 of 9.7 ms against 2.1 ms through the pool (the
-        `waiters` benchmark, A/B in one run; the cause is not understood yet), so the pool it
-        is, as before, whenever the results watcher has waits.
-        """
-        if self._producer_busy or not self.results.idle:
+        or None: the pool's turn."""
+        if self._producer_busy:
             return None
         self._producer_busy = True
         try:

@@ -6,3 +6,8 @@
 -- or never sent by whoever finished a row some other way). Primary-key lookups.
 SELECT id::text AS id FROM {s}.executions
 WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'failed', 'cancelled')
+
+-- name: statuses_among
+-- The first look of many waiters that began at once (one query, not one per waiter): the
+-- status of each id that exists; an id with no row is not found.
+SELECT id::text AS id, status FROM {s}.executions WHERE id = ANY($1::uuid[])
