@@ -20,6 +20,7 @@ import pytest
 from tests.integration.conftest import StartWorker, until, wait_status
 from workflows import job, workflow
 from workflows.records import Registration
+from workflows_postgres import client
 from workflows_postgres.store import PostgresStore, handed_over
 
 QUEUE = "handoff"
@@ -125,6 +126,29 @@ async def test_an_idle_worker_starts_a_job_handed_over_by_its_enqueue(
     assert (await row(store, second))["in_enqueue"]
     assert (await wait_status(store, second, {"completed"}))["result"] == "second"
     assert ran == ["first", "second"]
+
+
+# UTF8: the statement through libpq; LATIN1: through psycopg's cursor (sync.enqueue_one).
+@pytest.mark.parametrize("encoding", ["UTF8", "LATIN1"])
+async def test_a_blocking_enqueue_hands_over_to_an_idle_worker_too(
+    store: PostgresStore,
+    start_worker: StartWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    encoding: str,
+) -> None:
+    worker = await start_worker(QUEUE)
+    await until(lambda: offers(store), "the idle worker's offer")
+    monkeypatch.setenv("PGCLIENTENCODING", encoding)
+    client.reset_sync()
+    job_id = await asyncio.to_thread(note.queue_sync, "blocking")
+    r = await row(store, job_id)
+    assert (r["status"], r["worker_id"], r["in_enqueue"]) == ("running", worker.id, True)
+    assert (await wait_status(store, job_id, {"completed"}))["result"] == "blocking"
+    # The worker took no other run: the enqueue inserted one.
+    n = await store.pool.fetchval(
+        "SELECT count(*) FROM workflows.executions WHERE queue = $1", QUEUE
+    )
+    assert n == 1
 
 
 async def test_an_idle_worker_starts_a_workflow_handed_over_by_its_enqueue(

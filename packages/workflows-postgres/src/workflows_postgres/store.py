@@ -284,16 +284,18 @@ class PostgresStore:
             self._producer_busy = True
             try:
                 rows = await own.fetch(self._enqueue_sql[name], *head, payload, *tail)
-                # The statement casts the id to text: the row holds the str to return.
-                return rows[0][0]  # type: ignore[no-any-return]
+                if rows:
+                    # The statement casts the id to text: the row holds the str to return.
+                    return rows[0][0]  # type: ignore[no-any-return]
             except BaseException as exc:
                 self._producer_failed(own, exc)
+                # Lost to another transaction: the pool's retries, as in enqueue().
+                request = replace(options, args=payload, prepared=None)
+                result: str = await self.run(ops.enqueue, request, transaction=False)
+                return result
             finally:
                 self._producer_busy = False
-            # Lost to another transaction: the pool's retries, as in enqueue().
-            request = replace(options, args=payload, prepared=None)
-            result: str = await self.run(ops.enqueue, request, transaction=False)
-            return result
+            # No row: a worker offers itself for the queue (enqueue_now); enqueue() hands over.
         return await self.enqueue(replace(options, args=payload, prepared=None))
 
     async def _take_producer(self) -> asyncpg.Connection | None:

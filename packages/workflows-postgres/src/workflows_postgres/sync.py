@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 # enqueue_one()'s statements as prepared on each connection by _enqueue_pq (psycopg's own
 # are named _pg3_*).
+# _enqueue_pq(): enqueue_now found a worker's offer and inserted nothing (no id is empty).
+_OFFERED = ""
 _PQ_NAMES = {"enqueue": b"workflows_enqueue", "enqueue_now": b"workflows_enqueue_now"}
 
 
@@ -158,6 +160,8 @@ class SyncStore:
                 data = None  # the cursor's SerializationError
             if data is not None:
                 got = self._enqueue_pq(conn, name, (*text[0], data, *text[1]))
+                if got == _OFFERED:
+                    return self.enqueue(replace(options, args=payload, prepared=None))
                 if got is not None:
                     return got
         try:
@@ -174,16 +178,19 @@ class SyncStore:
             from workflows.errors import SerializationError
 
             raise SerializationError(f"the database refused a value: {first_line(exc)}") from None
-        # The statement casts the id to text and always returns its row (no idempotency key).
-        assert row is not None
+        if row is None:
+            # A worker offers itself for the queue (enqueue_now): enqueue() hands the run over.
+            return self.enqueue(replace(options, args=payload, prepared=None))
+        # The statement casts the id to text.
         return row[0]  # type: ignore[no-any-return]
 
     def _enqueue_pq(
         self, conn: psycopg.Connection[Any], name: str, params: Sequence[bytes | None]
     ) -> str | None:
-        """enqueue_one()'s statement through libpq (pq_call): the new id, or None when the
-        cursor must run it (the connection's encoding is not UTF-8, it is in a transaction,
-        or the statement failed: the cursor's run raises psycopg's error)."""
+        """enqueue_one()'s statement through libpq (pq_call): the new id; ``_OFFERED`` when
+        it inserted nothing (a worker offers itself for the queue: enqueue() hands over); or
+        None when the cursor must run it (the connection's encoding is not UTF-8, it is in a
+        transaction, or the statement failed: the cursor's run raises psycopg's error)."""
         local = self._local
         state: tuple[psycopg.Connection[Any], bool, set[str]] | None = getattr(local, "pq", None)
         if state is None or state[0] is not conn:
@@ -226,11 +233,13 @@ class SyncStore:
         if pgconn.status == pq.ConnStatus.BAD:
             # Ended by the server (its error came as the statement's result).
             self._lost(psycopg.OperationalError(pgconn.error_message.decode("utf-8", "replace")))
-        if result is None or result.ntuples != 1:
+        if result is None or result.ntuples > 1:
             # Prepared again on the next call: a failure may have been the statement's
             # absence (a pooler's DISCARD ALL).
             prepared.clear()
             return None
+        if result.ntuples == 0:
+            return _OFFERED
         value = result.get_value(0, 0)
         assert value is not None
         return value.decode()
