@@ -143,6 +143,50 @@ async def test_an_outcome_the_database_refuses_fails_alone_and_the_rest_is_recor
     assert (await rig.store.get_status(bad))["status"] == "running"
 
 
+async def test_an_activity_ends_only_with_its_step_whatever_its_outcome_names(rig: Rig) -> None:
+    # Outcomes that name no workflow go through the lighter statement, which resolves no step:
+    # an activity ended there would leave its workflow waiting for the step forever. So an
+    # outcome that names none for a row that has one is not recorded, as with a lost claim.
+    wf, act = str(uuid.uuid4()), str(uuid.uuid4())
+    async with rig.store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries, status)"
+            " VALUES ($1::uuid, 'workflow', 'tests.flow', 'elsewhere', '[]', 0, 'waiting')",
+            wf,
+        )
+        await conn.execute(
+            "INSERT INTO workflows.executions (id, kind, name, queue, args, max_retries,"
+            " parent_id, parent_seq) VALUES ($1::uuid, 'activity', 'tests.step', $2, '[]', 0,"
+            " $3::uuid, 1)",
+            act,
+            QUEUE,
+            wf,
+        )
+        await conn.execute(
+            "INSERT INTO workflows.workflow_steps (workflow_id, seq, kind, name, status,"
+            " execution_id) VALUES ($1::uuid, 1, 'activity', 'tests.step', 'scheduled', $2::uuid)",
+            wf,
+            act,
+        )
+    _, (claim,) = await rig.store.pump(rig.worker_id, [], [QUEUE], 1)
+    assert (claim.id, claim.parent_id) == (act, wf)
+
+    async def step() -> str:
+        value: str = await rig.store.pool.fetchval(
+            "SELECT status FROM workflows.workflow_steps WHERE workflow_id = $1::uuid", wf
+        )
+        return value
+
+    unnamed = Outcome(act, claim.lease, "completed", result="1")
+    recorded, _ = await rig.store.pump(rig.worker_id, [unnamed], [QUEUE], 0)
+    assert recorded == set()
+    assert ((await rig.store.get_status(act))["status"], await step()) == ("running", "scheduled")
+    named = Outcome(act, claim.lease, "completed", result="1", parent_id=wf)
+    recorded, _ = await rig.store.pump(rig.worker_id, [named], [QUEUE], 0)
+    assert recorded == {act}
+    assert ((await rig.store.get_status(act))["status"], await step()) == ("completed", "completed")
+
+
 async def test_a_pump_stops_claiming_once_stopping_but_records_what_finishes(rig: Rig) -> None:
     gate = asyncio.Event()
     held: list[Claimed] = []

@@ -61,7 +61,8 @@ class Outcome:
     result: str | None = None
     error: str | None = None
     retry_delay: float | None = None
-    # The workflow an activity belongs to: its worker may resume it straight away.
+    # The workflow an activity belongs to: its worker may resume it straight away. The store
+    # records an ending outcome without one in a lighter statement that resolves no step.
     parent_id: str | None = None
 
 

@@ -459,17 +459,15 @@ class PostgresStore:
         if not outcomes:
             # Nothing to record (an idle worker woken for new work): the lighter claim alone.
             return set(), await self._claim_only((worker_id, list(queues), limit, names, versions))
-        args = (
-            _outcomes_json(outcomes),
-            list(queues),
-            limit,
-            worker_id,
-            names,
-            versions,
-            resume_sticky,
-            await self.results_listening(),
-        )
-        return _pumped(await self._fetch_retrying("pump", args, held=True))
+        head = (_outcomes_json(outcomes), list(queues), limit, worker_id, names, versions)
+        listening = await self.results_listening()
+        if all(o.parent_id is None or o.status == "pending" for o in outcomes):
+            # No activity ends: no workflow step to resolve, the statement without those CTEs.
+            rows = await self._fetch_retrying("pump_jobs", (*head, listening), held=True)
+        else:
+            args = (*head, resume_sticky, listening)
+            rows = await self._fetch_retrying("pump", args, held=True)
+        return _pumped(rows)
 
     async def results_listening(self) -> bool:
         """Whether finished jobs should be announced: a results listener is connected, as read
