@@ -25,9 +25,9 @@ T = TypeVar("T")
 
 # enqueue_one()'s statements as prepared on each connection by _enqueue_pq (psycopg's own
 # are named _pg3_*).
+_PQ_NAMES = {"enqueue": b"workflows_enqueue", "enqueue_now": b"workflows_enqueue_now"}
 # _enqueue_pq(): enqueue_now found a worker's offer and inserted nothing (no id is empty).
 _OFFERED = ""
-_PQ_NAMES = {"enqueue": b"workflows_enqueue", "enqueue_now": b"workflows_enqueue_now"}
 
 
 class SyncStore:
