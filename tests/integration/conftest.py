@@ -93,16 +93,17 @@ async def wait_status(
 
 
 @contextlib.asynccontextmanager
-async def executions_locked(dsn: str) -> AsyncIterator[Any]:
+async def executions_locked(dsn: str, mode: str = "EXCLUSIVE") -> AsyncIterator[Any]:
     """``executions`` locked against writes by another connection (yielded) until the block
-    ends: a statement that writes it waits meanwhile."""
+    ends: a statement that writes it waits meanwhile (``ACCESS EXCLUSIVE``: one that reads it
+    too)."""
     import asyncpg
 
     blocker = await asyncpg.connect(dsn)
     try:
         tx = blocker.transaction()
         await tx.start()
-        await blocker.execute("LOCK TABLE workflows.executions IN EXCLUSIVE MODE")
+        await blocker.execute(f"LOCK TABLE workflows.executions IN {mode} MODE")
         yield blocker
         await tx.rollback()
     finally:

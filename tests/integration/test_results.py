@@ -12,7 +12,7 @@ import pytest
 
 import workflows
 from tests.integration import jobs_app
-from tests.integration.conftest import StartWorker, until, wait_status
+from tests.integration.conftest import StartWorker, executions_locked, until, wait_status
 from workflows.api import CallOptions
 from workflows.config import Settings
 from workflows.errors import (
@@ -66,11 +66,7 @@ async def test_waits_begun_together_take_their_first_look_together(
     # One query for all fifty, not fifty through the pool: with the table locked against
     # reads, the waiters hold one of the pool's two connections and the other stays free.
     ids = [await enqueue_record(small_store, f"t{k}") for k in range(50)]
-    blocker = await asyncpg.connect(database_url)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("LOCK TABLE workflows.executions IN ACCESS EXCLUSIVE MODE")
+    async with executions_locked(database_url, "ACCESS EXCLUSIVE") as blocker:
         waiters = [asyncio.create_task(small_store.wait_finished(i, 60)) for i in ids]
         looking = (
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -79,9 +75,6 @@ async def test_waits_begun_together_take_their_first_look_together(
         await until(lambda: blocker.fetchval(looking, LISTENER), "the first look waiting")
         assert await asyncio.wait_for(small_store.pool.fetchval("SELECT 1"), 10) == 1
         assert await blocker.fetchval(looking, LISTENER) == 1
-        await tx.rollback()
-    finally:
-        await blocker.close()
     await start_worker("work")
     done = await asyncio.wait_for(asyncio.gather(*waiters), 60)
     assert [d["result"] for d in done] == [f"t{k}" for k in range(50)]
